@@ -1,0 +1,46 @@
+"""corework: run Python work on every core, with the classic pitfalls engineered away.
+
+One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
+tasks in processes or threads. See the README for a tour.
+"""
+
+from ._api import imap, map
+from ._errors import (
+    Cancelled,
+    CoreworkError,
+    InitializerFailed,
+    PoolClosed,
+    RemoteTraceback,
+    SerializationError,
+    TaskError,
+    TaskTimeout,
+    WorkerCrashed,
+)
+from ._pool import Pool
+from ._process import Process
+from ._thread import Thread
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Cancelled",
+    "CoreworkError",
+    "InitializerFailed",
+    "Pool",
+    "PoolClosed",
+    "Process",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskError",
+    "TaskTimeout",
+    "Thread",
+    "WorkerCrashed",
+    "imap",
+    "map",
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("corework."):
+        _obj.__module__ = "corework"
+del _name, _obj

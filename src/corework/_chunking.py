@@ -1,0 +1,52 @@
+"""Adaptive chunk sizes: batch tiny tasks until overhead vanishes; send long ones singly.
+
+The first chunks of a map hold one task each, until a worker reports how long its tasks
+take. From then on each chunk holds about ``TARGET_SECONDS`` of work, but never so much
+that a known-length input would be split into fewer than ``CHUNKS_PER_WORKER`` chunks per
+worker (which would leave workers idle at the end).
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Work per chunk. Larger amortises per-message cost; smaller balances load and keeps
+#: timeouts and cancellation close to per task.
+TARGET_SECONDS = 0.01
+#: Lower bound on chunks per worker for inputs of known length, for load balance.
+CHUNKS_PER_WORKER = 4
+#: Upper bound on tasks per chunk when the input's length is unknown.
+MAX_CHUNK = 100_000
+#: Weight of the newest measurement in the running per-task estimate.
+SMOOTHING = 0.5
+
+
+class ChunkSizer:
+    """Decides how many tasks the next chunk of one map gets."""
+
+    def __init__(self, workers: int, total: int | None, fixed: int | None = None) -> None:
+        self._fixed = fixed
+        self._cap = MAX_CHUNK
+        if total is not None:
+            self._cap = max(1, min(MAX_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER))))
+        self._seconds_per_task: float | None = None
+
+    def next_size(self) -> int:
+        """Tasks for the next chunk."""
+        if self._fixed is not None:
+            return self._fixed
+        if self._seconds_per_task is None:
+            return 1
+        if self._seconds_per_task <= 0:
+            return self._cap
+        return max(1, min(self._cap, int(TARGET_SECONDS / self._seconds_per_task)))
+
+    def observe(self, tasks: int, seconds: float) -> None:
+        """A chunk of ``tasks`` tasks took ``seconds`` to run in its worker."""
+        if tasks <= 0:
+            return
+        sample = seconds / tasks
+        previous = self._seconds_per_task
+        self._seconds_per_task = (
+            sample if previous is None else SMOOTHING * sample + (1 - SMOOTHING) * previous
+        )

@@ -1,0 +1,160 @@
+"""One ``map``/``imap`` call: feed chunks in lazily, hand results out in order or as done.
+
+The input is read in the caller's thread, a chunk at a time, and only while fewer than
+``window`` chunks are out and not yet handed back. So a map over ten million items holds a
+few chunks in memory, never the whole input, and a slow first task cannot make the
+reorder buffer grow without bound.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from ._chunking import ChunkSizer
+from ._outcomes import task_exception
+from ._scheduler import Chunk, Scheduler
+from ._transport import CallKind
+from .engines import ChunkReport
+
+#: Chunks a map keeps out (queued, running, or done but not yet handed back) per worker.
+WINDOW_PER_WORKER = 4
+
+
+class _Feed:
+    """Takes the next ``n`` items of the input, slicing where the input allows it."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self.total: int | None = None
+        self._sequence: Sequence[Any] | None = None
+        self._iterator: Iterator[Any] | None = None
+        self._position = 0
+        if isinstance(iterable, (range, list, tuple)):
+            self._sequence = iterable  # slices are cheap; a range slice pickles as a range
+            self.total = len(iterable)
+        else:
+            self._iterator = iter(iterable)
+
+    def take(self, n: int) -> Sequence[Any]:
+        if self._sequence is not None:
+            start = self._position
+            self._position = min(start + n, len(self._sequence))
+            return self._sequence[start:self._position]
+        assert self._iterator is not None
+        return list(itertools.islice(self._iterator, n))
+
+
+class MapJob:
+    """Runs ``fn`` over an input through a :class:`Scheduler`; iterate it for results."""
+
+    def __init__(self, scheduler: Scheduler, fn: Callable[..., Any], iterable: Iterable[Any], *,
+                 kind: CallKind = CallKind.ARG, chunksize: int | None = None,
+                 ordered: bool = True, window: int | None = None,
+                 timeout: float | None = None) -> None:
+        scheduler.check_open()
+        self._scheduler = scheduler
+        self._fn = scheduler.function(fn)
+        self._kind = kind
+        self._feed = _Feed(iterable)
+        self._sizer = ChunkSizer(scheduler.workers, self._feed.total, chunksize)
+        self._ordered = ordered
+        self._window = window if window is not None else WINDOW_PER_WORKER * scheduler.workers
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._changed = threading.Condition()
+        self._out: deque[Chunk] = deque()  # in input order
+        self._finished: dict[int, ChunkReport | BaseException] = {}  # by chunk id
+        self._finish_order: deque[Chunk] = deque()
+        self._next_index = 0
+        self._exhausted = False
+        self._cancelled = False
+
+    # --------------------------------------------------------------- caller's side
+
+    def fill(self) -> None:
+        """Read input and queue chunks until the window is full or the input ends."""
+        while not self._exhausted and len(self._out) < self._window:
+            items = self._feed.take(self._sizer.next_size())
+            if not items:
+                self._exhausted = True
+                return
+            chunk = self._scheduler.make_chunk(self._fn, self._kind, items, self._next_index,
+                                               self)
+            self._next_index += len(items)
+            self._out.append(chunk)
+            self._scheduler.enqueue(chunk)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                self.fill()
+                if not self._out:
+                    return
+                chunk, outcome = self._wait_for_next()
+                yield from self._results(chunk, outcome)
+        finally:
+            self.cancel()
+
+    def _wait_for_next(self) -> tuple[Chunk, ChunkReport | BaseException]:
+        with self._changed:
+            while True:
+                chunk = self._ready_chunk()
+                if chunk is not None:
+                    self._out.remove(chunk)
+                    return chunk, self._finished.pop(chunk.work.id)
+                self._changed.wait(self._time_left())
+
+    def _ready_chunk(self) -> Chunk | None:
+        if self._ordered:
+            head = self._out[0]
+            return head if head.work.id in self._finished else None
+        return self._finish_order.popleft() if self._finish_order else None
+
+    def _time_left(self) -> float | None:
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise concurrent.futures.TimeoutError("map() results were not ready in time")
+        return left
+
+    def _results(self, chunk: Chunk, outcome: ChunkReport | BaseException) -> Iterator[Any]:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.error is not None:
+            raise task_exception(outcome.error, chunk.describe(0), outcome.remote)
+        if not outcome.failures:
+            yield from outcome.results
+            return
+        for position, value in enumerate(outcome.results):
+            failure = outcome.failures.get(position)
+            if failure is not None:
+                raise task_exception(failure, chunk.describe(position), outcome.remote)
+            yield value
+
+    def cancel(self) -> None:
+        """Drop the chunks that have not started (running ones finish unseen)."""
+        self._cancelled = True
+
+    # --------------------------------------------------------------- scheduler's side
+
+    def claim(self, chunk: Chunk) -> bool:
+        return not self._cancelled
+
+    def deliver(self, chunk: Chunk, report: ChunkReport) -> None:
+        self._sizer.observe(len(report.results), report.seconds)
+        self._finish(chunk, report)
+
+    def fail(self, chunk: Chunk, error: BaseException) -> None:
+        self._finish(chunk, error)
+
+    def _finish(self, chunk: Chunk, outcome: ChunkReport | BaseException) -> None:
+        with self._changed:
+            self._finished[chunk.work.id] = outcome
+            if not self._ordered:
+                self._finish_order.append(chunk)
+            self._changed.notify()

@@ -1,0 +1,156 @@
+"""``Pool``: a ``concurrent.futures.Executor`` over any engine, plus ``imap`` and ``starmap``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, TypeVar
+
+from ._mapjob import MapJob
+from ._scheduler import Scheduler
+from ._transport import CallKind
+from .engines import WorkerSetup, create_engine, default_workers, resolve_engine_name
+
+__all__ = ["Pool"]
+
+T = TypeVar("T")
+
+#: Pools not yet shut down, finished at interpreter exit like concurrent.futures does.
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def parse_chunksize(chunksize: int | Literal["auto"]) -> int | None:
+    """``"auto"`` -> None (adaptive); a positive int as is; anything else is an error."""
+    if chunksize == "auto":
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"chunksize must be a positive int or 'auto', not {chunksize!r}")
+    return chunksize
+
+
+def parse_workers(workers: int | None) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int or None, not {workers!r}")
+    return workers
+
+
+def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) -> int | None:
+    if native_threads == "auto":
+        return max(1, default_workers() // workers)
+    if native_threads is not None and (not isinstance(native_threads, int)
+                                       or native_threads < 1):
+        raise ValueError(
+            f"native_threads must be a positive int, 'auto' or None, not {native_threads!r}"
+        )
+    return native_threads
+
+
+class Pool(concurrent.futures.Executor):
+    """A pool of workers on one engine; a drop-in ``concurrent.futures.Executor``.
+
+    ``engine`` is ``"process"``, ``"thread"`` or ``"auto"``. ``native_threads`` caps the
+    BLAS/OpenMP thread pools in each process worker (``"auto"``: cores // workers, so the
+    pool never oversubscribes the machine; None: leave them alone).
+    ``start_method`` (process engine) is ``"fork"`` (workers forked from corework's
+    single-threaded launcher, the default) or ``"spawn"`` (fresh interpreters).
+    """
+
+    def __init__(self, workers: int | None = None, *, engine: str = "auto",
+                 initializer: Callable[..., object] | None = None,
+                 initargs: Iterable[Any] = (), start_method: str | None = None,
+                 native_threads: int | Literal["auto"] | None = "auto") -> None:
+        count = parse_workers(workers)
+        self.engine = resolve_engine_name(engine)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
+        if start_method is not None and self.engine != "process":
+            raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
+        setup = WorkerSetup(initializer, tuple(initargs),
+                            _native_threads(native_threads, count))
+        self._scheduler = Scheduler(create_engine(self.engine, count, setup, start_method))
+        self._shutdown_lock = threading.Lock()
+        _live_pools.add(self)
+
+    @property
+    def workers(self) -> int:
+        """How many tasks can run at once."""
+        return self._scheduler.workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:  # noqa: E501
+        """Run ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+
+        Arguments that cannot be sent to a worker raise ``SerializationError`` here.
+        """
+        return self._scheduler.submit_call(fn, args, kwargs)
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[T]:
+        """Exactly ``Executor.map``: the inputs are read now; results come in order.
+
+        ``timeout`` counts from this call; past it, ``next()`` raises ``TimeoutError``.
+        """
+        calls = list(zip(*iterables))
+        job = MapJob(self._scheduler, fn, calls, kind=CallKind.STAR,
+                     chunksize=parse_chunksize(chunksize), window=sys.maxsize, timeout=timeout)
+        job.fill()
+        return iter(job)
+
+    def imap(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool = True,
+             chunksize: int | Literal["auto"] = "auto") -> Iterator[T]:
+        """Lazily map ``fn`` over ``iterable``; ``ordered=False`` yields results as done."""
+        job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
+                     ordered=ordered)
+        return iter(job)
+
+    def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
+                chunksize: int | Literal["auto"] = "auto") -> list[T]:
+        """``[fn(*args) for args in iterable]``, in parallel."""
+        job = MapJob(self._scheduler, fn, iterable, kind=CallKind.STAR,
+                     chunksize=parse_chunksize(chunksize))
+        return list(job)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work. With ``wait``, return when all submitted work is done and
+        the workers are gone; ``cancel_futures`` drops work that has not started."""
+        with self._shutdown_lock:
+            _live_pools.discard(self)
+            self._scheduler.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def kill(self) -> None:
+        """Stop now: cancel pending work, stop running tasks (killing process workers)."""
+        with self._shutdown_lock:
+            _live_pools.discard(self)
+            self._scheduler.terminate("cancelled by Pool.kill()")
+
+    def _pids(self) -> list[int]:
+        """Live worker process ids (process engine), for ``Process`` and tests."""
+        return list(getattr(self._scheduler.engine, "worker_pids", list)())
+
+    def _exit_codes(self) -> dict[int, int | None]:
+        """Exit codes of the workers reaped at shutdown (process engine)."""
+        return dict(getattr(self._scheduler.engine, "exit_codes", {}))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.kill()  # Ctrl-C: don't make the user wait for running tasks
+        else:
+            self.shutdown(wait=True)
+        return False
+
+    def __repr__(self) -> str:
+        return f"<corework.Pool engine={self.engine!r} workers={self.workers}>"
+
+
+def _shutdown_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True)
+
+
+# Like concurrent.futures: finish pools when the main thread ends, before ``atexit``
+# handlers run (the process launcher's own exit handler must come after this).
+threading._register_atexit(_shutdown_live_pools)  # type: ignore[attr-defined]

@@ -1,0 +1,67 @@
+"""Engines by name. Adding an engine means one module and one line in ``_FACTORIES``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._base import default_workers as default_workers
+
+__all__ = [
+    "ENGINES",
+    "ChunkReport",
+    "ChunkWork",
+    "Engine",
+    "EngineEvents",
+    "FunctionRef",
+    "WorkerSetup",
+    "create_engine",
+    "default_workers",
+    "resolve_engine_name",
+]
+
+ENGINES = ("auto", "process", "thread")
+
+
+def _process(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
+    from .process import ProcessEngine
+
+    return ProcessEngine(workers, setup, start_method or "fork")
+
+
+def _thread(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
+    from .thread import ThreadEngine
+
+    return ThreadEngine(workers, setup)
+
+
+_FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None], Engine]] = {
+    "process": _process,
+    "thread": _thread,
+}
+
+
+def gil_enabled() -> bool:
+    """False on a free-threaded CPython running without the GIL."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def resolve_engine_name(name: str) -> str:
+    """Validate an engine name and settle ``"auto"``.
+
+    For now ``auto`` is a rule, not a measurement: threads where the GIL is off
+    (free-threaded CPython runs Python code in parallel on threads), processes otherwise.
+    """
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {name!r}")
+    if name == "auto":
+        return "process" if gil_enabled() else "thread"
+    return name
+
+
+def create_engine(name: str, workers: int, setup: WorkerSetup,
+                  start_method: str | None = None) -> Engine:
+    """A new, unstarted engine of kind ``name`` (already resolved from "auto")."""
+    return _FACTORIES[name](workers, setup, start_method)

@@ -1,0 +1,135 @@
+"""The one small interface between the scheduler and an engine.
+
+An engine owns ``workers`` numbered *slots*; each slot runs one chunk at a time. The
+scheduler decides which chunk goes to which slot and when; the engine only runs chunks and
+reports back through :class:`EngineEvents`::
+
+    scheduler                          engine
+    ---------                          ------
+    start(events)      ───────────▶    start a worker per slot ── events.worker_ready(slot)
+    prepare(fn)        ───────────▶    serialize the function once (FunctionRef)
+    pack(items, ...)   ───────────▶    serialize a chunk's arguments (in the caller's thread)
+    send(slot, chunk)  ───────────▶    run it ─────────────────── events.chunk_done(slot, report)
+    kill(slot)         ───────────▶    stop that worker now ────── events.worker_lost(slot, error)
+                                       (a replacement follows) ─── events.worker_ready(slot)
+    stop(wait)         ───────────▶    end every worker
+
+Engines know nothing of ordering, retries, deadlines or futures: those are the scheduler's.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from .._transport import CallKind, Failure
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker of a pool needs before its first task."""
+
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    native_threads: int | None = None  # cap for BLAS/OpenMP pools; None leaves them alone
+
+
+@dataclass(eq=False)
+class FunctionRef:
+    """A task function prepared once by an engine; ``id`` names it on the wire."""
+
+    id: int
+    fn: Callable[..., Any]
+    blob: bytes | None = None  # serialized form, for engines that cross process boundaries
+
+
+@dataclass(eq=False)
+class ChunkWork:
+    """A chunk as an engine sees it: which function, how to call it, on what."""
+
+    id: int
+    fn: FunctionRef
+    kind: CallKind
+    items: Sequence[Any]
+    payload: Any = None  # what ``Engine.pack`` made of ``items``
+
+
+@dataclass
+class ChunkReport:
+    """A finished chunk: one result per item (None where it failed) and the failures."""
+
+    chunk_id: int
+    results: list[Any]
+    failures: dict[int, Failure] = field(default_factory=dict)
+    seconds: float = 0.0  # time spent running the chunk's calls, for adaptive chunking
+    error: Failure | None = None  # set when no item could run (every task fails with it)
+    remote: bool = False  # True when failures come from another process
+
+
+class EngineEvents(Protocol):
+    """What an engine tells the scheduler. Called from any thread; must not block long."""
+
+    def worker_ready(self, slot: int) -> None: ...
+
+    def chunk_done(self, slot: int, report: ChunkReport) -> None: ...
+
+    def worker_lost(self, slot: int, error: BaseException) -> None: ...
+
+    def engine_broken(self, error: BaseException) -> None: ...
+
+
+class Engine(abc.ABC):
+    """Runs chunks on ``workers`` slots. Subclasses are small; see the module docstring."""
+
+    name: ClassVar[str]
+    #: Whether ``pack`` serializes arguments (so unpicklable ones fail at submit time).
+    crosses_processes: ClassVar[bool]
+
+    def __init__(self, workers: int, setup: WorkerSetup) -> None:
+        self.workers = workers
+        self.setup = setup
+
+    @abc.abstractmethod
+    def start(self, events: EngineEvents) -> None:
+        """Start every slot's worker; each reports ``worker_ready`` when it can take work."""
+
+    def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
+        """Make ``fn`` ready to send (serialize it once, where the engine needs to)."""
+        return FunctionRef(fn_id, fn)
+
+    def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
+        """Serialize a chunk's items, raising SerializationError naming the bad one."""
+        return None
+
+    @abc.abstractmethod
+    def send(self, slot: int, work: ChunkWork) -> None:
+        """Run ``work`` on the idle worker of ``slot``; report with ``chunk_done``."""
+
+    @abc.abstractmethod
+    def kill(self, slot: int) -> None:
+        """Stop what ``slot`` runs now; report ``worker_lost``, then replace the worker."""
+
+    @abc.abstractmethod
+    def stop(self, wait: bool, now: bool = False) -> None:
+        """End every worker; with ``wait``, return only when they are gone.
+
+        Workers finish their current chunk first, unless ``now``: then it is abandoned
+        (processes are killed; threads are interrupted and not waited for).
+        """
+
+    def forget(self, fn: FunctionRef) -> None:  # noqa: B027 - optional hook
+        """The scheduler will send no more chunks of ``fn``."""
+
+
+def default_workers() -> int:
+    """The cores this process may use (affinity- and cgroup-aware where Python knows)."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return int(count() or 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,45 @@
+"""Running one chunk of calls inside a worker: shared by every engine's workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._transport import CallKind, Failure, call_one
+from ._base import ChunkReport
+
+
+def run_chunk(
+    chunk_id: int, fn: Callable[..., Any], kind: CallKind, items: Sequence[Any]
+) -> ChunkReport:
+    """Call ``fn`` on every item; a failing call fails only its own item."""
+    started = time.perf_counter()
+    results: list[Any] = []
+    failures: dict[int, Failure] = {}
+    if kind is CallKind.ARG:
+        _run_args(fn, items, results, failures)
+    else:
+        for position, item in enumerate(items):
+            try:
+                results.append(call_one(fn, kind, item))
+            except (Exception, SystemExit) as exc:
+                results.append(None)
+                failures[position] = Failure.capture(exc, skip=2)
+    return ChunkReport(chunk_id, results, failures, time.perf_counter() - started)
+
+
+def _run_args(
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    results: list[Any],
+    failures: dict[int, Failure],
+) -> None:
+    """The hot loop of ``map``: one call per item, as little else as possible."""
+    append = results.append
+    for position, item in enumerate(items):
+        try:
+            append(fn(item))
+        except (Exception, SystemExit) as exc:
+            append(None)
+            failures[position] = Failure.capture(exc, skip=1)

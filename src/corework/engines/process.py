@@ -1,0 +1,251 @@
+"""The process engine: one worker process per slot, forked by the launcher.
+
+::
+
+    scheduler ── send(slot, chunk) ──▶ worker socket ──▶ worker process (slot N)
+        ▲                                                     │
+        └── chunk_done / worker_lost ◀── reader thread ◀──────┘  (one thread per pool,
+                                                                  waiting on every socket)
+
+Workers are started by the process's single-threaded launcher (see ``_launcher``), so
+a new or replacement worker costs a fork, not an interpreter start (``start_method=
+"spawn"`` asks the launcher for fresh interpreters instead). A worker that dies is
+reported as lost with its exit code or signal, and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any, ClassVar
+
+import cloudpickle
+
+from .._errors import InitializerFailed, SerializationError, WorkerCrashed
+from .._transport import PROTOCOL, Failure, dumps_function, dumps_items, loads
+from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._launcher import LauncherClient, LauncherDied, get_launcher
+from ._platform import describe_exit
+
+START_METHODS = ("fork", "spawn")
+#: How many task functions a worker keeps; older ones are forgotten and resent if needed.
+FUNCTIONS_PER_WORKER = 32
+#: How long to wait for the launcher's report of a dead worker's exit code.
+EXIT_REPORT_TIMEOUT = 5.0
+
+
+class _Worker:
+    """The caller's view of one worker process."""
+
+    def __init__(self, slot: int, pid: int, conn: Connection) -> None:
+        self.slot = slot
+        self.pid = pid
+        self.conn = conn
+        self.ready = False
+        self.send_lock = threading.Lock()
+        self.functions: OrderedDict[int, None] = OrderedDict()  # ids this worker holds
+
+
+class ProcessEngine(Engine):
+    """Slots are worker processes; see the module docstring for the picture."""
+
+    name: ClassVar[str] = "process"
+    crosses_processes: ClassVar[bool] = True
+
+    def __init__(self, workers: int, setup: WorkerSetup, start_method: str = "fork") -> None:
+        super().__init__(workers, setup)
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {START_METHODS}, not {start_method!r}"
+            )
+        self.start_method = start_method
+        self._lock = threading.Lock()
+        self._workers: dict[int, _Worker] = {}
+        self._exited: list[int] = []  # pids of workers gone, for stop(wait=True)
+        self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
+        self._stopping = False
+        self._setup_blob = _dumps_setup(setup)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, events: EngineEvents) -> None:
+        self._events = events
+        self._launcher: LauncherClient = get_launcher()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for slot in range(self.workers):
+            self._start_worker(slot)
+        self._reader = threading.Thread(
+            target=self._read_loop, name="corework-process-reader", daemon=True
+        )
+        self._reader.start()
+
+    def _start_worker(self, slot: int) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            pid = self._launcher.start_worker(theirs, self.start_method)
+        except LauncherDied:
+            self._launcher = get_launcher()  # restarted; one retry
+            pid = self._launcher.start_worker(theirs, self.start_method)
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        conn.send_bytes(pickle.dumps(("setup", self._setup_blob), PROTOCOL))
+        with self._lock:
+            self._workers[slot] = _Worker(slot, pid, conn)
+        self._wake()
+
+    def stop(self, wait: bool, now: bool = False) -> None:
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers.values())
+        for worker in workers:
+            if now:
+                self._launcher.kill(worker.pid)
+                continue
+            with worker.send_lock, contextlib.suppress(OSError):
+                worker.conn.send_bytes(pickle.dumps(("stop",)))
+        self._wake()
+        if wait and threading.current_thread() is not self._reader:
+            self._reader.join()
+            for pid in self._exited:
+                self.exit_codes[pid] = self._launcher.wait_exit(pid, EXIT_REPORT_TIMEOUT)
+
+    def kill(self, slot: int) -> None:
+        with self._lock:
+            worker = self._workers.get(slot)
+        if worker is not None:
+            self._launcher.kill(worker.pid)
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the live workers (for tests and diagnostics)."""
+        with self._lock:
+            return [worker.pid for worker in self._workers.values()]
+
+    # ------------------------------------------------------------------ sending
+
+    def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
+        return FunctionRef(fn_id, fn, dumps_function(fn))
+
+    def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
+        return dumps_items(items, describe)
+
+    def send(self, slot: int, work: ChunkWork) -> None:
+        with self._lock:
+            worker = self._workers.get(slot)
+        if worker is None:
+            return  # died meanwhile: the reader reports it lost
+        with worker.send_lock:
+            fn_blob, forget = self._function_for(worker, work.fn)
+            message = ("run", work.id, work.fn.id, fn_blob, forget, int(work.kind),
+                       work.payload)
+            with contextlib.suppress(OSError):  # a dead worker is reported by the reader
+                worker.conn.send_bytes(pickle.dumps(message, PROTOCOL))
+
+    @staticmethod
+    def _function_for(worker: _Worker, fn: FunctionRef) -> tuple[bytes | None, list[int]]:
+        """The function's blob if the worker lacks it, and the ids it should forget."""
+        if fn.id in worker.functions:
+            worker.functions.move_to_end(fn.id)
+            return None, []
+        worker.functions[fn.id] = None
+        forget = []
+        while len(worker.functions) > FUNCTIONS_PER_WORKER:
+            forget.append(worker.functions.popitem(last=False)[0])
+        return fn.blob, forget
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # ------------------------------------------------------------------ receiving
+
+    def _read_loop(self) -> None:
+        """Wait on every worker's socket; dispatch messages and deaths."""
+        while True:
+            with self._lock:
+                if self._stopping and not self._workers:
+                    break
+                by_conn = {worker.conn: worker for worker in self._workers.values()}
+            ready = wait([*by_conn, self._wake_r])
+            for conn in ready:
+                if conn is self._wake_r:
+                    self._wake_r.recv(4096)
+                    continue
+                worker = by_conn[conn]  # type: ignore[index]
+                try:
+                    data = worker.conn.recv_bytes()
+                except (EOFError, OSError):
+                    self._on_death(worker)
+                    continue
+                self._on_message(worker, data)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _on_message(self, worker: _Worker, data: bytes) -> None:
+        try:
+            message = loads(data)
+        except Exception as exc:  # e.g. a result whose class can't be imported here
+            message = ("undecodable", exc)
+        tag = message[0]
+        if tag == "done":
+            _, chunk_id, results, failures, seconds, error = message
+            self._events.chunk_done(
+                worker.slot, ChunkReport(chunk_id, results, failures, seconds, error, True)
+            )
+        elif tag == "ready":
+            worker.ready = True
+            self._events.worker_ready(worker.slot)
+        elif tag == "init_failed":
+            self._events.engine_broken(_initializer_error(self.setup, message[1]))
+        else:
+            self._events.worker_lost(worker.slot, SerializationError(
+                f"a result from worker {worker.pid} cannot be unpickled here: {message[1]}"
+            ))
+
+    def _on_death(self, worker: _Worker) -> None:
+        with self._lock:
+            self._workers.pop(worker.slot, None)
+            stopping = self._stopping
+        worker.conn.close()
+        self._exited.append(worker.pid)
+        if stopping:
+            return
+        code = self._launcher.wait_exit(worker.pid, EXIT_REPORT_TIMEOUT)
+        self._exited.remove(worker.pid)
+        error = WorkerCrashed(
+            f"worker process {worker.pid} died with {describe_exit(code)}", exitcode=code
+        )
+        if not worker.ready:  # it could not even start: replacing it would loop forever
+            self._events.engine_broken(error)
+            return
+        self._events.worker_lost(worker.slot, error)
+        try:
+            self._start_worker(worker.slot)
+        except Exception as exc:
+            self._events.engine_broken(exc)
+
+
+def _dumps_setup(setup: WorkerSetup) -> bytes:
+    try:
+        return cloudpickle.dumps(setup, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot send the initializer {setup.initializer!r} or its initargs to the "
+            f"worker processes: {exc}"
+        ) from exc
+
+
+def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFailed:
+    error = InitializerFailed(
+        f"the initializer {setup.initializer!r} raised in a worker process: "
+        f"{failure.type_name}: {failure.message}. No task can run in this pool."
+    )
+    if failure.exc is not None:
+        error.__cause__ = failure.exc
+    return error

@@ -1,0 +1,126 @@
+"""The thread engine: one thread per slot, in this process.
+
+For I/O-bound work, for C code that releases the GIL (numpy), and for any work on
+free-threaded CPython. Nothing is pickled: functions and arguments are passed as they are.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import ClassVar
+
+from .._errors import Cancelled, InitializerFailed
+from .._transport import Failure
+from ._base import ChunkWork, Engine, EngineEvents
+from ._interrupt import interrupt_thread
+from ._runner import run_chunk
+
+_STOP = None
+
+
+class _Interrupt(BaseException):
+    """Raised into a slot's thread by ``kill``; never escapes the engine."""
+
+
+def _checkpoint() -> None:
+    """A Python-level call: lets a pending ``_Interrupt`` fire here, inside our ``try``."""
+
+
+class _Slot:
+    """One thread's inbox and the chunk it is running (guarded by ``lock``)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.inbox: queue.SimpleQueue[ChunkWork | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.running: int | None = None  # id of the chunk being run
+        self.retired = False  # set by kill(): this thread no longer owns the slot
+        self.thread: threading.Thread | None = None
+
+
+class ThreadEngine(Engine):
+    """Slots are threads named ``corework-thread-N``, each with its own inbox."""
+
+    name: ClassVar[str] = "thread"
+    crosses_processes: ClassVar[bool] = False
+
+    def start(self, events: EngineEvents) -> None:
+        self._events = events
+        self._slots = [self._start_slot(index) for index in range(self.workers)]
+
+    def _start_slot(self, index: int) -> _Slot:
+        slot = _Slot(index)
+        slot.thread = threading.Thread(
+            target=self._serve, args=(slot,), name=f"corework-thread-{index}", daemon=True
+        )
+        slot.thread.start()
+        return slot
+
+    def _serve(self, slot: _Slot) -> None:
+        if not self._initialize(slot.index):
+            return
+        self._events.worker_ready(slot.index)
+        try:
+            while (work := slot.inbox.get()) is not _STOP:
+                with slot.lock:
+                    slot.running = work.id
+                report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
+                with slot.lock:
+                    slot.running = None
+                _checkpoint()
+                if slot.retired:
+                    return
+                self._events.chunk_done(slot.index, report)
+        except _Interrupt:
+            return  # kill() has already reported the loss and replaced this thread
+
+    def _initialize(self, index: int) -> bool:
+        if self.setup.initializer is None:
+            return True
+        try:
+            self.setup.initializer(*self.setup.initargs)
+        except Exception as exc:
+            failure = Failure.capture(exc)
+            error = InitializerFailed(
+                f"the initializer {self.setup.initializer!r} raised in thread {index}: "
+                f"{failure.type_name}: {failure.message}"
+            )
+            error.__cause__ = exc
+            self._events.engine_broken(error)
+            return False
+        return True
+
+    def send(self, slot: int, work: ChunkWork) -> None:
+        self._slots[slot].inbox.put(work)
+
+    def kill(self, slot: int) -> None:
+        """Interrupt the slot's thread at its next bytecode and give the slot a new thread.
+
+        A thread blocked in C code only notices when it returns to Python; it is abandoned
+        (it exits on its own then) and the new thread takes the slot at once.
+        """
+        old = self._slots[slot]
+        with old.lock:
+            old.retired = True
+            if old.running is not None and old.thread is not None and old.thread.ident:
+                interrupt_thread(old.thread.ident, _Interrupt)
+        old.inbox.put(_STOP)
+        self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
+        self._slots[slot] = self._start_slot(slot)
+
+    def stop(self, wait: bool, now: bool = False) -> None:
+        abandoned = set()
+        for slot in self._slots:
+            if now:
+                with slot.lock:
+                    slot.retired = True
+                    if slot.running is not None and slot.thread and slot.thread.ident:
+                        interrupt_thread(slot.thread.ident, _Interrupt)
+                        abandoned.add(slot.index)
+            slot.inbox.put(_STOP)
+        if wait:
+            current = threading.current_thread()
+            for slot in self._slots:
+                if slot.index not in abandoned and slot.thread not in (None, current):
+                    slot.thread.join()
