@@ -109,7 +109,7 @@ def _encode(report: ChunkReport) -> bytes:
                 f"the task's result {type(value).__qualname__} cannot be pickled to send it "
                 f"back: {exc}. Return plain data, or use engine='thread'."
             )
-            report.failures[position] = Failure(None, "SerializationError", str(error), "")
+            report.failures[position] = Failure(error, "SerializationError", str(error), "")
     return dumps_result(("done", report.chunk_id, report.results, report.failures,
                          report.seconds, report.error))
 

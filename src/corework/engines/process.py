@@ -98,6 +98,8 @@ class ProcessEngine(Engine):
         conn.send_bytes(pickle.dumps(("setup", self._setup_blob), PROTOCOL))
         with self._lock:
             self._workers[slot] = _Worker(slot, pid, conn)
+            if self._stopping:  # stop() ran meanwhile and could not tell this one
+                conn.send_bytes(pickle.dumps(("stop",)))
         self._wake()
 
     def stop(self, wait: bool, now: bool = False) -> None:
@@ -225,6 +227,9 @@ class ProcessEngine(Engine):
             self._events.engine_broken(error)
             return
         self._events.worker_lost(worker.slot, error)
+        with self._lock:
+            if self._stopping:  # losing that worker ended the pool's work
+                return
         try:
             self._start_worker(worker.slot)
         except Exception as exc:

@@ -1,0 +1,46 @@
+"""Task functions importable by name (the standard pickle finds them in any worker)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def fail_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def whoami(_: object = None) -> tuple[int, int]:
+    return os.getpid(), threading.get_ident()
+
+
+class Unrebuildable(Exception):
+    """An exception whose constructor needs two arguments, so unpickling it fails."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def raise_unrebuildable(_: object) -> None:
+    raise Unrebuildable(1, 2)
+
+
+STATE: dict[str, object] = {}
+
+
+def remember(value: object) -> None:
+    STATE["value"] = value
+
+
+def recall(_: object = None) -> object:
+    return STATE.get("value")

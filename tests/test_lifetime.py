@@ -1,0 +1,102 @@
+"""Workers never outlive their caller, the caller is never forked once it has threads,
+and process workers never oversubscribe the cores with native thread pools."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import corework as cw
+from corework.engines import default_workers
+
+GRACE_SECONDS = 10.0
+
+
+def _run_script(body: str) -> subprocess.Popen[str]:
+    script = textwrap.dedent(body)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("threads_first", [False, True], ids=["forked", "spawned"])
+def test_workers_die_when_the_caller_is_sigkilled(threads_first):
+    caller = _run_script(f"""
+        import threading, time, corework as cw
+        from corework.engines import _launcher
+        if {threads_first}:
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        pool = cw.Pool(2, engine="process")
+        pool.submit(int).result()
+        print(_launcher._client.pid, *pool._pids(), flush=True)
+        time.sleep(60)
+    """)
+    with caller:
+        assert caller.stdout is not None
+        pids = [int(pid) for pid in caller.stdout.readline().split()]
+        assert len(pids) == 3
+        caller.send_signal(signal.SIGKILL)
+        caller.communicate()
+    assert _gone_within(pids, GRACE_SECONDS), "launcher or workers outlived their caller"
+
+
+def test_a_caller_with_threads_is_never_forked():
+    """With a thread running, the launcher must be spawned: Python 3.12+ would warn."""
+    caller = _run_script("""
+        import threading, warnings, corework as cw
+        warnings.simplefilter("error")
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        print(cw.map(abs, [-1, -2], engine="process"))
+    """)
+    with caller:
+        out, err = caller.communicate(timeout=60)
+    assert caller.returncode == 0, err
+    assert out.strip() == "[1, 2]"
+
+
+def test_a_forked_child_of_the_caller_gets_its_own_launcher():
+    assert cw.map(abs, [-1], engine="process") == [1]  # the parent's launcher exists now
+    pid = os.fork()
+    if pid == 0:  # the child: single-threaded copy holding the parent's launcher handle
+        code = 0 if cw.map(abs, [-2], engine="process") == [2] else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_native_thread_pools_are_capped_in_process_workers():
+    pytest.importorskip("numpy")
+    workers = 2
+
+    def blas_threads(_):
+        import numpy  # noqa: F401 - loads the BLAS library
+        from threadpoolctl import threadpool_info
+
+        return {pool["num_threads"] for pool in threadpool_info()}
+
+    with cw.Pool(workers, engine="process") as pool:
+        counts = set().union(*pool.map(blas_threads, range(workers)))
+    assert counts <= {max(1, default_workers() // workers)}
+
+
+def test_native_thread_cap_can_be_turned_off():
+    with cw.Pool(1, engine="process", native_threads=None) as pool:
+        assert pool.submit(os.environ.get, "OMP_NUM_THREADS").result() == os.environ.get(
+            "OMP_NUM_THREADS")

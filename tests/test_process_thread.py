@@ -1,0 +1,156 @@
+"""cw.Process and cw.Thread: the lesson's building blocks, with results and a stop."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import corework as cw
+from tests.helpers import fail_on
+
+
+def _wait_forever(fifo: str) -> None:
+    with open(fifo, "w") as started:
+        started.write("x")
+    threading.Event().wait()
+
+
+def test_process_returns_the_target_result():
+    process = cw.Process(target=lambda a, b: (os.getpid(), a * b), args=(6,), kwargs={"b": 7})
+    assert process.exitcode is None and not process.is_alive()
+    process.start()
+    pid, product = process.result()
+    assert product == 42 and pid != os.getpid()
+    process.join()
+    assert process.exitcode == 0 and not process.is_alive()
+
+
+def test_process_reraises_the_target_exception():
+    process = cw.Process(target=fail_on, args=(3,))
+    process.start()
+    with pytest.raises(ValueError, match="bad item 3"):
+        process.result()
+    assert process.exitcode == 1
+
+
+def test_process_kill_stops_it_and_reports_the_signal(tmp_path):
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    process = cw.Process(target=_wait_forever, args=(str(fifo),))
+    process.start()
+    with open(fifo) as started:
+        started.read()
+    assert process.is_alive()
+    pid = process.pid
+    process.kill()
+    assert not process.is_alive()
+    assert process.exitcode == -9
+    with pytest.raises(cw.Cancelled):
+        process.result()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_process_join_with_timeout_returns_while_running(tmp_path):
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    process = cw.Process(target=_wait_forever, args=(str(fifo),))
+    process.start()
+    with open(fifo) as started:
+        started.read()
+    process.join(timeout=0.01)
+    assert process.is_alive() and process.exitcode is None
+    process.kill()
+
+
+def test_process_crash_reports_the_exit_code():
+    process = cw.Process(target=os._exit, args=(7,))
+    process.start()
+    with pytest.raises(cw.WorkerCrashed, match="exit code 7"):
+        process.result()
+    assert process.exitcode == 7
+
+
+def test_process_must_be_started_once():
+    process = cw.Process(target=int)
+    with pytest.raises(RuntimeError, match="start"):
+        process.result()
+    process.start()
+    with pytest.raises(RuntimeError, match="once"):
+        process.start()
+    process.join()
+
+
+def test_thread_returns_the_target_result():
+    thread = cw.Thread(target=lambda: threading.get_ident())
+    thread.start()
+    assert thread.result() != threading.get_ident()
+    thread.join()
+    assert not thread.is_alive()
+
+
+def test_thread_reraises_the_target_exception():
+    thread = cw.Thread(target=fail_on, args=(3,))
+    thread.start()
+    with pytest.raises(ValueError, match="bad item 3"):
+        thread.result()
+
+
+def test_thread_cancel_interrupts_pure_python_code():
+    started = threading.Event()
+
+    def spin():
+        started.set()
+        while True:
+            pass
+
+    thread = cw.Thread(target=spin)
+    thread.start()
+    started.wait()
+    assert thread.cancel()
+    with pytest.raises(cw.Cancelled):
+        thread.result()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+def test_thread_cancel_is_not_swallowed_by_except_exception():
+    started = threading.Event()
+    swallowed = []
+
+    def stubborn():
+        started.set()
+        while True:
+            try:
+                while True:
+                    pass
+            except Exception as exc:
+                swallowed.append(exc)
+
+    thread = cw.Thread(target=stubborn)
+    thread.start()
+    started.wait()
+    thread.cancel()
+    thread.join(60)
+    assert not thread.is_alive() and swallowed == []
+
+
+def test_thread_cancelled_before_start_never_runs():
+    ran = []
+    thread = cw.Thread(target=ran.append, args=(1,))
+    assert thread.cancel()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        thread.start()
+    with pytest.raises(cw.Cancelled):
+        thread.result()
+    assert ran == []
+
+
+def test_cancel_after_finish_returns_false():
+    thread = cw.Thread(target=int)
+    thread.start()
+    thread.join()
+    assert thread.cancel() is False
+    assert thread.result() == 0
