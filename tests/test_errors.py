@@ -42,7 +42,7 @@ def test_failed_submit_reraises_from_future(engine):
 
 def test_unpicklable_argument_is_refused_at_submit_time():
     with cw.Pool(1, engine="process") as pool:
-        with pytest.raises(cw.SerializationError, match="_thread.lock") as info:
+        with pytest.raises(cw.SerializationError, match=r"_thread\.lock") as info:
             pool.submit(square, threading.Lock())
     assert isinstance(info.value, TypeError)
     assert "engine='thread'" in str(info.value)

@@ -106,13 +106,13 @@ def test_failing_initializer_breaks_the_pool_with_a_clear_error(engine):
     def broken_init():
         raise OSError("no database")
 
-    pool = cw.Pool(1, engine=engine, initializer=broken_init)
-    future = pool.submit(square, 2)
-    with pytest.raises(cw.InitializerFailed, match="no database"):
-        future.result(timeout=60)
-    with pytest.raises(cw.InitializerFailed):
-        pool.submit(square, 3)
-    pool.shutdown()
+    with cw.Pool(1, engine=engine, initializer=broken_init) as pool:
+        # Submitting may already fail, if the pool broke first; else the future fails.
+        with pytest.raises(cw.InitializerFailed, match="no database"):
+            pool.submit(square, 2).result(timeout=60)
+        with pytest.raises(cw.InitializerFailed, match="no database") as info:
+            pool.submit(square, 3).result(timeout=60)
+        assert isinstance(info.value.__cause__, OSError)
 
 
 def test_done_callbacks_may_submit_more_work(engine):

@@ -84,7 +84,7 @@ def test_process_must_be_started_once():
 
 
 def test_thread_returns_the_target_result():
-    thread = cw.Thread(target=lambda: threading.get_ident())
+    thread = cw.Thread(target=threading.get_ident)
     thread.start()
     assert thread.result() != threading.get_ident()
     thread.join()

@@ -13,7 +13,7 @@ __all__ = ["imap", "map"]
 T = TypeVar("T")
 
 
-def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",  # noqa: A001
+def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
         workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
         ordered: bool = True) -> list[T]:
     """``list(builtins.map(fn, items))``, run on every core.

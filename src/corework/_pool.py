@@ -94,7 +94,7 @@ class Pool(concurrent.futures.Executor):
 
         ``timeout`` counts from this call; past it, ``next()`` raises ``TimeoutError``.
         """
-        calls = list(zip(*iterables))
+        calls = list(zip(*iterables, strict=False))  # like Executor.map: stop at the shortest
         job = MapJob(self._scheduler, fn, calls, kind=CallKind.STAR,
                      chunksize=parse_chunksize(chunksize), window=sys.maxsize, timeout=timeout)
         job.fill()

@@ -19,6 +19,7 @@ done-callbacks may submit more work.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import types
@@ -128,7 +129,8 @@ class Scheduler:
     def check_open(self) -> None:
         """Raise if no new work may be submitted."""
         if self._broken is not None:
-            raise self._broken
+            error = copy.copy(self._broken)  # a fresh traceback each time it is raised
+            raise error.with_traceback(None) from self._broken.__cause__
         if self._closed:
             raise PoolClosed("cannot submit work after the pool was shut down")
 
@@ -211,6 +213,7 @@ class Scheduler:
             self._pending.clear()
             self._running.clear()
             self._quiet.notify_all()
+            self._stop_engine(wait=False)  # its workers can run nothing more
         for chunk in orphans:
             chunk.sink.fail(chunk, error)
 

@@ -113,11 +113,13 @@ class Failure:
         return cls(exc, type(exc).__qualname__, str(exc), tb)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        exc_bytes: bytes | None = None
         try:
-            exc_bytes: bytes | None = cloudpickle.dumps(self.exc, protocol=PROTOCOL)
-            pickle.loads(exc_bytes)  # an exception that can't be rebuilt is sent as text
+            blob = cloudpickle.dumps(self.exc, protocol=PROTOCOL)
+            pickle.loads(blob)  # an exception that can't be rebuilt is sent as text
+            exc_bytes = blob
         except Exception:
-            exc_bytes = None
+            pass
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
 
 

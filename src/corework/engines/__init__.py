@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._base import default_workers as default_workers
+from .process import ProcessEngine
+from .thread import ThreadEngine
 
 __all__ = [
     "ENGINES",
@@ -25,14 +27,10 @@ ENGINES = ("auto", "process", "thread")
 
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
-    from .process import ProcessEngine
-
     return ProcessEngine(workers, setup, start_method or "fork")
 
 
 def _thread(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
-    from .thread import ThreadEngine
-
     return ThreadEngine(workers, setup)
 
 

@@ -62,11 +62,11 @@ def _serve(ctrl: socket.socket) -> None:
     children: set[int] = set()
     try:
         while True:
-            readable, _, _ = select.select([ctrl, wake_r], [], [])
+            readable, _, _ = select.select([ctrl.fileno(), wake_r], [], [])
             if wake_r in readable:
                 os.read(wake_r, 4096)
                 _reap(ctrl, children)
-            if ctrl in readable and not _handle_request(ctrl, children, (wake_r, wake_w)):
+            if ctrl.fileno() in readable and not _handle_request(ctrl, children, (wake_r, wake_w)):
                 return
     finally:
         for pid in children:
@@ -214,7 +214,7 @@ class LauncherClient:
             self._ctrl.settimeout(remaining)
             try:
                 data = self._ctrl.recv(_MAX_MESSAGE)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as exc:
                 data = b""

@@ -47,7 +47,7 @@ def serve_fd(fd: int) -> int:
 
 def _serve(conn: Connection) -> int:
     try:
-        tag, setup_blob = loads(conn.recv_bytes())
+        _, setup_blob = loads(conn.recv_bytes())
     except EOFError:
         return 0
     setup: WorkerSetup = loads(setup_blob)

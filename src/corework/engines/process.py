@@ -16,7 +16,6 @@ reported as lost with its exit code or signal, and replaced.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import socket
 import threading

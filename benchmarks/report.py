@@ -1,0 +1,151 @@
+"""Results as markdown tables (printed and saved alike), and the machine they came from."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+
+from .peers import PEERS, version
+from .workloads import WORKLOADS
+
+#: The two corework variants, compared against the best of the other peers.
+COREWORK = ("corework-process", "corework-thread")
+
+
+@dataclass
+class CaseResult:
+    """The repeats of one (workload, peer) case."""
+
+    samples: list[dict[str, float]] = field(default_factory=list)
+    status: str = "ok"  # "ok", "timeout", "error" or "skipped"
+    note: str = ""
+
+    def median(self, metric: str = "seconds") -> float | None:
+        if self.status != "ok" or not self.samples:
+            return None
+        return statistics.median(s[metric] for s in self.samples)
+
+    def spread(self, metric: str = "seconds") -> str:
+        if self.status != "ok" or not self.samples:
+            return ""
+        values = [s[metric] for s in self.samples]
+        return f"{min(values):.4f}–{max(values):.4f}"
+
+
+#: results[workload][peer]
+Results = dict[str, dict[str, CaseResult]]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(peers: list[str], blas: str) -> dict[str, str]:
+    """What the numbers were measured on."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info = {
+        "cpu": cpu_model(),
+        "cores": f"{os.cpu_count()} (usable by this process: {usable})",
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "numpy BLAS": blas,
+    }
+    for name in peers:
+        requires = PEERS[name].requires
+        if requires:
+            info[requires] = version(name)
+    return info
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+                     for line in lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _efficiency(serial: float | None, time: float | None, workers: int) -> str:
+    """Speedup over the serial loop per worker: 1.00 is perfect scaling."""
+    if serial is None or time is None:
+        return ""
+    return f"{serial / (time * workers):.2f}"
+
+
+def _metrics(workload: str) -> list[tuple[str, str]]:
+    if WORKLOADS[workload].startup:
+        return [("seconds", "first result s"), ("shutdown", "shutdown s")]
+    return [("seconds", "median s")]
+
+
+def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
+    """One row per peer: median seconds, min–max over repeats, and notes."""
+    spec = WORKLOADS[workload]
+    headers = ["library"]
+    for _, label in _metrics(workload):
+        headers += [label, "min–max"]
+    if spec.efficiency:
+        headers.append("efficiency")
+    headers.append("note")
+    serial = cases.get("serial", CaseResult(status="skipped")).median()
+    rows = []
+    for peer, case in cases.items():
+        row = [peer]
+        for metric, _ in _metrics(workload):
+            row += [_seconds(case.median(metric)), case.spread(metric)]
+        if spec.efficiency:
+            row.append(_efficiency(serial, case.median(), spec.worker_count())
+                       if peer != "serial" else "")
+        row.append(case.status if case.status != "ok" else "")
+        if case.note:
+            row[-1] = f"{row[-1]}: {case.note}" if row[-1] else case.note
+        rows.append(row)
+    title = f"### {workload}: {spec.what} (workers={spec.worker_count()})"
+    return f"{title}\n\n{_table(headers, rows)}"
+
+
+def summary_table(results: Results) -> str:
+    """Per workload (and metric): corework's ratio against the fastest other peer."""
+    headers = ["workload", "best peer", "peer s"]
+    for name in COREWORK:
+        headers += [f"{name} s", "ratio"]
+    rows = []
+    for workload, cases in results.items():
+        for metric, label in _metrics(workload):
+            times = {p: c.median(metric) for p, c in cases.items() if p not in COREWORK}
+            known = {p: t for p, t in times.items() if t is not None}
+            best = min(known, key=known.__getitem__) if known else None
+            name = workload if metric == "seconds" else f"{workload} ({label.removesuffix(' s')})"
+            row = [name, best or "", _seconds(known.get(best) if best else None)]
+            for cw in COREWORK:
+                mine = cases[cw].median(metric) if cw in cases else None
+                ratio = f"{known[best] / mine:.2f}" if best and mine else ""
+                row += [_seconds(mine) or (cases[cw].status if cw in cases else ""), ratio]
+            rows.append(row)
+    title = "### corework vs the best other peer (ratio = peer s / corework s; >1: corework faster)"
+    return f"{title}\n\n{_table(headers, rows)}"
+
+
+def markdown(results: Results, info: dict[str, str], params: dict[str, int], command: str,
+             repeats: int) -> str:
+    """The whole report: machine, settings, one table per workload, the summary."""
+    lines = ["# corework benchmark results", "", f"Command: `{command}`", "",
+             f"Median of {repeats} repeat(s), each in a fresh process; times in seconds.", ""]
+    lines += [f"- {key}: {value}" for key, value in info.items()]
+    lines += [f"- calibration: {', '.join(f'{k}={v}' for k, v in params.items())}", ""]
+    for workload, cases in results.items():
+        lines += [workload_table(workload, cases), ""]
+    lines.append(summary_table(results))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""The benchmark runner: every repeat of every case in a fresh process with a hard limit.
+
+A case that fails or runs past its workload's limit is reported as "error" or "timeout";
+its whole process group (the pool's workers too) is killed, so nothing it leaves behind
+can slow down the cases after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .peers import PEERS, missing
+from .report import CaseResult, Results, machine, markdown, summary_table, workload_table
+from .workloads import WORKLOADS
+
+ROOT = Path(__file__).resolve().parent.parent  # so that `benchmarks` imports in workers
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the process group ``pgid``, if anything is left in it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_case_process(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m benchmarks.case *args`` in a new session; return its JSON line,
+    or ``{"timeout": ...}`` / ``{"error": ...}``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.case", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        return {"timeout": f"killed after {timeout:g} s"}
+    finally:
+        _kill_group(proc.pid)  # workers the case left behind
+    lines = out.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return {"error": tail[:300]}
+    return result
+
+
+def run_case(workload: str, peer: str, params: dict[str, int], repeats: int) -> CaseResult:
+    """All repeats of one case; stops at the first failure."""
+    case = CaseResult()
+    reason = missing(peer)
+    if reason:
+        return CaseResult(status="skipped", note=reason)
+    for _ in range(repeats):
+        result = run_case_process([workload, peer, json.dumps(params)],
+                                  WORKLOADS[workload].timeout)
+        for status in ("timeout", "error"):
+            if status in result:
+                return CaseResult(case.samples, status, str(result[status]))
+        case.samples.append(result)
+    return case
+
+
+def calibrate() -> tuple[dict[str, int], str]:
+    """Task sizes for this machine and numpy's BLAS, measured once, in a fresh process."""
+    result = run_case_process(["--calibrate"], 120.0)
+    if "params" not in result:
+        raise SystemExit(f"calibration failed: {result}")
+    return result["params"], result["blas"]
+
+
+def _names(value: str, known: dict[str, Any]) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)}; "
+                                         f"choose from {', '.join(known)}")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--workloads", type=lambda v: _names(v, WORKLOADS),
+                        default=list(WORKLOADS), help=f"comma-separated ({','.join(WORKLOADS)})")
+    parser.add_argument("--libs", type=lambda v: _names(v, PEERS), default=list(PEERS),
+                        help=f"comma-separated ({','.join(PEERS)})")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per case (5)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one repeat")
+    parser.add_argument("--save", type=Path, help="write results to FILE (.json or markdown)")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    params, blas = calibrate()
+    print(f"calibration: {params}", file=sys.stderr)
+    results: Results = {}
+    for workload in args.workloads:
+        peers = [p for p in args.libs if p not in WORKLOADS[workload].skip]
+        results[workload] = {}
+        for peer in peers:
+            case = results[workload][peer] = run_case(workload, peer, params, args.repeats)
+            shown = f"{case.median():.4f} s" if case.median() is not None else case.status
+            print(f"  {workload:8} {peer:17} {shown} {case.note}", file=sys.stderr, flush=True)
+        print(workload_table(workload, results[workload]) + "\n", flush=True)
+    print(summary_table(results), flush=True)
+    if args.save:
+        info = machine(args.libs, blas)
+        if args.save.suffix == ".json":
+            data = {"command": command, "machine": info, "params": params,
+                    "repeats": args.repeats,
+                    "results": {w: {p: vars(c) for p, c in cases.items()}
+                                for w, cases in results.items()}}
+            args.save.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        else:
+            args.save.write_text(markdown(results, info, params, command, args.repeats),
+                                 encoding="utf-8")
+        print(f"\nsaved to {args.save}", file=sys.stderr)
+    return 0

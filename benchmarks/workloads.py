@@ -1,0 +1,158 @@
+"""The benchmark workloads: task functions and what each workload runs and checks.
+
+The task functions live here, in an importable module, so that every library can pickle
+them by reference. This module imports nothing heavy: numpy is imported inside the tasks
+that need it, so a case pays for it only where the workload uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Machine-dependent sizes, measured once per run by :func:`calibrate`.
+Params = dict[str, int]
+Task = Callable[[Any], Any]
+Job = tuple[Task, list[Any]]
+
+
+def square(x: int) -> int:
+    """The tiny task: there is nothing to measure but the per-call overhead."""
+    return x * x
+
+
+def cpu_task(task_id: int, loops: int) -> int:
+    """Pure-Python arithmetic that holds the GIL for the whole task."""
+    total = 0
+    for i in range(loops):
+        total += i * i
+    return total + task_id
+
+
+def svd_task(seed: int, size: int) -> tuple[int, float]:
+    """The SVD of a random ``size`` x ``size`` matrix: BLAS work that releases the GIL.
+
+    Returns the seed (to check the order of results) and the largest singular value.
+    """
+    import numpy as np
+
+    matrix = np.random.default_rng(seed).standard_normal((size, size))
+    return seed, float(np.linalg.svd(matrix)[1][0])
+
+
+def io_task(task_id: int) -> int:
+    """The classic teaching example: a little compute, then a wait that releases the GIL."""
+    for i in range(20):
+        _ = i * i
+        time.sleep(0.05)
+    return task_id
+
+
+def warm_task(x: int, module: str = "") -> int:
+    """Warm-up: sleeps a little so that every worker gets one, and imports ``module``
+    there, so that neither worker start nor imports land in the timed region."""
+    if module:
+        importlib.import_module(module)
+    time.sleep(0.02)
+    return x
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload: what the timed call runs, how to check its results, and limits."""
+
+    name: str
+    what: str  # one line that heads the workload's table
+    job: Callable[[Params], Job]
+    check: Callable[[Params, list[Any]], bool]
+    workers: int | None = None  # None: os.cpu_count()
+    timeout: float = 60.0  # hard limit, seconds, for one case (one repeat) in its process
+    warm_module: str = ""  # imported in every worker during warm-up
+    skip: frozenset[str] = frozenset()  # peers this workload does not apply to
+    startup: bool = False  # time pool creation + first result, and shutdown
+    efficiency: bool = False  # report serial_time / (time * workers)
+
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def warm(self) -> Job:
+        """The small map run on a fresh pool before the timed one."""
+        return functools.partial(warm_task, module=self.warm_module), list(
+            range(2 * self.worker_count())
+        )
+
+
+def _cpu_sum(loops: int) -> int:
+    """``sum(i * i for i in range(loops))`` in closed form."""
+    return (loops - 1) * loops * (2 * loops - 1) // 6
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "tiny", "100,000 calls of x*x on a warm pool: per-task overhead and chunking",
+            job=lambda p: (square, list(range(100_000))),
+            check=lambda p, r: r == [x * x for x in range(100_000)],
+            timeout=60.0,
+        ),
+        Workload(
+            "cpu", "16 pure-Python tasks of ~0.2 s on a warm pool: parallel efficiency",
+            job=lambda p: (functools.partial(cpu_task, loops=p["cpu_loops"]), list(range(16))),
+            check=lambda p, r: r == [_cpu_sum(p["cpu_loops"]) + k for k in range(16)],
+            efficiency=True,
+        ),
+        Workload(
+            "numpy", "16 SVDs of ~0.1 s each (GIL released) on a warm pool: threads vs processes",
+            job=lambda p: (functools.partial(svd_task, size=p["svd_size"]), list(range(16))),
+            check=lambda p, r: [s for s, _ in r] == list(range(16)) and all(v > 0 for _, v in r),
+            warm_module="numpy",
+        ),
+        Workload(
+            "io", "8 tasks of 20 x (i*i; sleep 50 ms), 8 workers (serial would take 8 s)",
+            job=lambda p: (io_task, list(range(8))),
+            check=lambda p, r: r == list(range(8)),
+            workers=8, timeout=30.0, skip=frozenset({"serial"}),
+        ),
+        Workload(
+            "startup", "pool creation to the first result of one x*x, then shutdown",
+            job=lambda p: (square, [3]),
+            check=lambda p, r: r == [9],
+            timeout=30.0, skip=frozenset({"serial"}), startup=True,
+        ),
+    )
+}
+
+
+def _fit(run: Callable[[int], object], n: int, target: float, exponent: float) -> int:
+    """Scale ``n`` until ``run(n)`` takes about ``target`` seconds (cost ~ n**exponent)."""
+    run(n)  # warm-up: imports, first-call allocations
+    for _ in range(4):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            run(n)
+            best = min(best, time.perf_counter() - start)
+        n = max(1, round(n * (target / best) ** (1 / exponent)))
+    return n
+
+
+def calibrate() -> Params:
+    """Size the cpu and numpy tasks for this machine: ~0.2 s and ~0.1 s run serially."""
+    loops = _fit(lambda n: cpu_task(0, n), 100_000, 0.2, 1.0)
+    size = _fit(lambda n: svd_task(0, n), 200, 0.1, 3.0)
+    return {"cpu_loops": loops, "svd_size": round(size, -1)}
+
+
+def blas_description() -> str:
+    """numpy's BLAS library and its default thread count, for the machine description."""
+    import numpy  # noqa: F401  (loads BLAS, so that threadpoolctl can see it)
+    from threadpoolctl import threadpool_info
+
+    return ", ".join(f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+                     for i in threadpool_info()) or "none found"
