@@ -3,6 +3,8 @@ traceback; things that cannot be sent are refused with a message naming them."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
@@ -94,3 +96,24 @@ def test_error_tree():
     for error in (cw.TaskError, cw.TaskTimeout, cw.WorkerCrashed, cw.Cancelled,
                   cw.SerializationError, cw.InitializerFailed, cw.PoolClosed):
         assert issubclass(error, cw.CoreworkError)
+
+
+def test_a_crashed_worker_fails_its_task_and_the_pool_goes_on():
+    with cw.Pool(1, engine="process") as pool:
+        first_pid = pool._pids()
+        with pytest.raises(cw.WorkerCrashed, match="exit code 3") as info:
+            pool.submit(os._exit, 3).result()
+        assert info.value.exitcode == 3
+        assert "while running the call _exit(3)" in info.value.__notes__
+        assert pool.submit(square, 5).result() == 25
+        assert pool._pids() != first_pid  # replaced
+
+
+def test_a_worker_killed_by_a_signal_is_named_by_signal():
+    with pytest.raises(cw.WorkerCrashed, match="SIGKILL") as info:
+        cw.map(_kill_self, [0], engine="process")
+    assert "while running task 0 (item 0)" in info.value.__notes__
+
+
+def _kill_self(_):
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -124,7 +124,7 @@ class MapJob:
 
     def _results(self, chunk: Chunk, outcome: ChunkReport | BaseException) -> Iterator[Any]:
         if isinstance(outcome, BaseException):
-            raise outcome
+            raise chunk.blame(outcome)
         if outcome.error is not None:
             raise task_exception(outcome.error, chunk.describe(0), outcome.remote)
         if not outcome.failures:

@@ -67,6 +67,15 @@ class Chunk:
             return f"the call {_describe_call(self.work.fn.fn, items[position])}"
         return describe_task(self.first + position, items[position], has_item=True)
 
+    def blame(self, error: BaseException) -> BaseException:
+        """A copy of ``error`` (shared by several chunks) with a note naming these tasks."""
+        count = len(self.work.items)
+        where = (self.describe(0) if count == 1 else
+                 f"tasks {self.first}-{self.first + count - 1} (run together as one chunk)")
+        blamed = copy.copy(error)
+        blamed.__notes__ = [*getattr(error, "__notes__", []), f"while running {where}"]
+        return blamed
+
 
 class Scheduler:
     """Dispatches chunks to an engine's slots; implements ``EngineEvents``."""
@@ -283,7 +292,7 @@ class _FutureSink:
         if isinstance(error, Cancelled) and self.future.cancel():
             return
         if not self.future.done():
-            self.future.set_exception(error)
+            self.future.set_exception(chunk.blame(error))
 
 
 def _describe_call(fn: Callable[..., Any], item: tuple[tuple[Any, ...], dict[str, Any]]) -> str:

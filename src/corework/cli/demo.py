@@ -35,7 +35,7 @@ def square_loop(iterations: int) -> int:
 def square_numbers(steps: int) -> None:
     """I/O-bound: the lesson's ``square_numbers``: ``i * i`` then a sleep, ``steps`` times."""
     for i in range(steps):
-        i * i  # noqa: B018 - the lesson's point: a little work, then a wait
+        i * i  # the lesson's point: a little work, then a wait
         time.sleep(IO_SLEEP)
 
 
@@ -59,10 +59,14 @@ def _calibrate(seconds: float) -> int:
     return max(1000, int(probe * seconds / (time.perf_counter() - started)))
 
 
-def _timed(run: Callable[[], Any]) -> float:
+def _timed(run: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     started = time.perf_counter()
-    run()
+    run(*args, **kwargs)
     return time.perf_counter() - started
+
+
+def _serially(fn: Callable[[int], Any], tasks: list[int]) -> list[Any]:
+    return [fn(n) for n in tasks]
 
 
 def measure(workers: int, scale: float) -> list[Row]:
@@ -74,11 +78,10 @@ def measure(workers: int, scale: float) -> list[Row]:
     rows = []
     for name, (fn, size) in workloads.items():
         tasks = [size] * workers
-        serial = _timed(lambda fn=fn, tasks=tasks: [fn(n) for n in tasks])
+        serial = _timed(_serially, fn, tasks)
         rows.append(Row(name, "serial", serial, serial))
         for engine, label in (("thread", "threads"), ("process", "processes")):
-            seconds = _timed(lambda fn=fn, tasks=tasks, engine=engine: cw_map(
-                fn, tasks, engine=engine, workers=workers, chunksize=1))
+            seconds = _timed(cw_map, fn, tasks, engine=engine, workers=workers, chunksize=1)
             rows.append(Row(name, f"{workers} {label}", seconds, serial))
     return rows
 

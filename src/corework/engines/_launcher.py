@@ -54,6 +54,7 @@ class LauncherDied(CoreworkError):
 
 def _serve(ctrl: socket.socket) -> None:
     """The launcher's loop: start workers on request, report each one's exit."""
+    _reset_signal_handlers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -75,6 +76,15 @@ def _serve(ctrl: socket.socket) -> None:
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+
+
+def _reset_signal_handlers() -> None:
+    """Drop the Python signal handlers a forked launcher inherited from the caller's code
+    (a SIGTERM handler meant for the application must not run here, nor in workers)."""
+    for number in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if callable(signal.getsignal(number)):
+                signal.signal(number, signal.SIG_DFL)
 
 
 def _handle_request(ctrl: socket.socket, children: set[int], own_fds: tuple[int, int]) -> bool:
