@@ -73,7 +73,8 @@ class Chunk:
         where = (self.describe(0) if count == 1 else
                  f"tasks {self.first}-{self.first + count - 1} (run together as one chunk)")
         blamed = copy.copy(error)
-        blamed.__notes__ = [*getattr(error, "__notes__", []), f"while running {where}"]
+        notes = [*getattr(error, "__notes__", []), f"while running {where}"]
+        blamed.__notes__ = notes  # type: ignore[attr-defined]  # a new list, not the shared one
         return blamed
 
 
