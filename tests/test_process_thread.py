@@ -35,34 +35,35 @@ def test_process_reraises_the_target_exception():
     assert process.exitcode == 1
 
 
-def test_process_kill_stops_it_and_reports_the_signal(tmp_path):
+@pytest.fixture
+def blocked_process(tmp_path):
+    """A started cw.Process that is known (through a FIFO) to be running its target."""
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
     process = cw.Process(target=_wait_forever, args=(str(fifo),))
     process.start()
     with open(fifo) as started:
         started.read()
-    assert process.is_alive()
-    pid = process.pid
-    process.kill()
-    assert not process.is_alive()
-    assert process.exitcode == -9
+    yield process
+    if process.is_alive():
+        process.kill()
+
+
+def test_process_kill_stops_it_and_reports_the_signal(blocked_process):
+    assert blocked_process.is_alive()
+    pid = blocked_process.pid
+    blocked_process.kill()
+    assert not blocked_process.is_alive()
+    assert blocked_process.exitcode == -9
     with pytest.raises(cw.Cancelled):
-        process.result()
+        blocked_process.result()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
 
-def test_process_join_with_timeout_returns_while_running(tmp_path):
-    fifo = tmp_path / "started"
-    os.mkfifo(fifo)
-    process = cw.Process(target=_wait_forever, args=(str(fifo),))
-    process.start()
-    with open(fifo) as started:
-        started.read()
-    process.join(timeout=0.01)
-    assert process.is_alive() and process.exitcode is None
-    process.kill()
+def test_process_join_with_timeout_returns_while_running(blocked_process):
+    blocked_process.join(timeout=0.01)
+    assert blocked_process.is_alive() and blocked_process.exitcode is None
 
 
 def test_process_crash_reports_the_exit_code():

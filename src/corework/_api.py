@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
@@ -21,8 +22,12 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     Tiny tasks are batched automatically (``chunksize="auto"``); the first task that
     raises stops the map and its exception is raised here, naming the task and item.
     """
-    return list(imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                     ordered=ordered))
+    _check(fn, engine, workers, chunksize)
+    results: list[T] = []
+    with _own_pool(workers, engine) as pool:
+        for values in pool._map_chunks(fn, items, chunksize=chunksize, ordered=ordered):
+            results.extend(values)  # a chunk at a time: no Python step per result
+    return results
 
 
 def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
@@ -30,25 +35,38 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
          ordered: bool = True) -> Iterator[T]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
-    ``ordered=False`` yields each result as soon as it is done. The pool lives as long as
-    the iteration; closing the iterator early cancels what has not started.
+    ``ordered=False`` yields each result as soon as it is done. The pool starts at the
+    first ``next()`` and lives as long as the iteration; closing the iterator early
+    cancels what has not started.
     """
-    parse_chunksize(chunksize)  # fail now, not at the first next()
-    parse_workers(workers)
-    resolve_engine_name(engine)
+    _check(fn, engine, workers, chunksize)
+    return _imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
+                 ordered=ordered)
+
+
+def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
+          chunksize: int | Literal["auto"], ordered: bool) -> Iterator[T]:
+    with _own_pool(workers, engine) as pool:
+        yield from pool.imap(fn, items, chunksize=chunksize, ordered=ordered)
+
+
+def _check(fn: object, engine: str, workers: int | None,
+           chunksize: int | Literal["auto"]) -> None:
+    """Refuse bad arguments at the call, not at the first result."""
     if not callable(fn):
         raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
-    return _iterate(lambda: Pool(workers, engine=engine), fn, items, chunksize, ordered)
+    resolve_engine_name(engine)
+    parse_workers(workers)
+    parse_chunksize(chunksize)
 
 
-def _iterate(make_pool: Callable[[], Pool], fn: Callable[[Any], T], items: Iterable[Any],
-             chunksize: int | Literal["auto"], ordered: bool) -> Iterator[T]:
-    """The pool starts at the first ``next()`` and ends with the iteration. Abandoned
-    early (an error, Ctrl-C, ``close()``), it stops at once rather than finish tasks
-    whose results nobody will read."""
-    pool = make_pool()
+@contextlib.contextmanager
+def _own_pool(workers: int | None, engine: str) -> Iterator[Pool]:
+    """A pool for one call. Left early (an error, Ctrl-C, a closed iterator), it stops at
+    once rather than finish tasks whose results nobody will read."""
+    pool = Pool(workers, engine=engine)
     try:
-        yield from pool.imap(fn, items, chunksize=chunksize, ordered=ordered)
+        yield pool
     except BaseException:
         pool.kill()
         raise

@@ -89,13 +89,26 @@ class MapJob:
             self._scheduler.enqueue(chunk)
 
     def __iter__(self) -> Iterator[Any]:
+        """Every result, flattened in C (no Python frame per result)."""
+        return itertools.chain.from_iterable(self.chunks())
+
+    def chunks(self) -> Iterator[list[Any]]:
+        """Each chunk's results as a list, in input order or as finished.
+
+        A failed task raises at its place: the results before it in its chunk come first.
+        Leaving the iteration early cancels the chunks that have not started.
+        """
         try:
             while True:
                 self.fill()
                 if not self._out:
                     return
                 chunk, outcome = self._wait_for_next()
-                yield from self._results(chunk, outcome)
+                values, error = self._results(chunk, outcome)
+                if values:
+                    yield values
+                if error is not None:
+                    raise error
         finally:
             self.cancel()
 
@@ -122,19 +135,19 @@ class MapJob:
             raise concurrent.futures.TimeoutError("map() results were not ready in time")
         return left
 
-    def _results(self, chunk: Chunk, outcome: ChunkReport | BaseException) -> Iterator[Any]:
+    @staticmethod
+    def _results(chunk: Chunk, outcome: ChunkReport | BaseException
+                 ) -> tuple[list[Any], BaseException | None]:
+        """The chunk's results up to its first failure, and that failure's exception."""
         if isinstance(outcome, BaseException):
-            raise chunk.blame(outcome)
+            return [], chunk.blame(outcome)
         if outcome.error is not None:
-            raise task_exception(outcome.error, chunk.describe(0), outcome.remote)
+            return [], task_exception(outcome.error, chunk.describe(0), outcome.remote)
         if not outcome.failures:
-            yield from outcome.results
-            return
-        for position, value in enumerate(outcome.results):
-            failure = outcome.failures.get(position)
-            if failure is not None:
-                raise task_exception(failure, chunk.describe(position), outcome.remote)
-            yield value
+            return outcome.results, None
+        first = min(outcome.failures)
+        error = task_exception(outcome.failures[first], chunk.describe(first), outcome.remote)
+        return outcome.results[:first], error
 
     def cancel(self) -> None:
         """Drop the chunks that have not started (running ones finish unseen)."""

@@ -107,6 +107,13 @@ class Pool(concurrent.futures.Executor):
                      ordered=ordered)
         return iter(job)
 
+    def _map_chunks(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool,
+                    chunksize: int | Literal["auto"]) -> Iterator[list[T]]:
+        """``imap`` a chunk's results at a time (for ``cw.map``, which wants a list)."""
+        job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
+                     ordered=ordered)
+        return job.chunks()
+
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
                 chunksize: int | Literal["auto"] = "auto") -> list[T]:
         """``[fn(*args) for args in iterable]``, in parallel."""

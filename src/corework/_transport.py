@@ -40,14 +40,14 @@ def call_one(fn: Any, kind: CallKind, item: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-def dumps_function(fn: Any) -> bytes:
-    """Pickle a task function by value where needed, or say which object can't be sent."""
+def dumps_for_workers(obj: Any, what: str) -> bytes:
+    """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
-        return cloudpickle.dumps(fn, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
     except Exception as exc:
         raise SerializationError(
-            f"cannot send the function {fn!r} to a worker process: {exc}. "
-            "Make sure everything it refers to can be pickled, or use engine='thread'."
+            f"cannot send {what} to a worker process: {exc}. Make sure everything it "
+            "refers to can be pickled, or use engine='thread'."
         ) from exc
 
 

@@ -35,11 +35,13 @@ def _run_args(
     results: list[Any],
     failures: dict[int, Failure],
 ) -> None:
-    """The hot loop of ``map``: one call per item, as little else as possible."""
-    append = results.append
-    for position, item in enumerate(items):
+    """The hot loop of ``map``: ``list.extend(map(fn, ...))`` runs in C; a call that raises
+    leaves the results before it in place, and the loop resumes after it."""
+    remaining = iter(items)
+    while True:
         try:
-            append(fn(item))
+            results.extend(map(fn, remaining))
+            return
         except (Exception, SystemExit) as exc:
-            append(None)
-            failures[position] = Failure.capture(exc, skip=1)
+            failures[len(results)] = Failure.capture(exc, skip=1)
+            results.append(None)

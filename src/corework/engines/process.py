@@ -24,10 +24,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar
 
-import cloudpickle
-
 from .._errors import InitializerFailed, SerializationError, WorkerCrashed
-from .._transport import PROTOCOL, Failure, dumps_function, dumps_items, loads
+from .._transport import PROTOCOL, Failure, dumps_for_workers, dumps_items, loads
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
 from ._platform import describe_exit
@@ -69,7 +67,8 @@ class ProcessEngine(Engine):
         self._exited: list[int] = []  # pids of workers gone, for stop(wait=True)
         self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
         self._stopping = False
-        self._setup_blob = _dumps_setup(setup)
+        self._setup_blob = dumps_for_workers(
+            setup, f"the initializer {setup.initializer!r} or its initargs")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,7 +130,7 @@ class ProcessEngine(Engine):
     # ------------------------------------------------------------------ sending
 
     def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
-        return FunctionRef(fn_id, fn, dumps_function(fn))
+        return FunctionRef(fn_id, fn, dumps_for_workers(fn, f"the function {fn!r}"))
 
     def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
         return dumps_items(items, describe)
@@ -233,16 +232,6 @@ class ProcessEngine(Engine):
             self._start_worker(worker.slot)
         except Exception as exc:
             self._events.engine_broken(exc)
-
-
-def _dumps_setup(setup: WorkerSetup) -> bytes:
-    try:
-        return cloudpickle.dumps(setup, protocol=PROTOCOL)  # type: ignore[no-any-return]
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot send the initializer {setup.initializer!r} or its initargs to the "
-            f"worker processes: {exc}"
-        ) from exc
 
 
 def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFailed:
