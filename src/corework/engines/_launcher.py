@@ -184,22 +184,28 @@ class LauncherClient:
         self._exits: OrderedDict[int, int] = OrderedDict()
         self.alive = True
 
-    def start_worker(self, sock: socket.socket, mode: str, timeout: float = 60.0) -> int:
-        """Have the launcher start a worker serving ``sock``; returns the worker's pid."""
+    def start_workers(self, socks: list[socket.socket], mode: str,
+                      timeout: float = 60.0) -> list[int]:
+        """Have the launcher start one worker per socket; returns their pids.
+
+        The requests go out together, so the launcher forks them back to back.
+        """
         with self._lock:
-            self._next_id += 1
-            request_id = self._next_id
+            request_ids = list(range(self._next_id + 1, self._next_id + 1 + len(socks)))
+            self._next_id += len(socks)
             try:
-                socket.send_fds(self._ctrl, [pickle.dumps(("start", request_id, mode))],
-                                [sock.fileno()])
+                for request_id, sock in zip(request_ids, socks, strict=True):
+                    socket.send_fds(self._ctrl, [pickle.dumps(("start", request_id, mode))],
+                                    [sock.fileno()])
             except OSError as exc:
                 self.alive = False
                 raise LauncherDied(f"the worker launcher is gone: {exc}") from exc
-            self._read_until(lambda: request_id in self._started, timeout)
-            outcome = self._started.pop(request_id)
-        if isinstance(outcome, str):
-            raise CoreworkError(f"could not start a worker process: {outcome}")
-        return outcome
+            self._read_until(lambda: all(r in self._started for r in request_ids), timeout)
+            outcomes = [self._started.pop(request_id) for request_id in request_ids]
+        for outcome in outcomes:
+            if isinstance(outcome, str):
+                raise CoreworkError(f"could not start a worker process: {outcome}")
+        return outcomes  # type: ignore[return-value]
 
     def kill(self, pid: int) -> None:
         """SIGKILL a worker, if it is still the launcher's child (so never a stranger)."""

@@ -76,28 +76,39 @@ class ProcessEngine(Engine):
         self._events = events
         self._launcher: LauncherClient = get_launcher()
         self._wake_r, self._wake_w = socket.socketpair()
-        for slot in range(self.workers):
-            self._start_worker(slot)
+        self._start_workers(list(range(self.workers)))
         self._reader = threading.Thread(
             target=self._read_loop, name="corework-process-reader", daemon=True
         )
         self._reader.start()
 
-    def _start_worker(self, slot: int) -> None:
-        ours, theirs = socket.socketpair()
+    def _start_workers(self, slots: list[int]) -> None:
+        """Start a worker for each slot; its setup waits in its socket before it exists."""
+        pairs = [socket.socketpair() for _ in slots]
+        setup = pickle.dumps(("setup", self._setup_blob), PROTOCOL)
+        conns = []
+        for ours, _ in pairs:
+            conns.append(Connection(ours.detach()))
+            conns[-1].send_bytes(setup)
+        theirs = [pair[1] for pair in pairs]
         try:
-            pid = self._launcher.start_worker(theirs, self.start_method)
-        except LauncherDied:
-            self._launcher = get_launcher()  # restarted; one retry
-            pid = self._launcher.start_worker(theirs, self.start_method)
+            try:
+                pids = self._launcher.start_workers(theirs, self.start_method)
+            except LauncherDied:
+                self._launcher = get_launcher()  # restarted; one retry
+                pids = self._launcher.start_workers(theirs, self.start_method)
+        except BaseException:
+            for conn in conns:
+                conn.close()
+            raise
         finally:
-            theirs.close()
-        conn = Connection(ours.detach())
-        conn.send_bytes(pickle.dumps(("setup", self._setup_blob), PROTOCOL))
+            for sock in theirs:
+                sock.close()
         with self._lock:
-            self._workers[slot] = _Worker(slot, pid, conn)
-            if self._stopping:  # stop() ran meanwhile and could not tell this one
-                conn.send_bytes(pickle.dumps(("stop",)))
+            for slot, pid, conn in zip(slots, pids, conns, strict=True):
+                self._workers[slot] = _Worker(slot, pid, conn)
+                if self._stopping:  # stop() ran meanwhile and could not tell this one
+                    conn.send_bytes(pickle.dumps(("stop",)))
         self._wake()
 
     def stop(self, wait: bool, now: bool = False) -> None:
@@ -229,7 +240,7 @@ class ProcessEngine(Engine):
             if self._stopping:  # losing that worker ended the pool's work
                 return
         try:
-            self._start_worker(worker.slot)
+            self._start_workers([worker.slot])
         except Exception as exc:
             self._events.engine_broken(exc)
 

@@ -47,15 +47,15 @@ class ThreadEngine(Engine):
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
-        self._slots = [self._start_slot(index) for index in range(self.workers)]
+        self._slots = [_Slot(index) for index in range(self.workers)]
+        for slot in self._slots:  # only now: a thread may call stop() at once
+            self._start_thread(slot)
 
-    def _start_slot(self, index: int) -> _Slot:
-        slot = _Slot(index)
+    def _start_thread(self, slot: _Slot) -> None:
         slot.thread = threading.Thread(
-            target=self._serve, args=(slot,), name=f"corework-thread-{index}", daemon=True
+            target=self._serve, args=(slot,), name=f"corework-thread-{slot.index}", daemon=True
         )
         slot.thread.start()
-        return slot
 
     def _serve(self, slot: _Slot) -> None:
         if not self._initialize(slot.index):
@@ -107,7 +107,8 @@ class ThreadEngine(Engine):
                 interrupt_thread(old.thread.ident, _Interrupt)
         old.inbox.put(_STOP)
         self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
-        self._slots[slot] = self._start_slot(slot)
+        self._slots[slot] = _Slot(slot)
+        self._start_thread(self._slots[slot])
 
     def stop(self, wait: bool, now: bool = False) -> None:
         abandoned = set()
