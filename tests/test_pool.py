@@ -183,3 +183,13 @@ def test_kill_cancels_pending_and_running_work(tmp_path):
     with pytest.raises(cw.Cancelled):
         running.result(timeout=60)
     assert pending.cancelled() or isinstance(pending.exception(), cw.Cancelled)
+
+
+def test_a_large_initializer_argument_reaches_every_worker(engine):
+    big = bytes(range(256)) * 8192  # 2 MiB: larger than a socket buffer
+    with cw.Pool(2, engine=engine, initializer=remember, initargs=(big,)) as pool:
+        assert set(pool.map(_recall_length, range(4))) == {len(big)}
+
+
+def _recall_length(_):
+    return len(recall())

@@ -33,6 +33,9 @@ from ._platform import describe_exit
 START_METHODS = ("fork", "spawn")
 #: How many task functions a worker keeps; older ones are forgotten and resent if needed.
 FUNCTIONS_PER_WORKER = 32
+#: Setups up to this size are queued in a worker's socket before the worker exists
+#: (they fit its buffer); larger ones are sent once it runs.
+SETUP_SENT_EARLY = 32 * 1024
 #: How long to wait for the launcher's report of a dead worker's exit code.
 EXIT_REPORT_TIMEOUT = 5.0
 
@@ -86,10 +89,11 @@ class ProcessEngine(Engine):
         """Start a worker for each slot; its setup waits in its socket before it exists."""
         pairs = [socket.socketpair() for _ in slots]
         setup = pickle.dumps(("setup", self._setup_blob), PROTOCOL)
-        conns = []
-        for ours, _ in pairs:
-            conns.append(Connection(ours.detach()))
-            conns[-1].send_bytes(setup)
+        early = len(setup) <= SETUP_SENT_EARLY  # fits the socket buffer: cannot block
+        conns = [Connection(ours.detach()) for ours, _ in pairs]
+        if early:
+            for conn in conns:
+                conn.send_bytes(setup)
         theirs = [pair[1] for pair in pairs]
         try:
             try:
@@ -104,6 +108,9 @@ class ProcessEngine(Engine):
         finally:
             for sock in theirs:
                 sock.close()
+        if not early:
+            for conn in conns:
+                conn.send_bytes(setup)
         with self._lock:
             for slot, pid, conn in zip(slots, pids, conns, strict=True):
                 self._workers[slot] = _Worker(slot, pid, conn)
