@@ -79,11 +79,11 @@ class ProcessEngine(Engine):
         self._events = events
         self._launcher: LauncherClient = get_launcher()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._start_workers(list(range(self.workers)))
         self._reader = threading.Thread(
             target=self._read_loop, name="corework-process-reader", daemon=True
         )
-        self._reader.start()
+        self._reader.start()  # first: it gets going while the launcher forks
+        self._start_workers(list(range(self.workers)))
 
     def _start_workers(self, slots: list[int]) -> None:
         """Start a worker for each slot; its setup waits in its socket before it exists."""
