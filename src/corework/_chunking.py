@@ -17,6 +17,8 @@ TARGET_SECONDS = 0.01
 CHUNKS_PER_WORKER = 4
 #: Upper bound on tasks per chunk when the input's length is unknown.
 MAX_CHUNK = 100_000
+#: With a per-task timeout, a chunk aims at no more than this fraction of it.
+TIMEOUT_SHARE = 20
 #: Weight of the newest measurement in the running per-task estimate.
 SMOOTHING = 0.5
 
@@ -24,8 +26,14 @@ SMOOTHING = 0.5
 class ChunkSizer:
     """Decides how many tasks the next chunk of one map gets."""
 
-    def __init__(self, workers: int, total: int | None, fixed: int | None = None) -> None:
+    def __init__(self, workers: int, total: int | None, fixed: int | None = None, *,
+                 task_timeout: float | None = None) -> None:
         self._fixed = fixed
+        # With a per-task timeout, a chunk should take a small part of it: when a chunk
+        # overruns, each of its tasks is re-run alone before one can be blamed.
+        self._target = TARGET_SECONDS
+        if task_timeout is not None:
+            self._target = min(TARGET_SECONDS, task_timeout / TIMEOUT_SHARE)
         self._cap = MAX_CHUNK
         if total is not None:
             self._cap = max(1, min(MAX_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER))))
@@ -39,7 +47,7 @@ class ChunkSizer:
             return 1
         if self._seconds_per_task <= 0:
             return self._cap
-        return max(1, min(self._cap, int(TARGET_SECONDS / self._seconds_per_task)))
+        return max(1, min(self._cap, int(self._target / self._seconds_per_task)))
 
     def observe(self, tasks: int, seconds: float) -> None:
         """A chunk of ``tasks`` tasks took ``seconds`` to run in its worker."""

@@ -16,9 +16,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from ._chunk import Chunk
 from ._chunking import ChunkSizer
 from ._outcomes import task_exception
-from ._scheduler import Chunk, Scheduler
+from ._policy import TaskPolicy
+from ._scheduler import Scheduler
 from ._transport import CallKind
 from .engines import ChunkReport
 
@@ -55,13 +57,15 @@ class MapJob:
     def __init__(self, scheduler: Scheduler, fn: Callable[..., Any], iterable: Iterable[Any], *,
                  kind: CallKind = CallKind.ARG, chunksize: int | None = None,
                  ordered: bool = True, window: int | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, policy: TaskPolicy | None = None) -> None:
         scheduler.check_open()
         self._scheduler = scheduler
         self._fn = scheduler.function(fn)
         self._kind = kind
         self._feed = _Feed(iterable)
-        self._sizer = ChunkSizer(scheduler.workers, self._feed.total, chunksize)
+        self._policy = policy or scheduler.policy
+        self._sizer = ChunkSizer(scheduler.workers, self._feed.total, chunksize,
+                                 task_timeout=self._policy.timeout)
         self._ordered = ordered
         self._window = window if window is not None else WINDOW_PER_WORKER * scheduler.workers
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -83,7 +87,7 @@ class MapJob:
                 self._exhausted = True
                 return
             chunk = self._scheduler.make_chunk(self._fn, self._kind, items, self._next_index,
-                                               self)
+                                               self, policy=self._policy)
             self._next_index += len(items)
             self._out.append(chunk)
             self._scheduler.enqueue(chunk)
@@ -156,6 +160,9 @@ class MapJob:
     # --------------------------------------------------------------- scheduler's side
 
     def claim(self, chunk: Chunk) -> bool:
+        return not self._cancelled
+
+    def wanted(self) -> bool:
         return not self._cancelled
 
     def deliver(self, chunk: Chunk, report: ChunkReport) -> None:

@@ -6,12 +6,16 @@ from ._errors import RemoteTraceback, TaskError, add_note
 from ._transport import Failure
 
 
-def task_exception(failure: Failure, where: str, remote: bool) -> BaseException:
+def task_exception(failure: Failure | BaseException, where: str,
+                   remote: bool) -> BaseException:
     """The task's own exception where it could be rebuilt, else a :class:`TaskError`.
 
     ``where`` names the task ("task 3 (item 7)"); it is added as a note. Exceptions from
-    another process get the worker's traceback as ``__cause__``.
+    another process get the worker's traceback as ``__cause__``. An exception the
+    scheduler already made final (a timeout, a crash after retries) is returned as is.
     """
+    if isinstance(failure, BaseException):
+        return failure
     exc = failure.exc
     if exc is None:
         exc = TaskError(f"{where} raised {failure.type_name}: {failure.message}",

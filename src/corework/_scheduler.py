@@ -1,37 +1,45 @@
-"""The scheduler: which chunk runs on which slot, and where its results go.
+"""The scheduler: which chunk runs on which slot, for how long, and where results go.
 
 ::
 
     submit()  ─▶ Chunk(1 task) ──┐                     ┌──▶ slot 0 ─┐
     MapJob    ─▶ Chunk(n tasks) ─┼─▶ pending (FIFO) ───┼──▶ slot 1 ─┼─▶ engine events
       (fed lazily from the       │   dispatched to     └──▶ slot … ─┘      │
-       caller's thread)          │   idle slots                            ▼
-                                 └──────────── sink.deliver / sink.fail ◀─ chunk_done,
-                                               (a Future, or a MapJob)     worker_lost
+       caller's thread)          │   idle slots    ▲                       ▼
+                                 │   watchdog: deadlines, retry delays     chunk_done,
+                                 └──── sink.deliver / sink.fail ◀───────── worker_lost
 
 The scheduler is engine-agnostic: it talks to an :class:`~corework.engines.Engine`
 through ``prepare / pack / send / kill / stop`` and hears back through the
 :class:`~corework.engines.EngineEvents` methods below. It always knows which chunk each
-slot is running (``_running``), which is what timeouts, cancellation of running tasks and
-crash recovery build on. Results are handed to sinks outside the lock, so a future's
-done-callbacks may submit more work.
+slot runs (``_running``) and until when (``_deadlines``), so a timeout, ``Future.kill()``
+and Ctrl-C are one action: kill that slot and settle its chunk.
+
+A chunk that loses its worker (crash, timeout, memory limit) is re-run a task at a time,
+since nobody knows which task was to blame; a task that fails that way, or raises one of
+``retry_on``, is run again up to ``retries`` times (see ``_assembly``). Results are handed
+to sinks outside the lock, so a future's done-callbacks may submit more work.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import itertools
 import threading
+import time
 import types
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from ._errors import Cancelled, PoolClosed, describe_task, short_repr
+from ._assembly import Assembly
+from ._chunk import Chunk, ChunkSink
+from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout
+from ._future import Future
 from ._outcomes import task_exception
-from ._transport import CallKind
+from ._policy import NO_LIMITS, TaskPolicy
+from ._transport import CallKind, Failure
 from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
 
 #: Task functions whose serialized form a pool keeps, so repeated ``submit(fn, ...)``
@@ -39,55 +47,21 @@ from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
 FUNCTION_CACHE_SIZE = 64
 
 
-class ChunkSink(Protocol):
-    """Where a chunk's outcome goes: a single task's Future, or a map's collector."""
-
-    def claim(self, chunk: Chunk) -> bool:
-        """About to run: False if it was cancelled meanwhile (then it is dropped)."""
-
-    def deliver(self, chunk: Chunk, report: ChunkReport) -> None:
-        """The chunk ran; some of its tasks may have failed."""
-
-    def fail(self, chunk: Chunk, error: BaseException) -> None:
-        """None of the chunk's tasks can have a result (worker lost, pool broken)."""
-
-
-@dataclass(eq=False)
-class Chunk:
-    """Consecutive tasks of one job, run together on one slot."""
-
-    work: ChunkWork
-    first: int  # the job's index of the chunk's first task
-    sink: ChunkSink
-
-    def describe(self, position: int) -> str:
-        """Name the task at ``position`` in this chunk, for error messages."""
-        items = self.work.items
-        if self.work.kind is CallKind.CALL:
-            return f"the call {_describe_call(self.work.fn.fn, items[position])}"
-        return describe_task(self.first + position, items[position], has_item=True)
-
-    def blame(self, error: BaseException) -> BaseException:
-        """A copy of ``error`` (shared by several chunks) with a note naming these tasks."""
-        count = len(self.work.items)
-        where = (self.describe(0) if count == 1 else
-                 f"tasks {self.first}-{self.first + count - 1} (run together as one chunk)")
-        blamed = copy.copy(error)
-        notes = [*getattr(error, "__notes__", []), f"while running {where}"]
-        blamed.__notes__ = notes  # type: ignore[attr-defined]  # a new list, not the shared one
-        return blamed
-
-
 class Scheduler:
     """Dispatches chunks to an engine's slots; implements ``EngineEvents``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: TaskPolicy = NO_LIMITS) -> None:
         self.engine = engine
+        self.policy = policy
         self._lock = threading.Lock()
         self._quiet = threading.Condition(self._lock)  # notified when nothing is left to do
+        self._timer = threading.Condition(self._lock)  # wakes the watchdog
         self._pending: deque[Chunk] = deque()
         self._idle: list[int] = []
         self._running: dict[int, Chunk] = {}
+        self._deadlines: dict[int, float] = {}  # slot -> when its chunk times out
+        self._delayed: list[tuple[float, int, Chunk]] = []  # retries waiting for backoff
+        self._watchdog: threading.Thread | None = None
         self._ids = itertools.count()
         self._functions: OrderedDict[Any, FunctionRef] = OrderedDict()
         self._closed = False
@@ -95,6 +69,10 @@ class Scheduler:
         self._stopped = False
         self._broken: BaseException | None = None
         engine.start(self)
+
+    @property
+    def workers(self) -> int:
+        return self.engine.workers
 
     # ------------------------------------------------------------------ preparing work
 
@@ -118,21 +96,23 @@ class Scheduler:
         return ref
 
     def make_chunk(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
-                   sink: ChunkSink) -> Chunk:
+                   sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
         """A chunk with its arguments packed (raises SerializationError naming the task)."""
-        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items), first, sink)
+        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items), first, sink,
+                      policy or self.policy)
         chunk.work.payload = self.engine.pack(items, chunk.describe)
         return chunk
 
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Future[Any]:
+                    kwargs: dict[str, Any], policy: TaskPolicy | None = None) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` as one task; its outcome lands in the Future."""
         self.check_open()
-        future: Future[Any] = Future()
+        sink = _FutureSink(Future())
+        sink.future._kill = lambda: self.kill_task(sink)
         ref = self.function(fn, reuse=True)
-        self.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0,
-                                     _FutureSink(future)))
-        return future
+        self.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0, sink,
+                                     policy=policy))
+        return sink.future
 
     # ------------------------------------------------------------------ dispatching
 
@@ -145,24 +125,40 @@ class Scheduler:
             raise PoolClosed("cannot submit work after the pool was shut down")
 
     def enqueue(self, chunk: Chunk) -> None:
-        """Queue a chunk; it starts at once if a slot is idle."""
+        """Queue a new chunk; it starts at once if a slot is idle."""
         with self._lock:
             self.check_open()
             self._pending.append(chunk)
-            slot, chunk_to_send = self._assign_idle()
-        if chunk_to_send is not None:
-            self.engine.send(slot, chunk_to_send.work)
+            starts = self._start_idle()
+        self._send(starts)
 
-    def _assign_idle(self) -> tuple[int, Chunk | None]:
-        """With the lock held: give the next pending chunk to an idle slot, if both exist."""
-        if not self._idle:
-            return -1, None
-        chunk = self._take_pending()
-        if chunk is None:
-            return -1, None
-        slot = self._idle.pop()
-        self._running[slot] = chunk
-        return slot, chunk
+    def _requeue(self, chunk: Chunk) -> None:
+        """Queue a re-run ahead of new work (also after shutdown, which waits for it)."""
+        with self._lock:
+            broken = self._broken
+            if broken is None:
+                self._pending.appendleft(chunk)
+                starts = self._start_idle()
+        if broken is not None:
+            chunk.sink.fail(chunk, broken)
+            return
+        self._send(starts)
+
+    def _start_idle(self) -> list[tuple[int, Chunk]]:
+        """With the lock held: give pending chunks to idle slots while both exist."""
+        starts = []
+        while self._idle:
+            chunk = self._take_pending()
+            if chunk is None:
+                break
+            slot = self._idle.pop()
+            self._start_on(slot, chunk)
+            starts.append((slot, chunk))
+        return starts
+
+    def _send(self, starts: list[tuple[int, Chunk]]) -> None:
+        for slot, chunk in starts:
+            self.engine.send(slot, chunk.work)
 
     def _take_pending(self) -> Chunk | None:
         """With the lock held: the next pending chunk whose owner still wants it."""
@@ -172,6 +168,18 @@ class Scheduler:
                 return chunk
         return None
 
+    def _start_on(self, slot: int, chunk: Chunk) -> None:
+        """With the lock held: ``chunk`` runs on ``slot`` from now, until its deadline."""
+        self._running[slot] = chunk
+        if chunk.policy.timeout is not None:
+            self._deadlines[slot] = time.monotonic() + chunk.policy.timeout
+            self._wake_watchdog()
+
+    def _finish_on(self, slot: int) -> Chunk | None:
+        """With the lock held: the slot's chunk is over; forget it and its deadline."""
+        self._deadlines.pop(slot, None)
+        return self._running.pop(slot, None)
+
     def _next_for(self, slot: int) -> Chunk | None:
         """With the lock held: the slot is free; give it work or mark it idle."""
         chunk = self._take_pending()
@@ -179,14 +187,14 @@ class Scheduler:
             self._idle.append(slot)
             self._notify_if_quiet()
         else:
-            self._running[slot] = chunk
+            self._start_on(slot, chunk)
         return chunk
 
     def _notify_if_quiet(self) -> None:
-        if not self._pending and not self._running:
+        if not self._pending and not self._running and not self._delayed:
             self._quiet.notify_all()
             if self._stop_when_quiet:
-                self._stop_engine(wait=False)
+                self._stop_soon()
 
     # ------------------------------------------------------------------ engine events
 
@@ -201,31 +209,136 @@ class Scheduler:
             done = self._running.get(slot)
             if done is None or done.work.id != report.chunk_id:
                 return  # a late report from a worker whose task was already written off
-            del self._running[slot]
+            self._finish_on(slot)
             chunk = self._next_for(slot)
         if chunk is not None:
             self.engine.send(slot, chunk.work)
-        done.sink.deliver(done, report)
+        self._settle(done, report)
 
     def worker_lost(self, slot: int, error: BaseException) -> None:
         with self._lock:
-            lost = self._running.pop(slot, None)
+            lost = self._finish_on(slot)
             self._notify_if_quiet()
         if lost is not None:
-            lost.sink.fail(lost, error)
+            self._lost(lost, error)
 
     def engine_broken(self, error: BaseException) -> None:
         with self._lock:
             if self._broken is not None:
                 return
             self._broken = error
-            orphans = [*self._pending, *self._running.values()]
-            self._pending.clear()
-            self._running.clear()
-            self._quiet.notify_all()
-            self._stop_engine(wait=False)  # its workers can run nothing more
+            orphans = self._drop_all()
+            self._stop_soon()  # its workers can run nothing more
         for chunk in orphans:
             chunk.sink.fail(chunk, error)
+
+    # ------------------------------------------------------------------ outcomes and retries
+
+    def _settle(self, chunk: Chunk, report: ChunkReport) -> None:
+        """Deliver a finished chunk, first re-running the tasks whose exception warrants it."""
+        retry = [position for position, failure in report.failures.items()
+                 if isinstance(failure, Failure) and chunk.attempt <= chunk.policy.retries
+                 and chunk.policy.retries_failure(failure)]
+        if not retry:
+            chunk.sink.deliver(chunk, report)
+        elif chunk.size == 1:
+            self._retry(chunk)
+        else:
+            assembly = Assembly(chunk, report, retry)
+            for position in retry:
+                self._retry(self._part(chunk, assembly, position))
+
+    def _lost(self, chunk: Chunk, error: BaseException) -> None:
+        """The chunk's worker died, timed out or was over its memory limit."""
+        if isinstance(error, Cancelled) or not chunk.sink.wanted():
+            chunk.sink.fail(chunk, error)
+        elif chunk.size > 1:  # which task was to blame? run each again, alone
+            assembly = Assembly(chunk, None, range(chunk.size))
+            for position in range(chunk.size):
+                self._requeue(self._part(chunk, assembly, position))
+        elif chunk.attempt <= chunk.policy.retries and chunk.policy.retries_error(error):
+            self._retry(chunk)
+        else:
+            chunk.sink.fail(chunk, _with_attempts(error, chunk.attempt))
+
+    def _part(self, chunk: Chunk, assembly: Assembly, position: int) -> Chunk:
+        """Task ``position`` of ``chunk`` as a chunk of its own, reporting to ``assembly``."""
+        items = chunk.work.items[position:position + 1]
+        part = self.make_chunk(chunk.work.fn, chunk.work.kind, items, chunk.first + position,
+                               assembly.sink_for(position), policy=chunk.policy)
+        part.attempt = chunk.attempt
+        return part
+
+    def _retry(self, chunk: Chunk) -> None:
+        """Run ``chunk`` again, after its backoff delay."""
+        retry = chunk.again(ChunkWork(next(self._ids), chunk.work.fn, chunk.work.kind,
+                                      chunk.work.items, chunk.work.payload))
+        delay = chunk.policy.delay(chunk.attempt)
+        if not delay:
+            self._requeue(retry)
+            return
+        with self._lock:
+            heapq.heappush(self._delayed, (time.monotonic() + delay, retry.work.id, retry))
+            self._wake_watchdog()
+
+    # ------------------------------------------------------------------ stopping tasks
+
+    def kill_task(self, sink: ChunkSink) -> bool:
+        """Stop the chunk that reports to ``sink``: running (its worker is killed and
+        replaced) or waiting to be retried."""
+        with self._lock:
+            slot = next((s for s, c in self._running.items() if c.sink is sink), None)
+            chunk = self._finish_on(slot) if slot is not None else self._undelay(sink)
+        if chunk is None:
+            return False
+        if slot is not None:
+            self.engine.kill(slot)
+        chunk.sink.fail(chunk, Cancelled("the task was stopped by Future.kill()"))
+        return True
+
+    def _undelay(self, sink: ChunkSink) -> Chunk | None:
+        """With the lock held: take the retry of ``sink`` out of the backoff queue."""
+        for entry in self._delayed:
+            if entry[2].sink is sink:
+                self._delayed.remove(entry)
+                heapq.heapify(self._delayed)
+                return entry[2]
+        return None
+
+    def _wake_watchdog(self) -> None:
+        """With the lock held: (start and) wake the thread that watches the clock."""
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="corework-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+        self._timer.notify()
+
+    def _watch(self) -> None:
+        """Kill slots whose chunk is past its deadline; requeue retries whose delay is up."""
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                expired = [slot for slot, when in self._deadlines.items() if when <= now]
+                timed_out = [(slot, self._finish_on(slot)) for slot in expired]
+                while self._delayed and self._delayed[0][0] <= now:
+                    self._pending.appendleft(heapq.heappop(self._delayed)[2])
+                starts = self._start_idle()
+                if not timed_out and not starts:
+                    self._timer.wait(self._next_wake(now))
+                    continue
+            self._send(starts)
+            for slot, chunk in timed_out:
+                self.engine.kill(slot)
+                if chunk is not None:
+                    self._lost(chunk, TaskTimeout(
+                        f"a task ran longer than its timeout of {chunk.policy.timeout:g} s; "
+                        "its worker was stopped and replaced"))
+
+    def _next_wake(self, now: float) -> float | None:
+        times = [*self._deadlines.values(), *(when for when, _, _ in self._delayed[:1])]
+        return max(0.0, min(times) - now) if times else None
 
     # ------------------------------------------------------------------ shutdown
 
@@ -233,54 +346,74 @@ class Scheduler:
         """Take no more work; optionally drop what has not started; stop the engine."""
         with self._lock:
             self._closed = True
-            dropped = list(self._pending) if cancel_futures else []
+            dropped = [*self._pending, *(c for _, _, c in self._delayed)] if cancel_futures else []
             if cancel_futures:
                 self._pending.clear()
+                self._delayed.clear()
         for chunk in dropped:
             chunk.sink.fail(chunk, Cancelled("cancelled by shutdown(cancel_futures=True)"))
         with self._lock:
             if not wait:
                 self._stop_when_quiet = True
-                if not self._pending and not self._running:
-                    self._stop_engine(wait=False)
+                self._notify_if_quiet()
                 return
-            while (self._pending or self._running) and self._broken is None:
+            while (self._pending or self._running or self._delayed) and self._broken is None:
                 self._quiet.wait()
-        self._stop_engine(wait=True)
+            self._mark_stopped()
+        self.engine.stop(wait=True)
+        self._join_watchdog()
 
     def terminate(self, reason: str) -> None:
         """Stop now: cancel what waits, abandon what runs (killing its workers), wait."""
         with self._lock:
             self._closed = True
-            orphans = [*self._pending, *self._running.values()]
-            self._pending.clear()
-            self._running.clear()
-            self._quiet.notify_all()
-            self._stopped = True
+            orphans = self._drop_all()
+            self._mark_stopped()
         self.engine.stop(wait=True, now=True)
         for chunk in orphans:
             chunk.sink.fail(chunk, Cancelled(reason))
+        self._join_watchdog()
 
-    def _stop_engine(self, wait: bool) -> None:
+    def _drop_all(self) -> list[Chunk]:
+        """With the lock held: forget every chunk not yet settled, and return them."""
+        orphans = [*self._pending, *self._running.values(), *(c for _, _, c in self._delayed)]
+        self._pending.clear()
+        self._running.clear()
+        self._deadlines.clear()
+        self._delayed.clear()
+        self._quiet.notify_all()
+        return orphans
+
+    def _stop_soon(self) -> None:
+        """With the lock held: let the engine's workers finish and exit (no waiting)."""
         if not self._stopped:
-            self._stopped = True
-            self.engine.stop(wait=wait)
-        elif wait:
-            self.engine.stop(wait=True)
+            self._mark_stopped()
+            self.engine.stop(wait=False)
 
-    @property
-    def workers(self) -> int:
-        return self.engine.workers
+    def _mark_stopped(self) -> None:
+        """With the lock held: no more dispatching; the watchdog ends."""
+        self._stopped = True
+        self._timer.notify()
+
+    def _join_watchdog(self) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join()
 
 
 class _FutureSink:
-    """Sends a single-task chunk's outcome to its ``concurrent.futures.Future``."""
+    """Sends a single-task chunk's outcome to its Future."""
 
     def __init__(self, future: Future[Any]) -> None:
         self.future = future
 
     def claim(self, chunk: Chunk) -> bool:
+        if self.future.running():  # a retry: it was claimed at its first attempt
+            return True
         return self.future.set_running_or_notify_cancel()
+
+    def wanted(self) -> bool:
+        return not self.future.done()
 
     def deliver(self, chunk: Chunk, report: ChunkReport) -> None:
         failure = report.error or report.failures.get(0)
@@ -296,9 +429,9 @@ class _FutureSink:
             self.future.set_exception(chunk.blame(error))
 
 
-def _describe_call(fn: Callable[..., Any], item: tuple[tuple[Any, ...], dict[str, Any]]) -> str:
-    args, kwargs = item
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    shown = [short_repr(arg) for arg in args]
-    shown += [f"{key}={short_repr(value)}" for key, value in kwargs.items()]
-    return f"{name}({', '.join(shown)})"
+def _with_attempts(error: BaseException, attempts: int) -> BaseException:
+    """Record on a final error how many times its task was tried."""
+    if isinstance(error, CoreworkError):
+        error = copy.copy(error)
+        error.attempts = attempts  # type: ignore[attr-defined]
+    return error

@@ -63,7 +63,8 @@ class ChunkReport:
 
     chunk_id: int
     results: list[Any]
-    failures: dict[int, Failure] = field(default_factory=dict)
+    #: Engines report a Failure; the scheduler may merge in final exceptions (see Assembly).
+    failures: dict[int, Failure | BaseException] = field(default_factory=dict)
     seconds: float = 0.0  # time spent running the chunk's calls, for adaptive chunking
     error: Failure | None = None  # set when no item could run (every task fails with it)
     remote: bool = False  # True when failures come from another process

@@ -16,7 +16,7 @@ def run_chunk(
     """Call ``fn`` on every item; a failing call fails only its own item."""
     started = time.perf_counter()
     results: list[Any] = []
-    failures: dict[int, Failure] = {}
+    failures: dict[int, Failure | BaseException] = {}
     if kind is CallKind.ARG:
         _run_args(fn, items, results, failures)
     else:
@@ -33,7 +33,7 @@ def _run_args(
     fn: Callable[..., Any],
     items: Sequence[Any],
     results: list[Any],
-    failures: dict[int, Failure],
+    failures: dict[int, Failure | BaseException],
 ) -> None:
     """The hot loop of ``map``: ``list.extend(map(fn, ...))`` runs in C; a call that raises
     leaves the results before it in place, and the loop resumes after it."""
