@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
+from ._policy import TaskPolicy
 from ._pool import Pool, parse_chunksize, parse_workers
 from .engines import resolve_engine_name
 
@@ -16,15 +17,19 @@ T = TypeVar("T")
 
 def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
         workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
-        ordered: bool = True) -> list[T]:
+        ordered: bool = True, timeout: float | None = None, retries: int = 0,
+        backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = ()) -> list[T]:
     """``list(builtins.map(fn, items))``, run on every core.
 
     Tiny tasks are batched automatically (``chunksize="auto"``); the first task that
     raises stops the map and its exception is raised here, naming the task and item.
+    ``timeout`` (seconds per task), ``retries``, ``backoff`` and ``retry_on`` are as
+    for :class:`Pool`.
     """
     _check(fn, engine, workers, chunksize)
     results: list[T] = []
-    with _own_pool(workers, engine) as pool:
+    limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
+    with _own_pool(workers, engine, limits) as pool:
         for values in pool._map_chunks(fn, items, chunksize=chunksize, ordered=ordered):
             results.extend(values)  # a chunk at a time: no Python step per result
     return results
@@ -32,21 +37,23 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
 
 def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
          workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
-         ordered: bool = True) -> Iterator[T]:
+         ordered: bool = True, timeout: float | None = None, retries: int = 0,
+         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = ()) -> Iterator[T]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
     ``ordered=False`` yields each result as soon as it is done. The pool starts at the
     first ``next()`` and lives as long as the iteration; closing the iterator early
-    cancels what has not started.
+    cancels what has not started. The other options are as for :func:`map`.
     """
     _check(fn, engine, workers, chunksize)
+    limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
     return _imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                 ordered=ordered)
+                 ordered=ordered, limits=limits)
 
 
 def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
-          chunksize: int | Literal["auto"], ordered: bool) -> Iterator[T]:
-    with _own_pool(workers, engine) as pool:
+          chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy) -> Iterator[T]:
+    with _own_pool(workers, engine, limits) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize, ordered=ordered)
 
 
@@ -61,10 +68,11 @@ def _check(fn: object, engine: str, workers: int | None,
 
 
 @contextlib.contextmanager
-def _own_pool(workers: int | None, engine: str) -> Iterator[Pool]:
+def _own_pool(workers: int | None, engine: str, limits: TaskPolicy) -> Iterator[Pool]:
     """A pool for one call. Left early (an error, Ctrl-C, a closed iterator), it stops at
     once rather than finish tasks whose results nobody will read."""
-    pool = Pool(workers, engine=engine)
+    pool = Pool(workers, engine=engine, timeout=limits.timeout, retries=limits.retries,
+                backoff=limits.backoff, retry_on=limits.retry_on)
     try:
         yield pool
     except BaseException:

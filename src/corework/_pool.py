@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
+from ._future import Future
 from ._mapjob import MapJob
+from ._policy import _UNSET, TaskPolicy
 from ._scheduler import Scheduler
 from ._transport import CallKind
 from .engines import WorkerSetup, create_engine, default_workers, resolve_engine_name
@@ -58,13 +61,21 @@ class Pool(concurrent.futures.Executor):
     pool never oversubscribes the machine; None: leave them alone).
     ``start_method`` (process engine) is ``"fork"`` (workers forked from corework's
     single-threaded launcher, the default) or ``"spawn"`` (fresh interpreters).
+
+    ``timeout``, ``retries``, ``backoff`` and ``retry_on`` apply to every task (see
+    :meth:`options` to change them for some): a task running past ``timeout`` seconds
+    fails with ``TaskTimeout`` and its worker is replaced; a task that crashed its worker
+    or timed out (or raised one of ``retry_on``) runs again up to ``retries`` times.
     """
 
     def __init__(self, workers: int | None = None, *, engine: str = "auto",
+                 timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
+                 retry_on: Iterable[type[BaseException]] = (),
                  initializer: Callable[..., object] | None = None,
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto") -> None:
         count = parse_workers(workers)
+        self._policy = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
         self.engine = resolve_engine_name(engine)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
@@ -72,7 +83,8 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
         setup = WorkerSetup(initializer, tuple(initargs),
                             _native_threads(native_threads, count))
-        self._scheduler = Scheduler(create_engine(self.engine, count, setup, start_method))
+        self._scheduler = Scheduler(create_engine(self.engine, count, setup, start_method),
+                                    self._policy)
         self._shutdown_lock = threading.Lock()
         _live_pools.add(self)
 
@@ -81,12 +93,22 @@ class Pool(concurrent.futures.Executor):
         """How many tasks can run at once."""
         return self._scheduler.workers
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:  # noqa: E501
-        """Run ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+    def options(self, *, timeout: Any = _UNSET, retries: Any = _UNSET, backoff: Any = _UNSET,
+                retry_on: Any = _UNSET) -> Pool:
+        """This pool, with other per-task limits for the work submitted through the result:
+        ``pool.options(timeout=5).submit(fn, x)``. It shares this pool's workers (and
+        shutting it down shuts this pool down)."""
+        view = copy.copy(self)
+        view._policy = self._policy.with_(timeout, retries, backoff, retry_on)
+        return view
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future`` (with a
+        ``kill()`` that stops the task even while it runs).
 
         Arguments that cannot be sent to a worker raise ``SerializationError`` here.
         """
-        return self._scheduler.submit_call(fn, args, kwargs)
+        return self._scheduler.submit_call(fn, args, kwargs, self._policy)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[T]:
@@ -96,7 +118,8 @@ class Pool(concurrent.futures.Executor):
         """
         calls = list(zip(*iterables, strict=False))  # like Executor.map: stop at the shortest
         job = MapJob(self._scheduler, fn, calls, kind=CallKind.STAR,
-                     chunksize=parse_chunksize(chunksize), window=sys.maxsize, timeout=timeout)
+                     chunksize=parse_chunksize(chunksize), window=sys.maxsize, timeout=timeout,
+                     policy=self._policy)
         job.fill()
         return iter(job)
 
@@ -104,21 +127,21 @@ class Pool(concurrent.futures.Executor):
              chunksize: int | Literal["auto"] = "auto") -> Iterator[T]:
         """Lazily map ``fn`` over ``iterable``; ``ordered=False`` yields results as done."""
         job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
-                     ordered=ordered)
+                     ordered=ordered, policy=self._policy)
         return iter(job)
 
     def _map_chunks(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool,
                     chunksize: int | Literal["auto"]) -> Iterator[list[T]]:
         """``imap`` a chunk's results at a time (for ``cw.map``, which wants a list)."""
         job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
-                     ordered=ordered)
+                     ordered=ordered, policy=self._policy)
         return job.chunks()
 
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
                 chunksize: int | Literal["auto"] = "auto") -> list[T]:
         """``[fn(*args) for args in iterable]``, in parallel."""
         job = MapJob(self._scheduler, fn, iterable, kind=CallKind.STAR,
-                     chunksize=parse_chunksize(chunksize))
+                     chunksize=parse_chunksize(chunksize), policy=self._policy)
         return list(job)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

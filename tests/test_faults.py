@@ -1,0 +1,281 @@
+"""A bad task costs that task (or a retry), never the pool and never another result.
+
+Hung tasks wait on something that never happens; nothing here depends on sleeping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+import corework as cw
+from tests.helpers import square
+
+
+def hang(_=None):
+    """Never returns, in pure Python (so a thread can be interrupted too)."""
+    while True:
+        pass
+
+
+def hang_on(x, bad=3):
+    if x == bad:
+        hang()
+    return x
+
+
+def crash_on(x, bad=5):
+    if x == bad:
+        os._exit(7)
+    return x
+
+
+def crash_once(marker: str) -> str:
+    """Crashes its worker the first time (leaving a marker), succeeds the second."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("crashed once")
+        os._exit(9)
+    return "second time lucky"
+
+
+def fail_once(marker: str) -> str:
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise ConnectionError("flaky")
+    return "recovered"
+
+
+def announce_then_hang(fifo: str) -> None:
+    with open(fifo, "w") as started:
+        started.write("x")
+    hang()
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "started"
+    os.mkfifo(path)
+    return str(path)
+
+
+def wait_started(fifo: str) -> None:
+    with open(fifo) as started:
+        assert started.read() == "x"
+
+
+# ------------------------------------------------------------------------ timeouts
+
+
+def test_a_hung_task_times_out_and_the_others_finish(engine):
+    with cw.Pool(2, engine=engine, timeout=1.0) as pool:
+        futures = [pool.submit(hang_on, x) for x in range(6)]
+        with pytest.raises(cw.TaskTimeout, match="timeout of 1 s") as info:
+            futures[3].result()
+        assert isinstance(info.value, TimeoutError)
+        assert "while running the call hang_on(3)" in info.value.__notes__
+        assert [f.result() for i, f in enumerate(futures) if i != 3] == [0, 1, 2, 4, 5]
+        assert pool.submit(square, 3).result() == 9  # the pool goes on
+
+
+def test_tasks_sharing_a_chunk_with_a_hung_one_are_not_lost(engine):
+    with cw.Pool(2, engine=engine, timeout=1.0) as pool:
+        results = pool.imap(hang_on, range(10), chunksize=5)
+        assert [next(results) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(cw.TaskTimeout) as info:
+            next(results)
+        assert "while running task 3 (item 3)" in info.value.__notes__
+
+
+def test_timeout_per_call_overrides_the_pool(engine):
+    with cw.Pool(1, engine=engine) as pool:
+        with pytest.raises(cw.TaskTimeout):
+            pool.options(timeout=0.5).submit(hang).result()
+        assert pool.submit(square, 4).result() == 16
+
+
+def test_map_with_a_timeout(engine):
+    with pytest.raises(cw.TaskTimeout):
+        cw.map(hang_on, range(5), engine=engine, workers=2, timeout=1.0)
+
+
+def test_thread_blocked_in_c_is_abandoned_and_replaced():
+    gate = threading.Event()
+    with cw.Pool(1, engine="thread", timeout=0.5) as pool:
+        stuck = pool.submit(gate.wait)  # blocked in C: cannot be interrupted
+        with pytest.raises(cw.TaskTimeout):
+            stuck.result()
+        assert pool.submit(square, 5).result() == 25  # a new thread took the slot
+        gate.set()  # let the abandoned thread end; its result is discarded
+
+
+# ------------------------------------------------------------------------ kill
+
+
+def test_future_kill_stops_a_running_process_task(fifo):
+    with cw.Pool(1, engine="process") as pool:
+        before = pool._pids()
+        future = pool.submit(announce_then_hang, fifo)
+        wait_started(fifo)
+        assert future.kill()
+        with pytest.raises(cw.Cancelled):
+            future.result()
+        assert pool.submit(square, 6).result() == 36
+        assert pool._pids() != before
+
+
+def test_future_kill_interrupts_a_running_thread_task(fifo):
+    with cw.Pool(1, engine="thread") as pool:
+        future = pool.submit(announce_then_hang, fifo)
+        wait_started(fifo)
+        assert future.kill()
+        with pytest.raises(cw.Cancelled):
+            future.result()
+        assert pool.submit(square, 6).result() == 36
+
+
+def test_cancel_keeps_its_standard_meaning(fifo):
+    with cw.Pool(1, engine="process") as pool:
+        running = pool.submit(announce_then_hang, fifo)
+        waiting = pool.submit(square, 2)
+        wait_started(fifo)
+        assert not running.cancel()  # running: cancel() cannot stop it
+        assert waiting.cancel()
+        assert running.kill()
+
+
+def test_kill_after_the_task_finished_returns_false():
+    with cw.Pool(1, engine="process") as pool:
+        future = pool.submit(square, 3)
+        assert future.result() == 9
+        assert future.kill() is False
+
+
+# ------------------------------------------------------------------------ crashes
+
+
+def test_a_crash_in_a_chunk_costs_only_that_task():
+    with cw.Pool(2, engine="process") as pool:
+        results = pool.imap(crash_on, range(20), chunksize=10)
+        assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(cw.WorkerCrashed, match="exit code 7") as info:
+            next(results)
+        assert "while running task 5 (item 5)" in info.value.__notes__
+        futures = [pool.submit(crash_on, x) for x in range(20)]
+        delivered = [f.result() for i, f in enumerate(futures) if i != 5]
+        assert delivered == [x for x in range(20) if x != 5]
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill", "sigsegv"])
+def test_every_kind_of_worker_death_is_named(how):
+    deaths = {"exit": (os._exit, 3, "exit code 3"),
+              "sigkill": (os.kill, None, "SIGKILL"),
+              "sigsegv": (os.kill, None, "SIGSEGV")}
+    fn, arg, message = deaths[how]
+    signum = signal.SIGKILL if how == "sigkill" else signal.SIGSEGV
+    with cw.Pool(1, engine="process") as pool:
+        future = pool.submit(fn, arg) if arg is not None else pool.submit(
+            _signal_self, signum)
+        with pytest.raises(cw.WorkerCrashed, match=message):
+            future.result()
+        assert pool.submit(square, 2).result() == 4
+
+
+def _signal_self(signum):
+    os.kill(os.getpid(), signum)
+
+
+# ------------------------------------------------------------------------ retries
+
+
+def test_a_crashed_task_is_retried(tmp_path):
+    marker = str(tmp_path / "marker")
+    with cw.Pool(1, engine="process", retries=1) as pool:
+        assert pool.submit(crash_once, marker).result() == "second time lucky"
+
+
+def test_retries_give_up_and_say_how_many_attempts(tmp_path):
+    with cw.Pool(1, engine="process", retries=2) as pool:
+        with pytest.raises(cw.WorkerCrashed) as info:
+            pool.submit(os._exit, 4).result()
+    assert info.value.attempts == 3
+    assert any("attempt 3 of 3" in note for note in info.value.__notes__)
+
+
+def test_retry_on_chosen_exception_types(engine, tmp_path):
+    marker = str(tmp_path / "marker")
+    with cw.Pool(1, engine=engine, retries=1, retry_on=[ConnectionError]) as pool:
+        assert pool.submit(fail_once, marker).result() == "recovered"
+
+
+def test_other_exceptions_are_not_retried(engine, tmp_path):
+    marker = str(tmp_path / "marker")
+    with cw.Pool(1, engine=engine, retries=3, retry_on=[KeyError]) as pool:
+        with pytest.raises(ConnectionError):
+            pool.submit(fail_once, marker).result()
+
+
+def test_retry_on_in_a_map_keeps_order(tmp_path):
+    marker = str(tmp_path / "marker")
+
+    def flaky_at_seven(x):
+        if x == 7:
+            return fail_once(marker) and x
+        return x
+
+    assert cw.map(flaky_at_seven, range(50), engine="process", workers=2, chunksize=10,
+                  retries=1, retry_on=[ConnectionError]) == list(range(50))
+
+
+def test_timed_out_task_is_retried_with_backoff(tmp_path):
+    marker = str(tmp_path / "marker")
+
+    def hang_once():
+        path = Path(marker)
+        if not path.exists():
+            path.write_text("hung once")
+            hang()
+        return "done"
+
+    with cw.Pool(1, engine="process", timeout=0.5, retries=1, backoff=0.01) as pool:
+        assert pool.submit(hang_once).result() == "done"
+
+
+def test_chaos_every_result_exactly_once_and_in_order():
+    """Workers are SIGKILLed throughout a map; retries put every task through."""
+    kills = 0
+    with cw.Pool(2, engine="process", retries=3) as pool:
+        results = []
+        for result in pool.imap(_small_work, range(2000)):
+            results.append(result)
+            if len(results) % 100 == 50:
+                pids = pool._pids()
+                if pids:
+                    os.kill(pids[len(results) % len(pids)], signal.SIGKILL)
+                    kills += 1
+    assert kills >= 10
+    assert results == [_small_work(x) for x in range(2000)]
+
+
+def _small_work(x):
+    return sum(i * i for i in range(200 + x % 7))
+
+
+# ------------------------------------------------------------------------ bad values
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("timeout", 0), ("timeout", -1), ("retries", -1), ("retries", 1.5), ("backoff", -1),
+])
+def test_bad_limits_are_refused(option, value):
+    with pytest.raises(ValueError, match=option):
+        cw.Pool(1, engine="thread", **{option: value})
+
+
+def test_retry_on_must_hold_exception_types():
+    with pytest.raises(TypeError, match="retry_on"):
+        cw.Pool(1, engine="thread", retry_on=["ValueError"])
