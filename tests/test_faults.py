@@ -186,6 +186,9 @@ def test_every_kind_of_worker_death_is_named(how):
 
 
 def _signal_self(signum):
+    import faulthandler
+
+    faulthandler.disable()  # pytest's, inherited: no dump of the deliberate crash
     os.kill(os.getpid(), signum)
 
 
@@ -279,3 +282,84 @@ def test_bad_limits_are_refused(option, value):
 def test_retry_on_must_hold_exception_types():
     with pytest.raises(TypeError, match="retry_on"):
         cw.Pool(1, engine="thread", retry_on=["ValueError"])
+
+
+# ------------------------------------------------------------------------ memory, recycling
+
+
+def grow(megabytes):
+    """Hold ``megabytes`` of touched memory until killed."""
+    hoard = bytearray(megabytes * 2**20)
+    for i in range(0, len(hoard), 4096):
+        hoard[i] = 1
+    hang()
+
+
+def test_a_worker_over_its_memory_limit_is_killed_and_replaced():
+    with cw.Pool(1, engine="process", memory_limit="150MiB") as pool:
+        with pytest.raises(cw.MemoryLimitExceeded, match=r"over its memory_limit of 150\.0 MiB"):
+            pool.submit(grow, 300).result()
+        assert pool.submit(square, 7).result() == 49
+
+
+def test_memory_limit_needs_processes():
+    with pytest.raises(ValueError, match="engine='process'"):
+        cw.Pool(1, engine="thread", memory_limit="1GiB")
+
+
+@pytest.mark.parametrize("limit", ["lots", "-1GB", 0])
+def test_bad_memory_limits_are_refused(limit):
+    with pytest.raises(ValueError, match="memory_limit"):
+        cw.Pool(1, engine="process", memory_limit=limit)
+
+
+def test_workers_are_recycled_after_max_tasks():
+    with cw.Pool(1, engine="process", max_tasks_per_worker=3) as pool:
+        pids = [pid for pid, _ in pool.imap(_whoami, range(30))]
+    runs = [pids.count(pid) for pid in dict.fromkeys(pids)]
+    assert len(runs) >= 6
+    assert all(3 <= run < 6 for run in runs[:-1])  # the chunk reaching 3 is finished
+
+
+def test_recycling_with_one_task_per_chunk_is_exact():
+    with cw.Pool(1, engine="process", max_tasks_per_worker=2) as pool:
+        pids = [pool.submit(os.getpid).result() for _ in range(6)]
+    assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [2, 2, 2]
+
+
+def _whoami(_):
+    return os.getpid(), None
+
+
+# ------------------------------------------------------------------------ Ctrl-C
+
+
+def test_ctrl_c_stops_a_map_and_leaves_no_worker(tmp_path):
+    """A real SIGINT to a child Python running a map of hung tasks."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import corework as cw\n"
+        "def hang(_):\n"
+        "    while True:\n"
+        "        pass\n"
+        "print('ready', flush=True)\n"
+        "cw.map(hang, range(4), engine='process', workers=2)\n"
+    )
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as child:
+        assert child.stdout.readline().strip() == "ready"
+        me = psutil.Process(child.pid)
+        while len(me.children(recursive=True)) < 3:  # the launcher and two workers
+            pass
+        family = me.children(recursive=True)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    assert child.returncode != 0
+    assert err.count("Traceback") == 1 and "KeyboardInterrupt" in err
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive

@@ -9,6 +9,7 @@ from ._errors import (
     Cancelled,
     CoreworkError,
     InitializerFailed,
+    MemoryLimitExceeded,
     PoolClosed,
     RemoteTraceback,
     SerializationError,
@@ -16,6 +17,7 @@ from ._errors import (
     TaskTimeout,
     WorkerCrashed,
 )
+from ._future import Future
 from ._pool import Pool
 from ._process import Process
 from ._thread import Thread
@@ -25,7 +27,9 @@ __version__ = "0.1.0"
 __all__ = (
     "Cancelled",
     "CoreworkError",
+    "Future",
     "InitializerFailed",
+    "MemoryLimitExceeded",
     "Pool",
     "PoolClosed",
     "Process",

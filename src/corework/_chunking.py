@@ -27,7 +27,7 @@ class ChunkSizer:
     """Decides how many tasks the next chunk of one map gets."""
 
     def __init__(self, workers: int, total: int | None, fixed: int | None = None, *,
-                 task_timeout: float | None = None) -> None:
+                 task_timeout: float | None = None, most: int | None = None) -> None:
         self._fixed = fixed
         # With a per-task timeout, a chunk should take a small part of it: when a chunk
         # overruns, each of its tasks is re-run alone before one can be blamed.
@@ -37,6 +37,8 @@ class ChunkSizer:
         self._cap = MAX_CHUNK
         if total is not None:
             self._cap = max(1, min(MAX_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER))))
+        if most is not None:  # e.g. max_tasks_per_worker: a chunk never outlasts a worker
+            self._cap = min(self._cap, most)
         self._seconds_per_task: float | None = None
 
     def next_size(self) -> int:

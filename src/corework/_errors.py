@@ -4,6 +4,7 @@
     ├── TaskError               a task raised and its exception could not be rebuilt here
     ├── TaskTimeout             (also TimeoutError) a task ran past its deadline
     ├── WorkerCrashed           (also BrokenExecutor) the worker died while running a task
+    │   └── MemoryLimitExceeded the worker grew past the pool's memory_limit
     ├── Cancelled               (also concurrent.futures.CancelledError) stopped on request
     ├── SerializationError      (also TypeError) a function or argument cannot be sent
     ├── InitializerFailed       (also BrokenExecutor) a worker's initializer raised
@@ -24,6 +25,7 @@ __all__ = [
     "Cancelled",
     "CoreworkError",
     "InitializerFailed",
+    "MemoryLimitExceeded",
     "PoolClosed",
     "RemoteTraceback",
     "SerializationError",
@@ -79,6 +81,10 @@ class WorkerCrashed(CoreworkError, concurrent.futures.BrokenExecutor):
     def __init__(self, message: str, *, exitcode: int | None = None) -> None:
         super().__init__(message)
         self.exitcode = exitcode
+
+
+class MemoryLimitExceeded(WorkerCrashed):
+    """A worker grew past the pool's ``memory_limit`` and was killed (and replaced)."""
 
 
 class Cancelled(CoreworkError, concurrent.futures.CancelledError):

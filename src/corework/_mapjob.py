@@ -65,7 +65,8 @@ class MapJob:
         self._feed = _Feed(iterable)
         self._policy = policy or scheduler.policy
         self._sizer = ChunkSizer(scheduler.workers, self._feed.total, chunksize,
-                                 task_timeout=self._policy.timeout)
+                                 task_timeout=self._policy.timeout,
+                                 most=scheduler.max_tasks_per_worker)
         self._ordered = ordered
         self._window = window if window is not None else WINDOW_PER_WORKER * scheduler.workers
         self._deadline = None if timeout is None else time.monotonic() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import re
 import sys
 import threading
 import weakref
@@ -25,13 +26,32 @@ T = TypeVar("T")
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
-def parse_chunksize(chunksize: int | Literal["auto"]) -> int | None:
+def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
     """``"auto"`` -> None (adaptive); a positive int as is; anything else is an error."""
-    if chunksize == "auto":
+    if chunksize == "auto" and name == "chunksize":
         return None
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError(f"chunksize must be a positive int or 'auto', not {chunksize!r}")
+        allowed = "a positive int or 'auto'" if name == "chunksize" else "a positive int"
+        raise ValueError(f"{name} must be {allowed}, not {chunksize!r}")
     return chunksize
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tb": 10**12, "tib": 2**40}
+
+
+def parse_memory(limit: int | str | None) -> int | None:
+    """Bytes from ``2_000_000_000``, ``"2GiB"``, ``"512 MB"`` or ``"1.5g"``."""
+    if limit is None:
+        return None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return limit
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(limit))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"memory_limit must be a positive number of bytes or a size such "
+                         f"as '2GiB' or '512MB', not {limit!r}")
+    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def parse_workers(workers: int | None) -> int:
@@ -71,6 +91,8 @@ class Pool(concurrent.futures.Executor):
     def __init__(self, workers: int | None = None, *, engine: str = "auto",
                  timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
                  retry_on: Iterable[type[BaseException]] = (),
+                 memory_limit: int | str | None = None,
+                 max_tasks_per_worker: int | None = None,
                  initializer: Callable[..., object] | None = None,
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto") -> None:
@@ -83,8 +105,11 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
         setup = WorkerSetup(initializer, tuple(initargs),
                             _native_threads(native_threads, count))
-        self._scheduler = Scheduler(create_engine(self.engine, count, setup, start_method),
-                                    self._policy)
+        if max_tasks_per_worker is not None:
+            parse_chunksize(max_tasks_per_worker, "max_tasks_per_worker")
+        engine_ = create_engine(self.engine, count, setup, start_method,
+                                parse_memory(memory_limit))
+        self._scheduler = Scheduler(engine_, self._policy, max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
         _live_pools.add(self)
 

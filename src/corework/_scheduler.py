@@ -50,9 +50,12 @@ FUNCTION_CACHE_SIZE = 64
 class Scheduler:
     """Dispatches chunks to an engine's slots; implements ``EngineEvents``."""
 
-    def __init__(self, engine: Engine, policy: TaskPolicy = NO_LIMITS) -> None:
+    def __init__(self, engine: Engine, policy: TaskPolicy = NO_LIMITS,
+                 max_tasks_per_worker: int | None = None) -> None:
         self.engine = engine
         self.policy = policy
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self._tasks_run: dict[int, int] = {}  # slot -> tasks its current worker has run
         self._lock = threading.Lock()
         self._quiet = threading.Condition(self._lock)  # notified when nothing is left to do
         self._timer = threading.Condition(self._lock)  # wakes the watchdog
@@ -200,6 +203,7 @@ class Scheduler:
 
     def worker_ready(self, slot: int) -> None:
         with self._lock:
+            self._tasks_run[slot] = 0
             chunk = self._next_for(slot)
         if chunk is not None:
             self.engine.send(slot, chunk.work)
@@ -210,10 +214,19 @@ class Scheduler:
             if done is None or done.work.id != report.chunk_id:
                 return  # a late report from a worker whose task was already written off
             self._finish_on(slot)
-            chunk = self._next_for(slot)
-        if chunk is not None:
+            recycle = self._worn_out(slot, done.size)
+            chunk = None if recycle else self._next_for(slot)
+        if recycle:
+            self.engine.restart(slot)
+        elif chunk is not None:
             self.engine.send(slot, chunk.work)
         self._settle(done, report)
+
+    def _worn_out(self, slot: int, tasks: int) -> bool:
+        """With the lock held: count ``tasks`` run on ``slot``; True if it is to be recycled."""
+        self._tasks_run[slot] = self._tasks_run.get(slot, 0) + tasks
+        limit = self.max_tasks_per_worker
+        return limit is not None and self._tasks_run[slot] >= limit and not self._stopped
 
     def worker_lost(self, slot: int, error: BaseException) -> None:
         with self._lock:

@@ -26,15 +26,19 @@ __all__ = [
 ENGINES = ("auto", "process", "thread")
 
 
-def _process(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
-    return ProcessEngine(workers, setup, start_method or "fork")
+def _process(workers: int, setup: WorkerSetup, start_method: str | None,
+             memory_limit: int | None) -> Engine:
+    return ProcessEngine(workers, setup, start_method or "fork", memory_limit)
 
 
-def _thread(workers: int, setup: WorkerSetup, start_method: str | None) -> Engine:
+def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
+            memory_limit: int | None) -> Engine:
+    if memory_limit is not None:
+        raise ValueError("memory_limit needs engine='process': threads share one process")
     return ThreadEngine(workers, setup)
 
 
-_FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None], Engine]] = {
+_FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None, int | None], Engine]] = {
     "process": _process,
     "thread": _thread,
 }
@@ -60,6 +64,6 @@ def resolve_engine_name(name: str) -> str:
 
 
 def create_engine(name: str, workers: int, setup: WorkerSetup,
-                  start_method: str | None = None) -> Engine:
+                  start_method: str | None = None, memory_limit: int | None = None) -> Engine:
     """A new, unstarted engine of kind ``name`` (already resolved from "auto")."""
-    return _FACTORIES[name](workers, setup, start_method)
+    return _FACTORIES[name](workers, setup, start_method, memory_limit)

@@ -12,6 +12,7 @@ reports back through :class:`EngineEvents`::
     send(slot, chunk)  ───────────▶    run it ─────────────────── events.chunk_done(slot, report)
     kill(slot)         ───────────▶    stop that worker now ────── events.worker_lost(slot, error)
                                        (a replacement follows) ─── events.worker_ready(slot)
+    restart(slot)      ───────────▶    replace an idle worker ──── events.worker_ready(slot)
     stop(wait)         ───────────▶    end every worker
 
 Engines know nothing of ordering, retries, deadlines or futures: those are the scheduler's.
@@ -112,6 +113,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def kill(self, slot: int) -> None:
         """Stop what ``slot`` runs now; report ``worker_lost``, then replace the worker."""
+
+    @abc.abstractmethod
+    def restart(self, slot: int) -> None:
+        """Replace the slot's idle worker with a fresh one (``worker_ready`` follows)."""
 
     @abc.abstractmethod
     def stop(self, wait: bool, now: bool = False) -> None:

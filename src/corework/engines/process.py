@@ -19,12 +19,15 @@ import contextlib
 import pickle
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar
 
-from .._errors import InitializerFailed, SerializationError, WorkerCrashed
+import psutil
+
+from .._errors import InitializerFailed, MemoryLimitExceeded, SerializationError, WorkerCrashed
 from .._transport import PROTOCOL, Failure, dumps_for_workers, dumps_items, loads
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
@@ -36,6 +39,8 @@ FUNCTIONS_PER_WORKER = 32
 #: Setups up to this size are queued in a worker's socket before the worker exists
 #: (they fit its buffer); larger ones are sent once it runs.
 SETUP_SENT_EARLY = 32 * 1024
+#: How often workers' memory is measured when a pool has a memory_limit.
+MEMORY_CHECK_INTERVAL = 0.1
 #: How long to wait for the launcher's report of a dead worker's exit code.
 EXIT_REPORT_TIMEOUT = 5.0
 
@@ -48,6 +53,9 @@ class _Worker:
         self.pid = pid
         self.conn = conn
         self.ready = False
+        self.chunk_id: int | None = None  # the chunk it was last sent
+        self.retiring = False  # told to exit by restart(): its end is no loss
+        self.over_limit: int | None = None  # the RSS that got it killed
         self.send_lock = threading.Lock()
         self.functions: OrderedDict[int, None] = OrderedDict()  # ids this worker holds
 
@@ -58,8 +66,11 @@ class ProcessEngine(Engine):
     name: ClassVar[str] = "process"
     crosses_processes: ClassVar[bool] = True
 
-    def __init__(self, workers: int, setup: WorkerSetup, start_method: str = "fork") -> None:
+    def __init__(self, workers: int, setup: WorkerSetup, start_method: str = "fork",
+                 memory_limit: int | None = None) -> None:
         super().__init__(workers, setup)
+        self.memory_limit = memory_limit
+        self._next_memory_check = 0.0
         if start_method not in START_METHODS:
             raise ValueError(
                 f"start_method must be one of {START_METHODS}, not {start_method!r}"
@@ -67,6 +78,7 @@ class ProcessEngine(Engine):
         self.start_method = start_method
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}
+        self._retiring: dict[Connection, _Worker] = {}  # recycled, exiting on their own
         self._exited: list[int] = []  # pids of workers gone, for stop(wait=True)
         self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
         self._stopping = False
@@ -140,6 +152,18 @@ class ProcessEngine(Engine):
         if worker is not None:
             self._launcher.kill(worker.pid)
 
+    def restart(self, slot: int) -> None:
+        """Replace the slot's idle worker with a fresh fork (for worker recycling)."""
+        with self._lock:
+            worker = self._workers.pop(slot, None)
+        if worker is not None:
+            worker.retiring = True
+            with worker.send_lock, contextlib.suppress(OSError):
+                worker.conn.send_bytes(pickle.dumps(("stop",)))
+            with self._lock:
+                self._retiring[worker.conn] = worker
+        self._start_workers([slot])
+
     def worker_pids(self) -> list[int]:
         """The pids of the live workers (for tests and diagnostics)."""
         with self._lock:
@@ -159,6 +183,7 @@ class ProcessEngine(Engine):
         if worker is None:
             return  # died meanwhile: the reader reports it lost
         with worker.send_lock:
+            worker.chunk_id = work.id
             fn_blob, forget = self._function_for(worker, work.fn)
             message = ("run", work.id, work.fn.id, fn_blob, forget, int(work.kind),
                        work.payload)
@@ -187,10 +212,12 @@ class ProcessEngine(Engine):
         """Wait on every worker's socket; dispatch messages and deaths."""
         while True:
             with self._lock:
-                if self._stopping and not self._workers:
+                if self._stopping and not self._workers and not self._retiring:
                     break
                 by_conn = {worker.conn: worker for worker in self._workers.values()}
-            ready = wait([*by_conn, self._wake_r])
+                by_conn.update(self._retiring)
+            ready = wait([*by_conn, self._wake_r], timeout=self._wait_timeout())
+            self._check_memory()
             for conn in ready:
                 if conn is self._wake_r:
                     self._wake_r.recv(4096)
@@ -211,6 +238,8 @@ class ProcessEngine(Engine):
         except Exception as exc:  # e.g. a result whose class can't be imported here
             message = ("undecodable", exc)
         tag = message[0]
+        if worker.retiring:
+            return
         if tag == "done":
             _, chunk_id, results, failures, seconds, error = message
             self._events.chunk_done(
@@ -221,24 +250,55 @@ class ProcessEngine(Engine):
             self._events.worker_ready(worker.slot)
         elif tag == "init_failed":
             self._events.engine_broken(_initializer_error(self.setup, message[1]))
-        else:
-            self._events.worker_lost(worker.slot, SerializationError(
-                f"a result from worker {worker.pid} cannot be unpickled here: {message[1]}"
-            ))
+        elif worker.chunk_id is not None:
+            error = SerializationError(
+                f"a result from worker {worker.pid} cannot be unpickled here: {message[1]}")
+            self._events.chunk_done(worker.slot, ChunkReport(
+                worker.chunk_id, [], error=Failure(error, "SerializationError", str(error), "")))
+
+    def _wait_timeout(self) -> float | None:
+        if self.memory_limit is None:
+            return None
+        return max(0.0, self._next_memory_check - time.monotonic())
+
+    def _check_memory(self) -> None:
+        """Every MEMORY_CHECK_INTERVAL: kill the workers whose RSS is over the limit."""
+        if self.memory_limit is None or time.monotonic() < self._next_memory_check:
+            return
+        self._next_memory_check = time.monotonic() + MEMORY_CHECK_INTERVAL
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                continue  # gone: its end of file is on its way
+            if rss > self.memory_limit and worker.over_limit is None:
+                worker.over_limit = rss
+                self._launcher.kill(worker.pid)
+
+    def _death_error(self, worker: _Worker, code: int | None) -> WorkerCrashed:
+        if worker.over_limit is not None and self.memory_limit is not None:
+            return MemoryLimitExceeded(
+                f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, over "
+                f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
+                exitcode=code)
+        return WorkerCrashed(
+            f"worker process {worker.pid} died with {describe_exit(code)}", exitcode=code)
 
     def _on_death(self, worker: _Worker) -> None:
         with self._lock:
-            self._workers.pop(worker.slot, None)
+            if self._workers.get(worker.slot) is worker:
+                del self._workers[worker.slot]
+            self._retiring.pop(worker.conn, None)
             stopping = self._stopping
         worker.conn.close()
         self._exited.append(worker.pid)
-        if stopping:
+        if stopping or worker.retiring:
             return
         code = self._launcher.wait_exit(worker.pid, EXIT_REPORT_TIMEOUT)
         self._exited.remove(worker.pid)
-        error = WorkerCrashed(
-            f"worker process {worker.pid} died with {describe_exit(code)}", exitcode=code
-        )
+        error = self._death_error(worker, code)
         if not worker.ready:  # it could not even start: replacing it would loop forever
             self._events.engine_broken(error)
             return
@@ -250,6 +310,14 @@ class ProcessEngine(Engine):
             self._start_workers([worker.slot])
         except Exception as exc:
             self._events.engine_broken(exc)
+
+
+def _format_bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size} B"  # pragma: no cover
 
 
 def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFailed:

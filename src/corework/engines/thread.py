@@ -110,6 +110,10 @@ class ThreadEngine(Engine):
         self._slots[slot] = _Slot(slot)
         self._start_thread(self._slots[slot])
 
+    def restart(self, slot: int) -> None:
+        """Threads hold no memory of their own to recycle: the slot is ready again."""
+        self._events.worker_ready(slot)
+
     def stop(self, wait: bool, now: bool = False) -> None:
         abandoned = set()
         for slot in self._slots:
