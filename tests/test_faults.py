@@ -363,3 +363,65 @@ def test_ctrl_c_stops_a_map_and_leaves_no_worker(tmp_path):
     assert err.count("Traceback") == 1 and "KeyboardInterrupt" in err
     _, alive = psutil.wait_procs(family, timeout=10)
     assert not alive
+
+
+# ------------------------------------------------------------------------ poison objects
+
+
+class ExitWhenUnpickled:
+    """Kills the worker that unpickles it."""
+
+    def __reduce__(self):
+        return (os._exit, (11,))
+
+
+class FailWhenUnpickled:
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class ExitWhenPickled:
+    """A result that kills its worker while being pickled to go back."""
+
+    def __reduce__(self):
+        os._exit(12)
+
+
+def _identity(x):
+    return x
+
+
+def _make(kind):
+    return kind()
+
+
+@pytest.mark.parametrize(("poison", "error", "message"), [
+    (ExitWhenUnpickled, cw.WorkerCrashed, "exit code 11"),
+    (FailWhenUnpickled, cw.SerializationError, "cannot be rebuilt here"),
+])
+def test_a_poisoned_argument_fails_only_its_task(poison, error, message):
+    items = [1, 2, poison(), 4, 5, 6]
+    with cw.Pool(1, engine="process") as pool:
+        results = pool.imap(_identity, items, chunksize=6)
+        assert [next(results) for _ in range(2)] == [1, 2]
+        with pytest.raises(error, match=message) as info:
+            next(results)
+        assert any("task 2" in note for note in info.value.__notes__)
+        assert list(pool.imap(_identity, [4, 5, 6], chunksize=3)) == [4, 5, 6]
+
+
+def test_a_result_that_kills_its_worker_while_pickled():
+    with cw.Pool(1, engine="process") as pool:
+        with pytest.raises(cw.WorkerCrashed, match="exit code 12"):
+            pool.submit(_make, ExitWhenPickled).result()
+        assert pool.submit(square, 2).result() == 4
+
+
+def test_a_500_mb_result_arrives_whole():
+    with cw.Pool(1, engine="process") as pool:
+        result = pool.submit(bytes, 500 * 2**20).result()
+    assert len(result) == 500 * 2**20 and result.count(0) == len(result)

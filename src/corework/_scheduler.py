@@ -249,6 +249,9 @@ class Scheduler:
 
     def _settle(self, chunk: Chunk, report: ChunkReport) -> None:
         """Deliver a finished chunk, first re-running the tasks whose exception warrants it."""
+        if report.error is not None and chunk.size > 1:
+            self._split(chunk)  # e.g. one argument could not be unpickled: find which
+            return
         retry = [position for position, failure in report.failures.items()
                  if isinstance(failure, Failure) and chunk.attempt <= chunk.policy.retries
                  and chunk.policy.retries_failure(failure)]
@@ -265,14 +268,18 @@ class Scheduler:
         """The chunk's worker died, timed out or was over its memory limit."""
         if isinstance(error, Cancelled) or not chunk.sink.wanted():
             chunk.sink.fail(chunk, error)
-        elif chunk.size > 1:  # which task was to blame? run each again, alone
-            assembly = Assembly(chunk, None, range(chunk.size))
-            for position in range(chunk.size):
-                self._requeue(self._part(chunk, assembly, position))
+        elif chunk.size > 1:
+            self._split(chunk)
         elif chunk.attempt <= chunk.policy.retries and chunk.policy.retries_error(error):
             self._retry(chunk)
         else:
             chunk.sink.fail(chunk, _with_attempts(error, chunk.attempt))
+
+    def _split(self, chunk: Chunk) -> None:
+        """Which of the chunk's tasks was to blame? Run each again, alone."""
+        assembly = Assembly(chunk, None, range(chunk.size))
+        for position in reversed(range(chunk.size)):  # requeued at the front: keep order
+            self._requeue(self._part(chunk, assembly, position))
 
     def _part(self, chunk: Chunk, assembly: Assembly, position: int) -> Chunk:
         """Task ``position`` of ``chunk`` as a chunk of its own, reporting to ``assembly``."""
