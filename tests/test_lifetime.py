@@ -100,3 +100,14 @@ def test_native_thread_cap_can_be_turned_off():
     with cw.Pool(1, engine="process", native_threads=None) as pool:
         assert pool.submit(os.environ.get, "OMP_NUM_THREADS").result() == os.environ.get(
             "OMP_NUM_THREADS")
+
+
+def test_a_pool_that_cannot_start_its_workers_leaves_nothing_behind(monkeypatch):
+    from corework.engines import _launcher
+
+    def refuse(self, socks, mode, timeout=60.0):
+        raise cw.CoreworkError("could not start a worker process: no more processes")
+
+    monkeypatch.setattr(_launcher.LauncherClient, "start_workers", refuse)
+    with pytest.raises(cw.CoreworkError, match="no more processes"):
+        cw.Pool(2, engine="process")

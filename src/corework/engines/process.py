@@ -95,7 +95,11 @@ class ProcessEngine(Engine):
             target=self._read_loop, name="corework-process-reader", daemon=True
         )
         self._reader.start()  # first: it gets going while the launcher forks
-        self._start_workers(list(range(self.workers)))
+        try:
+            self._start_workers(list(range(self.workers)))
+        except BaseException:
+            self.stop(wait=True, now=True)  # the reader and any worker started
+            raise
 
     def _start_workers(self, slots: list[int]) -> None:
         """Start a worker for each slot; its setup waits in its socket before it exists."""
