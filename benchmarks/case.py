@@ -2,13 +2,14 @@
 
 Prints one JSON line: the measured seconds (``{"seconds": ...}``, plus ``"shutdown"`` for
 the startup workload) or ``{"error": ...}``. Times are taken with ``time.perf_counter``
-inside this process, so interpreter start and imports are not counted.
+inside this process, so interpreter start and importing the library are not counted.
 ``python -m benchmarks.case --calibrate`` prints the machine-dependent task sizes and
 numpy's BLAS instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -49,6 +50,8 @@ def measure_map(workload: Workload, peer: Peer, params: Params) -> tuple[dict[st
 def run(workload_name: str, peer_name: str, params: Params) -> dict[str, float]:
     """Measure one case; raises if the library returned wrong results."""
     workload, peer = WORKLOADS[workload_name], PEERS[peer_name]()
+    if peer.module:
+        importlib.import_module(peer.module)
     measure = measure_startup if workload.startup else measure_map
     metrics, results = measure(workload, peer, params)
     if not workload.check(params, results):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .peers import PEERS, version
 from .workloads import WORKLOADS
@@ -49,6 +51,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def git_revision() -> str:
+    """The commit corework was measured at, flagging uncommitted changes under src/."""
+    dirty = _git("status", "--porcelain", "--", "src")
+    return _git("rev-parse", "--short", "HEAD") + (" + uncommitted src/ changes" if dirty else "")
+
+
 def machine(peers: list[str], blas: str) -> dict[str, str]:
     """What the numbers were measured on."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -63,6 +81,8 @@ def machine(peers: list[str], blas: str) -> dict[str, str]:
         requires = PEERS[name].requires
         if requires:
             info[requires] = version(name)
+    if "corework" in info:
+        info["corework"] += f" (git {git_revision()})"
     return info
 
 

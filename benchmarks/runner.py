@@ -14,11 +14,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from .peers import PEERS, missing
-from .report import CaseResult, Results, machine, markdown, summary_table, workload_table
+from .report import (
+    CaseResult,
+    Results,
+    git_revision,
+    machine,
+    markdown,
+    summary_table,
+    workload_table,
+)
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent  # so that `benchmarks` imports in workers
@@ -55,20 +64,36 @@ def run_case_process(args: list[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def run_case(workload: str, peer: str, params: dict[str, int], repeats: int) -> CaseResult:
-    """All repeats of one case; stops at the first failure."""
-    case = CaseResult()
-    reason = missing(peer)
-    if reason:
-        return CaseResult(status="skipped", note=reason)
+def run_workload(workload: str, peers: list[str], params: dict[str, int],
+                 repeats: int) -> dict[str, CaseResult]:
+    """Every repeat of every peer's case, round-robin: a burst of load from elsewhere on
+    the machine then hits all peers alike, not just the one that happened to be running.
+
+    A case stops at its first failure, and once its repeats have taken the workload's
+    ``budget`` (a case that slow is far from winning; its spread says more than more
+    samples would). Either way it gets a note, which is what takes it out of the rounds.
+    """
+    spec = WORKLOADS[workload]
+    cases = {p: CaseResult(status="skipped", note=missing(p)) if missing(p) else CaseResult()
+             for p in peers}
+    spent = dict.fromkeys(peers, 0.0)
     for _ in range(repeats):
-        result = run_case_process([workload, peer, json.dumps(params)],
-                                  WORKLOADS[workload].timeout)
-        for status in ("timeout", "error"):
-            if status in result:
-                return CaseResult(case.samples, status, str(result[status]))
-        case.samples.append(result)
-    return case
+        for peer in [p for p, case in cases.items() if not case.note]:
+            start = time.perf_counter()
+            result = run_case_process([workload, peer, json.dumps(params)], spec.timeout)
+            spent[peer] += time.perf_counter() - start
+            _record(cases[peer], result, spent[peer] > spec.budget, repeats)
+    return cases
+
+
+def _record(case: CaseResult, result: dict[str, Any], over_budget: bool, repeats: int) -> None:
+    failure = next((s for s in ("timeout", "error") if s in result), None)
+    if failure:
+        case.status, case.note = failure, str(result[failure])
+        return
+    case.samples.append(result)
+    if over_budget and len(case.samples) < repeats:
+        case.note = f"{len(case.samples)} of {repeats} repeats (time budget)"
 
 
 def calibrate() -> tuple[dict[str, int], str]:
@@ -109,27 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     params, blas = calibrate()
+    info, revision = machine(args.libs, blas), git_revision()  # corework as it was at the start
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
     for workload in args.workloads:
         peers = [p for p in args.libs if p not in WORKLOADS[workload].skip]
-        results[workload] = {}
-        for peer in peers:
-            case = results[workload][peer] = run_case(workload, peer, params, args.repeats)
+        results[workload] = run_workload(workload, peers, params, args.repeats)
+        for peer, case in results[workload].items():
             shown = f"{case.median():.4f} s" if case.median() is not None else case.status
             print(f"  {workload:8} {peer:17} {shown} {case.note}", file=sys.stderr, flush=True)
         print(workload_table(workload, results[workload]) + "\n", flush=True)
     print(summary_table(results), flush=True)
     if args.save:
-        info = machine(args.libs, blas)
-        if args.save.suffix == ".json":
-            data = {"command": command, "machine": info, "params": params,
-                    "repeats": args.repeats,
-                    "results": {w: {p: vars(c) for p, c in cases.items()}
-                                for w, cases in results.items()}}
-            args.save.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        else:
-            args.save.write_text(markdown(results, info, params, command, args.repeats),
-                                 encoding="utf-8")
+        if "corework" in info and git_revision() != revision:
+            info["corework"] += f"; src/ changed during the run, now {git_revision()}"
+        save(args.save, results, info, params, command, args.repeats)
         print(f"\nsaved to {args.save}", file=sys.stderr)
     return 0
+
+
+def save(path: Path, results: Results, info: dict[str, str], params: dict[str, int],
+         command: str, repeats: int) -> None:
+    """Write the results as JSON (a ``.json`` path) or as the markdown report."""
+    if path.suffix == ".json":
+        data = {"command": command, "machine": info, "params": params, "repeats": repeats,
+                "results": {w: {p: vars(c) for p, c in cases.items()}
+                            for w, cases in results.items()}}
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    else:
+        path.write_text(markdown(results, info, params, command, repeats), encoding="utf-8")

@@ -72,6 +72,7 @@ class Workload:
     check: Callable[[Params, list[Any]], bool]
     workers: int | None = None  # None: os.cpu_count()
     timeout: float = 60.0  # hard limit, seconds, for one case (one repeat) in its process
+    budget: float = 30.0  # seconds of repeats after which a case stops repeating
     warm_module: str = ""  # imported in every worker during warm-up
     skip: frozenset[str] = frozenset()  # peers this workload does not apply to
     startup: bool = False  # time pool creation + first result, and shutdown
@@ -111,7 +112,7 @@ WORKLOADS: dict[str, Workload] = {
             "numpy", "16 SVDs of ~0.1 s each (GIL released) on a warm pool: threads vs processes",
             job=lambda p: (functools.partial(svd_task, size=p["svd_size"]), list(range(16))),
             check=lambda p, r: [s for s, _ in r] == list(range(16)) and all(v > 0 for _, v in r),
-            warm_module="numpy",
+            warm_module="numpy", budget=12.0,  # plain process pools oversubscribe BLAS
         ),
         Workload(
             "io", "8 tasks of 20 x (i*i; sleep 50 ms), 8 workers (serial would take 8 s)",
@@ -130,8 +131,13 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def _fit(run: Callable[[int], object], n: int, target: float, exponent: float) -> int:
-    """Scale ``n`` until ``run(n)`` takes about ``target`` seconds (cost ~ n**exponent)."""
+    """Scale ``n`` until ``run(n)`` takes about ``target`` seconds (cost ~ n**exponent).
+
+    Each round times ``run`` thrice and keeps the fastest; the answer is the larger of the
+    last two rounds' estimates, as a stall on a shared machine only makes one too small.
+    """
     run(n)  # warm-up: imports, first-call allocations
+    estimates = []
     for _ in range(4):
         best = float("inf")
         for _ in range(3):
@@ -139,7 +145,8 @@ def _fit(run: Callable[[int], object], n: int, target: float, exponent: float) -
             run(n)
             best = min(best, time.perf_counter() - start)
         n = max(1, round(n * (target / best) ** (1 / exponent)))
-    return n
+        estimates.append(n)
+    return max(estimates[-2:])
 
 
 def calibrate() -> Params:
