@@ -37,7 +37,7 @@ from typing import Any
 
 from .._errors import CoreworkError
 from . import _worker
-from ._platform import is_single_threaded, set_parent_death_signal
+from ._platform import is_single_threaded, prepare_for_forks, set_parent_death_signal
 
 _ENV_FD = "COREWORK_LAUNCHER_FD"
 _ENV_PATH = "COREWORK_SYS_PATH"
@@ -56,6 +56,7 @@ def _serve(ctrl: socket.socket) -> None:
     """The launcher's loop: start workers on request, report each one's exit."""
     _reset_signal_handlers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    prepare_for_forks()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

@@ -94,12 +94,13 @@ class ProcessEngine(Engine):
         self._reader = threading.Thread(
             target=self._read_loop, name="corework-process-reader", daemon=True
         )
-        self._reader.start()  # first: it gets going while the launcher forks
         try:
             self._start_workers(list(range(self.workers)))
         except BaseException:
-            self.stop(wait=True, now=True)  # the reader and any worker started
+            self._wake_r.close()
+            self._wake_w.close()
             raise
+        self._reader.start()  # while the new workers get going
 
     def _start_workers(self, slots: list[int]) -> None:
         """Start a worker for each slot; its setup waits in its socket before it exists."""
