@@ -1,8 +1,11 @@
 """One measurement in a fresh interpreter: ``python -m benchmarks.case WORKLOAD PEER PARAMS``.
 
 Prints one JSON line: the measured seconds (``{"seconds": ...}``, plus ``"shutdown"`` for
-the startup workload) or ``{"error": ...}``. Times are taken with ``time.perf_counter``
-inside this process, so interpreter start and importing the library are not counted.
+the startup workload) or ``{"error": ...}``. A fault workload (crash, timeout) prints what
+the caller got as soon as it has it, and again with the time once the pool is shut down:
+the runner reads the first line if the shutdown hangs. Times are taken with
+``time.perf_counter`` inside this process, so interpreter start and importing the library
+are not counted.
 ``python -m benchmarks.case --calibrate`` prints the machine-dependent task sizes and
 numpy's BLAS instead.
 """
@@ -16,7 +19,7 @@ import time
 from typing import Any
 
 from .peers import PEERS, Peer
-from .workloads import WORKLOADS, Params, Workload, blas_description, calibrate
+from .workloads import WORKLOADS, Params, Workload, blas_description, calibrate, crash_stamp
 
 
 def measure_startup(workload: Workload, peer: Peer, params: Params) -> tuple[dict[str, float],
@@ -47,11 +50,42 @@ def measure_map(workload: Workload, peer: Peer, params: Params) -> tuple[dict[st
     return {"seconds": seconds}, results
 
 
-def run(workload_name: str, peer_name: str, params: Params) -> dict[str, float]:
+def measure_fault(workload: Workload, peer: Peer, params: Params, bad: int) -> dict[str, Any]:
+    """One outcome per task on a warm pool: the seconds until every outcome is known and
+    the pool is shut down, how many of the other tasks returned their input, and what the
+    bad task gave; for a crash, also how long after it the library reported it."""
+    fn, items = workload.job(params)
+    stamp = crash_stamp()
+    stamp.unlink(missing_ok=True)
+    pool = peer.open(workload.worker_count())
+    try:
+        peer.map(pool, *workload.warm())
+        start = time.perf_counter()
+        outcomes = peer.outcomes(pool, fn, items)
+        known = time.perf_counter() - start
+        ok = [o.error is None and o.value == x for x, o in zip(items, outcomes, strict=True)]
+        error = outcomes[bad].error
+        metrics: dict[str, Any] = {
+            "outcomes": known, "delivered": sum(ok) - ok[bad],
+            "bad": type(error).__name__ if error else f"returned {outcomes[bad].value!r}"[:40],
+        }
+        if stamp.exists():
+            metrics["reported"] = outcomes[bad].at - float(stamp.read_text(encoding="utf-8"))
+            stamp.unlink()
+        print(json.dumps(metrics), flush=True)  # in case the shutdown hangs
+    finally:
+        peer.close(pool)
+    return {**metrics, "seconds": time.perf_counter() - start}
+
+
+def run(workload_name: str, peer_name: str, params: Params) -> dict[str, Any]:
     """Measure one case; raises if the library returned wrong results."""
-    workload, peer = WORKLOADS[workload_name], PEERS[peer_name]()
+    workload = WORKLOADS[workload_name]
+    peer = PEERS[peer_name](task_timeout=workload.task_timeout)
     if peer.module:
         importlib.import_module(peer.module)
+    if workload.bad is not None:
+        return measure_fault(workload, peer, params, workload.bad)
     measure = measure_startup if workload.startup else measure_map
     metrics, results = measure(workload, peer, params)
     if not workload.check(params, results):

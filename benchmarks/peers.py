@@ -4,15 +4,53 @@ Each adapter uses the library's natural map with its default chunking, except wh
 default is one task per message and the docs only say "use a larger chunksize for long
 inputs" (ProcessPoolExecutor, pebble): there we use the rule multiprocessing.Pool.map uses
 by default, ``ceil(len(items) / (4 * workers))``.
+
+The crash and timeout workloads call :meth:`Peer.outcomes` instead: one outcome per task,
+through the library's futures where it has them, else through its map (whose one
+exception then stands for every task). ``task_timeout`` is given to the library where it
+takes one; None (every other workload) leaves each library's defaults alone.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from .workloads import Task
+
+
+@dataclass
+class Outcome:
+    """What the caller got for one task: a value or an exception, and when (monotonic)."""
+
+    value: Any = None
+    error: Exception | None = None
+    at: float = field(default_factory=time.monotonic)
+
+
+def collect(futures: list[Future[Any]], timeout: float | None = None) -> list[Outcome]:
+    """Each future's outcome, waiting ``timeout`` seconds on each in turn; ``at`` is
+    when the future finished (or when waiting for it gave up)."""
+    finished: dict[Future[Any], float] = {}
+
+    def stamp(future: Future[Any]) -> None:
+        finished[future] = time.monotonic()
+
+    for future in futures:
+        future.add_done_callback(stamp)
+    outcomes = []
+    for future in futures:
+        try:
+            outcome = Outcome(future.result(timeout))
+        except Exception as exc:
+            outcome = Outcome(error=exc)
+        outcome.at = finished.get(future, outcome.at)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def mp_chunksize(n_items: int, workers: int) -> int:
@@ -32,8 +70,9 @@ class Peer:
     module = ""
     requires = ""
 
-    def __init__(self) -> None:
+    def __init__(self, task_timeout: float | None = None) -> None:
         self.workers = 1
+        self.task_timeout = task_timeout
 
     def open(self, workers: int) -> Any:
         """A new pool of ``workers`` workers (None for the serial loop)."""
@@ -43,6 +82,13 @@ class Peer:
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         """``[fn(x) for x in items]``, run on ``pool``, in order."""
         raise NotImplementedError
+
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        """One outcome per item; here through :meth:`map`, so one exception for all."""
+        try:
+            return [Outcome(value) for value in self.map(pool, fn, items)]
+        except Exception as exc:
+            return [Outcome(error=exc)] * len(items)
 
     def close(self, pool: Any) -> None:
         """Shut ``pool`` down and wait for its workers to finish."""
@@ -64,6 +110,8 @@ class MpPool(Peer):
         return multiprocessing.Pool(workers)
 
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
+        if self.task_timeout is not None:  # a limit on the whole call; Pool has no other
+            return list(pool.map_async(fn, items).get(self.task_timeout))
         return pool.map(fn, items)  # default chunksize (see mp_chunksize)
 
     def close(self, pool: Any) -> None:
@@ -83,6 +131,9 @@ class CfProcess(Peer):
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         # The default chunksize=1 sends one message per task; see the module docstring.
         return list(pool.map(fn, items, chunksize=mp_chunksize(len(items), self.workers)))
+
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        return collect([pool.submit(fn, x) for x in items], self.task_timeout)
 
     def close(self, pool: Any) -> None:
         pool.shutdown(wait=True)
@@ -107,7 +158,7 @@ class JoblibLoky(Peer):
     def open(self, workers: int) -> Any:
         from joblib import Parallel
 
-        return Parallel(n_jobs=workers, backend="loky").__enter__()
+        return Parallel(n_jobs=workers, backend="loky", timeout=self.task_timeout).__enter__()
 
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         from joblib import delayed
@@ -134,7 +185,8 @@ class Mpire(Peer):
         return WorkerPool(n_jobs=workers, keep_alive=True)  # keep workers between maps
 
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
-        return pool.map(fn, items)  # default chunking: n_jobs * 64 splits
+        # default chunking: n_jobs * 64 splits
+        return pool.map(fn, items, task_timeout=self.task_timeout)
 
     def close(self, pool: Any) -> None:
         pool.stop_and_join()
@@ -155,6 +207,9 @@ class Pebble(Peer):
         chunksize = mp_chunksize(len(items), self.workers)
         return list(pool.map(fn, items, chunksize=chunksize).result())
 
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        return collect([pool.schedule(fn, [x], timeout=self.task_timeout) for x in items])
+
     def close(self, pool: Any) -> None:
         pool.close()
         pool.join()
@@ -167,10 +222,13 @@ class Corework(Peer):
     def open(self, workers: int) -> Any:
         import corework
 
-        return corework.Pool(workers, engine=self.engine)
+        return corework.Pool(workers, engine=self.engine, timeout=self.task_timeout)
 
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         return list(pool.imap(fn, items))  # chunksize="auto"
+
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        return collect([pool.submit(fn, x) for x in items])
 
     def close(self, pool: Any) -> None:
         pool.shutdown(wait=True)

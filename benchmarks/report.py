@@ -8,9 +8,10 @@ import statistics
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .peers import PEERS, version
-from .workloads import WORKLOADS
+from .workloads import WORKLOADS, Workload
 
 #: The two corework variants, compared against the best of the other peers.
 COREWORK = ("corework-process", "corework-thread")
@@ -20,14 +21,14 @@ COREWORK = ("corework-process", "corework-thread")
 class CaseResult:
     """The repeats of one (workload, peer) case."""
 
-    samples: list[dict[str, float]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # seconds and other metrics
     status: str = "ok"  # "ok", "timeout", "error" or "skipped"
     note: str = ""
 
     def median(self, metric: str = "seconds") -> float | None:
         if self.status != "ok" or not self.samples:
             return None
-        return statistics.median(s[metric] for s in self.samples)
+        return float(statistics.median(s[metric] for s in self.samples))
 
     def spread(self, metric: str = "seconds") -> str:
         if self.status != "ok" or not self.samples:
@@ -113,6 +114,8 @@ def _metrics(workload: str) -> list[tuple[str, str]]:
 def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
     """One row per peer: median seconds, min–max over repeats, and notes."""
     spec = WORKLOADS[workload]
+    if spec.bad is not None:
+        return fault_table(workload, cases)
     headers = ["library"]
     for _, label in _metrics(workload):
         headers += [label, "min–max"]
@@ -136,13 +139,58 @@ def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
     return f"{title}\n\n{_table(headers, rows)}"
 
 
+def _values(case: CaseResult, metric: str) -> str:
+    """The distinct values of ``metric`` over the repeats, e.g. "19" or "5 / 7"."""
+    return " / ".join(str(v) for v in sorted({s[metric] for s in case.samples if metric in s}))
+
+
+def _fault_row(peer: str, case: CaseResult, spec: Workload) -> list[str]:
+    """library | seconds | other results delivered | outcome of the bad task | note."""
+    if case.status == "skipped":
+        return [peer, "skipped", "", "", case.note]
+    notes = [spec.api.get(peer, "")]
+    reported = [s["reported"] for s in case.samples if "reported" in s]
+    if reported:
+        notes.append(f"crash reported after {1000 * statistics.median(reported):.0f} ms")
+    total, known = case.median(), case.median("outcomes")
+    if total is not None and known is not None:
+        seconds, shutdown = _seconds(total), total - known
+        if shutdown >= 0.1:
+            notes.append(f"{shutdown:.2f} s of it in shutdown")
+    elif case.status == "timeout":
+        seconds = f"hang ({case.note})"
+        if case.samples:
+            notes.append(f"outcomes after {case.samples[-1]['outcomes']:.2f} s; shutdown hung")
+    else:
+        seconds = case.status
+        notes.append(case.note)
+    others = len(spec.job({})[1]) - 1
+    delivered = f"{_values(case, 'delivered') or 0} of {others}"
+    return [peer, seconds, delivered, _values(case, "bad") or "never returned",
+            "; ".join(n for n in notes if n)]
+
+
+def fault_table(workload: str, cases: dict[str, CaseResult]) -> str:
+    """One row per peer of a crash or timeout workload: what the caller got, how fast."""
+    spec = WORKLOADS[workload]
+    headers = ["library", "seconds", "other results delivered", "outcome of the bad task", "note"]
+    rows = [_fault_row(peer, case, spec) for peer, case in cases.items()]
+    title = f"### {workload}: {spec.what} (workers={spec.worker_count()})"
+    return f"{title}\n\n{_table(headers, rows)}"
+
+
 def summary_table(results: Results) -> str:
-    """Per workload (and metric): corework's ratio against the fastest other peer."""
+    """Per workload (and metric): corework's ratio against the fastest other peer.
+
+    Not for the crash and timeout workloads: there a fast answer may be a lost one.
+    "" when no other workload was run."""
     headers = ["workload", "best peer", "peer s"]
     for name in COREWORK:
         headers += [f"{name} s", "ratio"]
     rows = []
     for workload, cases in results.items():
+        if WORKLOADS[workload].bad is not None:
+            continue
         for metric, label in _metrics(workload):
             times = {p: c.median(metric) for p, c in cases.items() if p not in COREWORK}
             known = {p: t for p, t in times.items() if t is not None}
@@ -154,6 +202,8 @@ def summary_table(results: Results) -> str:
                 ratio = f"{known[best] / mine:.2f}" if best and mine else ""
                 row += [_seconds(mine) or (cases[cw].status if cw in cases else ""), ratio]
             rows.append(row)
+    if not rows:
+        return ""
     title = "### corework vs the best other peer (ratio = peer s / corework s; >1: corework faster)"
     return f"{title}\n\n{_table(headers, rows)}"
 
@@ -168,4 +218,4 @@ def markdown(results: Results, info: dict[str, str], params: dict[str, int], com
     for workload, cases in results.items():
         lines += [workload_table(workload, cases), ""]
     lines.append(summary_table(results))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip() + "\n"

@@ -28,7 +28,7 @@ from .report import (
     summary_table,
     workload_table,
 )
-from .workloads import WORKLOADS
+from .workloads import WORKLOADS, crash_stamp
 
 ROOT = Path(__file__).resolve().parent.parent  # so that `benchmarks` imports in workers
 
@@ -39,9 +39,17 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _last_json(out: str) -> dict[str, Any] | None:
+    try:
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return None
+    return result
+
+
 def run_case_process(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``python -m benchmarks.case *args`` in a new session; return its JSON line,
-    or ``{"timeout": ...}`` / ``{"error": ...}``."""
+    """Run ``python -m benchmarks.case *args`` in a new session; return its last JSON line,
+    or ``{"timeout": ..., "partial": <its last JSON line, if any>}`` / ``{"error": ...}``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.case", *args], cwd=ROOT,
@@ -51,14 +59,13 @@ def run_case_process(args: list[str], timeout: float) -> dict[str, Any]:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
-        proc.communicate()
-        return {"timeout": f"killed after {timeout:g} s"}
+        partial = _last_json(proc.communicate()[0])
+        return {"timeout": f"killed at {timeout:g} s", **({"partial": partial} if partial else {})}
     finally:
         _kill_group(proc.pid)  # workers the case left behind
-    lines = out.strip().splitlines()
-    try:
-        result: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
+        crash_stamp(proc.pid).unlink(missing_ok=True)  # if the crash case was killed
+    result = _last_json(out)
+    if result is None:
         tail = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return {"error": tail[:300]}
     return result
@@ -74,7 +81,8 @@ def run_workload(workload: str, peers: list[str], params: dict[str, int],
     samples would). Either way it gets a note, which is what takes it out of the rounds.
     """
     spec = WORKLOADS[workload]
-    cases = {p: CaseResult(status="skipped", note=missing(p)) if missing(p) else CaseResult()
+    why_not = {p: missing(p) or spec.excluded.get(p, "") for p in peers}
+    cases = {p: CaseResult(status="skipped", note=why_not[p]) if why_not[p] else CaseResult()
              for p in peers}
     spent = dict.fromkeys(peers, 0.0)
     for _ in range(repeats):
@@ -90,6 +98,8 @@ def _record(case: CaseResult, result: dict[str, Any], over_budget: bool, repeats
     failure = next((s for s in ("timeout", "error") if s in result), None)
     if failure:
         case.status, case.note = failure, str(result[failure])
+        if "partial" in result:  # what a fault case got before its shutdown hung
+            case.samples.append(result["partial"])
         return
     case.samples.append(result)
     if over_budget and len(case.samples) < repeats:
@@ -144,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             shown = f"{case.median():.4f} s" if case.median() is not None else case.status
             print(f"  {workload:8} {peer:17} {shown} {case.note}", file=sys.stderr, flush=True)
         print(workload_table(workload, results[workload]) + "\n", flush=True)
-    print(summary_table(results), flush=True)
+    summary = summary_table(results)
+    if summary:
+        print(summary, flush=True)
     if args.save:
         if "corework" in info and git_revision() != revision:
             info["corework"] += f"; src/ changed during the run, now {git_revision()}"

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: Machine-dependent sizes, measured once per run by :func:`calibrate`.
@@ -62,6 +64,37 @@ def warm_task(x: int, module: str = "") -> int:
     return x
 
 
+#: The task that fails in the crash workload, and the one that hangs in the timeout one.
+CRASHING, HANGING = 5, 0
+
+
+def crash_stamp(pid: int | None = None) -> Path:
+    """Where the crashing task of the case process ``pid`` (this one by default) writes
+    ``time.monotonic()`` (system-wide on Linux) as it exits, so that the case can tell how
+    long the library took to report the crash."""
+    return Path(tempfile.gettempdir()) / f"corework-bench-crash-{pid or os.getpid()}"
+
+
+def crash_task(x: int, stamp: str) -> int:
+    """Task #5 kills its worker with ``os._exit(1)``; the others return ``x`` after 20 ms."""
+    if x == CRASHING:
+        Path(stamp).write_text(repr(time.monotonic()), encoding="utf-8")
+        os._exit(1)
+    time.sleep(0.02)
+    return x
+
+
+def slow_task(x: int) -> int:
+    """Task #0 sleeps 60 s; the others return ``x`` after 20 ms."""
+    time.sleep(60.0 if x == HANGING else 0.02)
+    return x
+
+
+def _anything(params: Params, results: list[Any]) -> bool:
+    """No check: a crash or timeout case counts the other tasks' correct results itself."""
+    return True
+
+
 @dataclass(frozen=True)
 class Workload:
     """One workload: what the timed call runs, how to check its results, and limits."""
@@ -69,7 +102,7 @@ class Workload:
     name: str
     what: str  # one line that heads the workload's table
     job: Callable[[Params], Job]
-    check: Callable[[Params, list[Any]], bool]
+    check: Callable[[Params, list[Any]], bool] = _anything
     workers: int | None = None  # None: os.cpu_count()
     timeout: float = 60.0  # hard limit, seconds, for one case (one repeat) in its process
     budget: float = 30.0  # seconds of repeats after which a case stops repeating
@@ -77,6 +110,12 @@ class Workload:
     skip: frozenset[str] = frozenset()  # peers this workload does not apply to
     startup: bool = False  # time pool creation + first result, and shutdown
     efficiency: bool = False  # report serial_time / (time * workers)
+    # A fault workload: task #bad fails, every other task returns its input; the case
+    # collects one outcome per task (see Peer.outcomes) instead of checking a map.
+    bad: int | None = None
+    task_timeout: float | None = None  # per-task limit, where the library has one
+    excluded: Mapping[str, str] = field(default_factory=dict)  # peer: why it cannot run
+    api: Mapping[str, str] = field(default_factory=dict)  # peer: the calls it is timed with
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -125,6 +164,31 @@ WORKLOADS: dict[str, Workload] = {
             job=lambda p: (square, [3]),
             check=lambda p, r: r == [9],
             timeout=30.0, skip=frozenset({"serial"}), startup=True,
+        ),
+        Workload(
+            "crash", "20 tasks of 20 ms on a warm pool; task #5 calls os._exit(1)",
+            job=lambda p: (functools.partial(crash_task, stamp=str(crash_stamp())),
+                           list(range(20))),
+            timeout=20.0, skip=frozenset({"serial"}), bad=CRASHING,
+            excluded=dict.fromkeys(("cf-thread", "corework-thread"),
+                                   "os._exit in a thread would end the benchmark itself"),
+            api={"mp-pool": "map", "cf-process": "submit + result()", "joblib-loky": "Parallel",
+                 "mpire": "map", "pebble": "schedule + result()",
+                 "corework-process": "submit + result()"},
+        ),
+        Workload(
+            "timeout", "8 tasks on a warm pool; task #0 sleeps 60 s, the others 20 ms; "
+            "1 s timeout per task",
+            job=lambda p: (slow_task, list(range(8))),
+            timeout=20.0, skip=frozenset({"serial"}), bad=HANGING, task_timeout=1.0,
+            api={"mp-pool": "map_async().get(timeout=1), for the whole call",
+                 "cf-process": "submit + result(timeout=1)",
+                 "cf-thread": "submit + result(timeout=1)",
+                 "joblib-loky": "Parallel(timeout=1)", "mpire": "map(task_timeout=1)",
+                 "pebble": "schedule(timeout=1) + result()",
+                 "corework-process": "Pool(timeout=1) + submit + result()",
+                 "corework-thread": "Pool(timeout=1) + submit + result(); the thread stuck "
+                                    "in sleep is abandoned, not stopped"},
         ),
     )
 }
