@@ -107,3 +107,11 @@ def test_submit_sends_a_function_once_per_worker():
     with cw.Pool(1, engine="process") as pool:
         assert [pool.submit(count).result() for _ in range(20)] == list(range(1, 21))
     assert calls == []  # it ran in the worker, not here
+
+
+def test_sizer_is_not_fooled_by_a_first_one_task_chunk():
+    """One task's chunk mostly measures overhead; a large chunk soon outweighs it."""
+    sizer = ChunkSizer(workers=2, total=None)
+    sizer.observe(tasks=1, seconds=0.00001)  # 10 µs: overhead, not the task
+    sizer.observe(tasks=1000, seconds=0.0001)  # 0.1 µs per task
+    assert sizer.next_size() >= 50_000

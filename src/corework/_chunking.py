@@ -19,8 +19,8 @@ CHUNKS_PER_WORKER = 4
 MAX_CHUNK = 100_000
 #: With a per-task timeout, a chunk aims at no more than this fraction of it.
 TIMEOUT_SHARE = 20
-#: Weight of the newest measurement in the running per-task estimate.
-SMOOTHING = 0.5
+#: How much of the past a new measurement leaves in the per-task estimate.
+FADING = 0.8
 
 
 class ChunkSizer:
@@ -40,6 +40,8 @@ class ChunkSizer:
         if most is not None:  # e.g. max_tasks_per_worker: a chunk never outlasts a worker
             self._cap = min(self._cap, most)
         self._seconds_per_task: float | None = None
+        self._tasks = 0.0  # faded sums of the chunks measured so far
+        self._seconds = 0.0
 
     def next_size(self) -> int:
         """Tasks for the next chunk."""
@@ -52,11 +54,14 @@ class ChunkSizer:
         return max(1, min(self._cap, int(self._target / self._seconds_per_task)))
 
     def observe(self, tasks: int, seconds: float) -> None:
-        """A chunk of ``tasks`` tasks took ``seconds`` to run in its worker."""
+        """A chunk of ``tasks`` tasks took ``seconds`` to run in its worker.
+
+        The estimate weighs each chunk by its number of tasks (a first chunk of one task
+        mostly measures overhead; a chunk of thousands measures the tasks), and lets old
+        chunks fade so that it follows tasks whose cost drifts.
+        """
         if tasks <= 0:
             return
-        sample = seconds / tasks
-        previous = self._seconds_per_task
-        self._seconds_per_task = (
-            sample if previous is None else SMOOTHING * sample + (1 - SMOOTHING) * previous
-        )
+        self._tasks = self._tasks * FADING + tasks
+        self._seconds = self._seconds * FADING + seconds
+        self._seconds_per_task = self._seconds / self._tasks
