@@ -9,6 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 import corework as cw
@@ -425,3 +426,88 @@ def test_a_500_mb_result_arrives_whole():
     with cw.Pool(1, engine="process") as pool:
         result = pool.submit(bytes, 500 * 2**20).result()
     assert len(result) == 500 * 2**20 and result.count(0) == len(result)
+
+
+# ------------------------------------------------------------------------ races found in review
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_retried_one_task_chunk_of_a_map_is_delivered_once(engine, tmp_path, ordered):
+    marker = str(tmp_path / "marker")
+
+    def flaky_at_one(x):
+        return fail_once(marker) and x if x == 1 else x
+
+    results = cw.map(flaky_at_one, range(3), engine=engine, workers=2, chunksize=1,
+                     ordered=ordered, retries=1, retry_on=[ConnectionError])
+    assert sorted(results) == [0, 1, 2] and (not ordered or results == [0, 1, 2])
+
+
+def test_an_idle_worker_that_dies_leaves_its_slot_usable():
+    with cw.Pool(1, engine="process") as pool:
+        assert pool.submit(square, 1).result() == 1
+        victim = psutil.Process(pool._pids()[0])
+        victim.kill()
+        psutil.wait_procs([victim], timeout=60)  # dead before the next tasks are sent
+        results = [pool.submit(square, x) for x in range(4)]
+        assert [f.result(timeout=60) for f in results] == [0, 1, 4, 9]
+        assert pool._scheduler._idle.count(0) <= 1
+
+
+def test_a_retry_finishes_after_shutdown_without_wait(engine, tmp_path):
+    pool = cw.Pool(1, engine=engine, retries=1, retry_on=[ConnectionError])
+    future = pool.submit(fail_once, str(tmp_path / "marker"))
+    pool.shutdown(wait=False)
+    assert future.result(timeout=60) == "recovered"
+    pool.shutdown(wait=True)
+
+
+def test_shutdown_returns_after_an_abandoned_map_with_a_retry_waiting(engine):
+    def always_flaky(x):
+        if x == 1:
+            raise ConnectionError("always")
+        return x
+
+    with cw.Pool(2, engine=engine, retries=1, retry_on=[ConnectionError], backoff=0.2) as pool:
+        results = pool.imap(always_flaky, range(4), chunksize=2, ordered=False)
+        next(results)
+        del results  # abandoned while the retry of task 1 waits for its backoff
+
+
+def test_shutdown_from_a_done_callback_does_not_deadlock(engine):
+    shut = threading.Event()
+    pool = cw.Pool(2, engine=engine)
+    gate = threading.Event() if engine == "thread" else None
+    first = pool.submit(square, 2)
+    first.add_done_callback(lambda _: (pool.shutdown(wait=True), shut.set()))
+    assert shut.wait(60)
+    pool.shutdown(wait=True)
+    del gate
+
+
+def test_kill_reaches_a_retry_waiting_in_the_queue(engine, fifo):
+    def always_fails():
+        raise ConnectionError("again")
+
+    with cw.Pool(1, engine=engine, retries=5, retry_on=[ConnectionError],
+                 backoff=30) as pool:
+        flaky = pool.submit(always_fails)
+        while not (flaky.running() and pool._scheduler._delayed):
+            pass  # its first attempt failed; the retry waits out its backoff
+        assert flaky.kill()
+        with pytest.raises(cw.Cancelled):
+            flaky.result()
+
+
+def test_thread_pool_kill_right_after_submit_interrupts_the_task():
+    never = threading.Event()
+
+    def spin_until_released():
+        while not never.is_set():
+            pass
+
+    pool = cw.Pool(1, engine="thread")
+    future = pool.submit(spin_until_released)
+    pool.kill()  # the task must be interrupted, not waited for (it would never end)
+    with pytest.raises(cw.Cancelled):
+        future.result()

@@ -79,3 +79,10 @@ class PartSink:
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
         self.assembly.settle(self.position, failure=chunk.blame(error))
+
+
+def owner(sink: Any) -> Any:
+    """The sink that owns a chunk in the end: through any parts, the original chunk's."""
+    while isinstance(sink, PartSink):
+        sink = sink.assembly.chunk.sink
+    return sink

@@ -78,9 +78,11 @@ class WorkerCrashed(CoreworkError, concurrent.futures.BrokenExecutor):
     Only that task fails: the worker is replaced and the pool goes on.
     """
 
-    def __init__(self, message: str, *, exitcode: int | None = None) -> None:
+    def __init__(self, message: str, *, exitcode: int | None = None,
+                 started: bool = True) -> None:
         super().__init__(message)
         self.exitcode = exitcode
+        self.started = started  # False: the worker was dead before the task reached it
 
 
 class MemoryLimitExceeded(WorkerCrashed):

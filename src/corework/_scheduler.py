@@ -23,6 +23,7 @@ to sinks outside the lock, so a future's done-callbacks may submit more work.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import heapq
 import itertools
@@ -30,12 +31,12 @@ import threading
 import time
 import types
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._assembly import Assembly
+from ._assembly import Assembly, PartSink, owner
 from ._chunk import Chunk, ChunkSink
-from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout
+from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCrashed
 from ._future import Future
 from ._outcomes import task_exception
 from ._policy import NO_LIMITS, TaskPolicy
@@ -69,6 +70,7 @@ class Scheduler:
         self._functions: OrderedDict[Any, FunctionRef] = OrderedDict()
         self._closed = False
         self._stop_when_quiet = False
+        self._settling = 0  # chunks taken off a slot whose outcome is not yet handed on
         self._stopped = False
         self._broken: BaseException | None = None
         engine.start(self)
@@ -157,6 +159,7 @@ class Scheduler:
             slot = self._idle.pop()
             self._start_on(slot, chunk)
             starts.append((slot, chunk))
+        self._notify_if_quiet()  # claim() may have dropped the last chunks
         return starts
 
     def _send(self, starts: list[tuple[int, Chunk]]) -> None:
@@ -167,7 +170,9 @@ class Scheduler:
         """With the lock held: the next pending chunk whose owner still wants it."""
         while self._pending:
             chunk = self._pending.popleft()
-            if chunk.sink.claim(chunk):
+            # A chunk back in the queue (it never reached a worker) was claimed before.
+            if chunk.sink.wanted() if chunk.claimed else chunk.sink.claim(chunk):
+                chunk.claimed = True
                 return chunk
         return None
 
@@ -179,22 +184,40 @@ class Scheduler:
             self._wake_watchdog()
 
     def _finish_on(self, slot: int) -> Chunk | None:
-        """With the lock held: the slot's chunk is over; forget it and its deadline."""
+        """With the lock held: the slot's chunk is over; forget it and its deadline.
+
+        The chunk counts as *settling* until ``_settled()``: its outcome (or its re-run)
+        is still to come, so the pool is not quiet yet.
+        """
         self._deadlines.pop(slot, None)
-        return self._running.pop(slot, None)
+        chunk = self._running.pop(slot, None)
+        if chunk is not None:
+            self._settling += 1
+        return chunk
+
+    def _settled(self) -> None:
+        """A chunk taken by ``_finish_on`` has been delivered, failed or requeued."""
+        with self._lock:
+            self._settling -= 1
+            self._notify_if_quiet()
 
     def _next_for(self, slot: int) -> Chunk | None:
         """With the lock held: the slot is free; give it work or mark it idle."""
         chunk = self._take_pending()
         if chunk is None:
-            self._idle.append(slot)
+            if slot not in self._idle:
+                self._idle.append(slot)
             self._notify_if_quiet()
         else:
             self._start_on(slot, chunk)
         return chunk
 
+    def _busy(self) -> bool:
+        """With the lock held: is any submitted work not yet settled?"""
+        return bool(self._pending or self._running or self._delayed or self._settling)
+
     def _notify_if_quiet(self) -> None:
-        if not self._pending and not self._running and not self._delayed:
+        if not self._busy():
             self._quiet.notify_all()
             if self._stop_when_quiet:
                 self._stop_soon()
@@ -204,6 +227,10 @@ class Scheduler:
     def worker_ready(self, slot: int) -> None:
         with self._lock:
             self._tasks_run[slot] = 0
+            orphan = self._running.pop(slot, None)
+            if orphan is not None:  # sent to a predecessor already reported dead: never ran
+                self._deadlines.pop(slot, None)
+                self._pending.appendleft(orphan)
             chunk = self._next_for(slot)
         if chunk is not None:
             self.engine.send(slot, chunk.work)
@@ -220,7 +247,11 @@ class Scheduler:
             self.engine.restart(slot)
         elif chunk is not None:
             self.engine.send(slot, chunk.work)
-        self._settle(done, report)
+        with _reporting():
+            try:
+                self._settle(done, report)
+            finally:
+                self._settled()
 
     def _worn_out(self, slot: int, tasks: int) -> bool:
         """With the lock held: count ``tasks`` run on ``slot``; True if it is to be recycled."""
@@ -230,10 +261,16 @@ class Scheduler:
 
     def worker_lost(self, slot: int, error: BaseException) -> None:
         with self._lock:
+            if slot in self._idle:  # an idle worker died: the slot waits for its successor
+                self._idle.remove(slot)
             lost = self._finish_on(slot)
-            self._notify_if_quiet()
-        if lost is not None:
-            self._lost(lost, error)
+        if lost is None:
+            return
+        with _reporting():
+            try:
+                self._lost(lost, error)
+            finally:
+                self._settled()
 
     def engine_broken(self, error: BaseException) -> None:
         with self._lock:
@@ -242,8 +279,9 @@ class Scheduler:
             self._broken = error
             orphans = self._drop_all()
             self._stop_soon()  # its workers can run nothing more
-        for chunk in orphans:
-            chunk.sink.fail(chunk, error)
+        with _reporting():
+            for chunk in orphans:
+                chunk.sink.fail(chunk, error)
 
     # ------------------------------------------------------------------ outcomes and retries
 
@@ -268,6 +306,8 @@ class Scheduler:
         """The chunk's worker died, timed out or was over its memory limit."""
         if isinstance(error, Cancelled) or not chunk.sink.wanted():
             chunk.sink.fail(chunk, error)
+        elif isinstance(error, WorkerCrashed) and not error.started:
+            self._requeue(chunk)  # it never reached the worker: nothing to blame
         elif chunk.size > 1:
             self._split(chunk)
         elif chunk.attempt <= chunk.policy.retries and chunk.policy.retries_error(error):
@@ -290,9 +330,13 @@ class Scheduler:
         return part
 
     def _retry(self, chunk: Chunk) -> None:
-        """Run ``chunk`` again, after its backoff delay."""
-        retry = chunk.again(ChunkWork(next(self._ids), chunk.work.fn, chunk.work.kind,
-                                      chunk.work.items, chunk.work.payload))
+        """Run ``chunk`` (of one task) again, after its backoff delay. The retry reports
+        to an Assembly, so the owner sees the original chunk settle, once."""
+        sink = chunk.sink if isinstance(chunk.sink, PartSink) else Assembly(
+            chunk, None, [0]).sink_for(0)
+        work = ChunkWork(next(self._ids), chunk.work.fn, chunk.work.kind, chunk.work.items,
+                         chunk.work.payload)
+        retry = Chunk(work, chunk.first, sink, chunk.policy, chunk.attempt + 1)
         delay = chunk.policy.delay(chunk.attempt)
         if not delay:
             self._requeue(retry)
@@ -304,22 +348,31 @@ class Scheduler:
     # ------------------------------------------------------------------ stopping tasks
 
     def kill_task(self, sink: ChunkSink) -> bool:
-        """Stop the chunk that reports to ``sink``: running (its worker is killed and
-        replaced) or waiting to be retried."""
+        """Stop the chunk owned by ``sink``: running (its worker is killed and replaced),
+        or a retry waiting in the queue or for its backoff."""
         with self._lock:
-            slot = next((s for s, c in self._running.items() if c.sink is sink), None)
-            chunk = self._finish_on(slot) if slot is not None else self._undelay(sink)
+            slot = next((s for s, c in self._running.items() if owner(c.sink) is sink), None)
+            chunk = self._finish_on(slot) if slot is not None else self._unqueue(sink)
+            if chunk is not None and slot is None:
+                self._settling += 1
         if chunk is None:
             return False
         if slot is not None:
             self.engine.kill(slot)
-        chunk.sink.fail(chunk, Cancelled("the task was stopped by Future.kill()"))
+        try:
+            chunk.sink.fail(chunk, Cancelled("the task was stopped by Future.kill()"))
+        finally:
+            self._settled()
         return True
 
-    def _undelay(self, sink: ChunkSink) -> Chunk | None:
-        """With the lock held: take the retry of ``sink`` out of the backoff queue."""
+    def _unqueue(self, sink: ChunkSink) -> Chunk | None:
+        """With the lock held: take a chunk owned by ``sink`` out of the queues."""
+        for chunk in self._pending:
+            if owner(chunk.sink) is sink:
+                self._pending.remove(chunk)
+                return chunk
         for entry in self._delayed:
-            if entry[2].sink is sink:
+            if owner(entry[2].sink) is sink:
                 self._delayed.remove(entry)
                 heapq.heapify(self._delayed)
                 return entry[2]
@@ -352,9 +405,14 @@ class Scheduler:
             for slot, chunk in timed_out:
                 self.engine.kill(slot)
                 if chunk is not None:
-                    self._lost(chunk, TaskTimeout(
-                        f"a task ran longer than its timeout of {chunk.policy.timeout:g} s; "
-                        "its worker was stopped and replaced"))
+                    with _reporting():
+                        try:
+                            self._lost(chunk, TaskTimeout(
+                                f"a task ran longer than its timeout of "
+                                f"{chunk.policy.timeout:g} s; its worker was stopped and "
+                                "replaced"))
+                        finally:
+                            self._settled()
 
     def _next_wake(self, now: float) -> float | None:
         times = [*self._deadlines.values(), *(when for when, _, _ in self._delayed[:1])]
@@ -372,12 +430,15 @@ class Scheduler:
                 self._delayed.clear()
         for chunk in dropped:
             chunk.sink.fail(chunk, Cancelled("cancelled by shutdown(cancel_futures=True)"))
+        reporting: int = getattr(_local, "reporting", 0)
+        if wait and reporting > 0:
+            wait = False  # called back from an engine's thread: waiting there would deadlock
         with self._lock:
             if not wait:
                 self._stop_when_quiet = True
                 self._notify_if_quiet()
                 return
-            while (self._pending or self._running or self._delayed) and self._broken is None:
+            while self._busy() and self._broken is None:
                 self._quiet.wait()
             self._mark_stopped()
         self.engine.stop(wait=True)
@@ -428,8 +489,6 @@ class _FutureSink:
         self.future = future
 
     def claim(self, chunk: Chunk) -> bool:
-        if self.future.running():  # a retry: it was claimed at its first attempt
-            return True
         return self.future.set_running_or_notify_cancel()
 
     def wanted(self) -> bool:
@@ -447,6 +506,19 @@ class _FutureSink:
             return
         if not self.future.done():
             self.future.set_exception(chunk.blame(error))
+
+
+_local = threading.local()  # .reporting: depth of engine callbacks on this thread
+
+
+@contextlib.contextmanager
+def _reporting() -> Iterator[None]:
+    """Mark this thread as delivering outcomes (so a done-callback's shutdown won't wait)."""
+    _local.reporting = getattr(_local, "reporting", 0) + 1
+    try:
+        yield
+    finally:
+        _local.reporting -= 1
 
 
 def _with_attempts(error: BaseException, attempts: int) -> BaseException:

@@ -228,14 +228,13 @@ class LauncherClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("the worker launcher did not answer in time")
-            self._ctrl.settimeout(remaining)
             try:
+                self._ctrl.settimeout(remaining)
                 data = self._ctrl.recv(_MAX_MESSAGE)
             except TimeoutError:
                 continue
-            except OSError as exc:
+            except OSError:  # closed: the launcher, or this process, is going away
                 data = b""
-                del exc
             if not data:
                 self.alive = False
                 raise LauncherDied("the worker launcher exited")

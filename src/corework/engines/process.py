@@ -56,6 +56,7 @@ class _Worker:
         self.chunk_id: int | None = None  # the chunk it was last sent
         self.retiring = False  # told to exit by restart(): its end is no loss
         self.over_limit: int | None = None  # the RSS that got it killed
+        self.unsent = False  # the last chunk could not be written: it died before
         self.send_lock = threading.Lock()
         self.functions: OrderedDict[int, None] = OrderedDict()  # ids this worker holds
 
@@ -192,8 +193,10 @@ class ProcessEngine(Engine):
             fn_blob, forget = self._function_for(worker, work.fn)
             message = ("run", work.id, work.fn.id, fn_blob, forget, int(work.kind),
                        work.payload)
-            with contextlib.suppress(OSError):  # a dead worker is reported by the reader
+            try:
                 worker.conn.send_bytes(pickle.dumps(message, PROTOCOL))
+            except OSError:  # it is dead; the reader reports it, and this chunk never ran
+                worker.unsent = True
 
     @staticmethod
     def _function_for(worker: _Worker, fn: FunctionRef) -> tuple[bytes | None, list[int]]:
@@ -289,32 +292,48 @@ class ProcessEngine(Engine):
                 f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
                 exitcode=code)
         return WorkerCrashed(
-            f"worker process {worker.pid} died with {describe_exit(code)}", exitcode=code)
+            f"worker process {worker.pid} died with {describe_exit(code)}", exitcode=code,
+            started=not worker.unsent)
 
     def _on_death(self, worker: _Worker) -> None:
+        """Report a dead worker (with why it died) and start its successor.
+
+        Its entry stays in ``_workers`` until the successor replaces it, with its socket
+        closed: a chunk sent meanwhile fails to write, so it is known never to have run.
+        """
+        with worker.send_lock:  # no send is writing to it now; later ones find it closed
+            worker.conn.close()
         with self._lock:
-            if self._workers.get(worker.slot) is worker:
-                del self._workers[worker.slot]
             self._retiring.pop(worker.conn, None)
             stopping = self._stopping
-        worker.conn.close()
         self._exited.append(worker.pid)
         if stopping or worker.retiring:
+            self._forget(worker)
             return
         code = self._launcher.wait_exit(worker.pid, EXIT_REPORT_TIMEOUT)
         self._exited.remove(worker.pid)
-        error = self._death_error(worker, code)
+        with worker.send_lock:
+            error = self._death_error(worker, code)
         if not worker.ready:  # it could not even start: replacing it would loop forever
+            self._forget(worker)
             self._events.engine_broken(error)
             return
         self._events.worker_lost(worker.slot, error)
         with self._lock:
-            if self._stopping:  # losing that worker ended the pool's work
-                return
+            stopping = self._stopping  # losing that worker may have ended the pool's work
+        if stopping:
+            self._forget(worker)
+            return
         try:
             self._start_workers([worker.slot])
         except Exception as exc:
+            self._forget(worker)
             self._events.engine_broken(exc)
+
+    def _forget(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._workers.get(worker.slot) is worker:
+                del self._workers[worker.slot]
 
 
 def _format_bytes(size: int) -> str:

@@ -92,7 +92,10 @@ class ThreadEngine(Engine):
         return True
 
     def send(self, slot: int, work: ChunkWork) -> None:
-        self._slots[slot].inbox.put(work)
+        target = self._slots[slot]
+        with target.lock:  # running from now: kill() and stop(now=True) must see it
+            target.running = work.id
+        target.inbox.put(work)
 
     def kill(self, slot: int) -> None:
         """Interrupt the slot's thread at its next bytecode and give the slot a new thread.
