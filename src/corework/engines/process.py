@@ -39,6 +39,9 @@ FUNCTIONS_PER_WORKER = 32
 #: Setups up to this size are queued in a worker's socket before the worker exists
 #: (they fit its buffer); larger ones are sent once it runs.
 SETUP_SENT_EARLY = 32 * 1024
+#: Workers of one slot that may exit in a row before being ready, before the pool is
+#: declared broken (one killed by a signal while starting is no reason to give up).
+FAILED_STARTS_LIMIT = 3
 #: How often workers' memory is measured when a pool has a memory_limit.
 MEMORY_CHECK_INTERVAL = 0.1
 #: How long to wait for the launcher's report of a dead worker's exit code.
@@ -80,6 +83,7 @@ class ProcessEngine(Engine):
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}
         self._retiring: dict[Connection, _Worker] = {}  # recycled, exiting on their own
+        self._failed_starts: dict[int, int] = {}  # slot -> workers in a row that died unready
         self._exited: list[int] = []  # pids of workers gone, for stop(wait=True)
         self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
         self._stopping = False
@@ -173,7 +177,7 @@ class ProcessEngine(Engine):
     def worker_pids(self) -> list[int]:
         """The pids of the live workers (for tests and diagnostics)."""
         with self._lock:
-            return [worker.pid for worker in self._workers.values()]
+            return [worker.pid for worker in self._workers.values() if not worker.conn.closed]
 
     # ------------------------------------------------------------------ sending
 
@@ -255,6 +259,7 @@ class ProcessEngine(Engine):
             )
         elif tag == "ready":
             worker.ready = True
+            self._failed_starts.pop(worker.slot, None)
             self._events.worker_ready(worker.slot)
         elif tag == "init_failed":
             self._events.engine_broken(_initializer_error(self.setup, message[1]))
@@ -314,10 +319,12 @@ class ProcessEngine(Engine):
         self._exited.remove(worker.pid)
         with worker.send_lock:
             error = self._death_error(worker, code)
-        if not worker.ready:  # it could not even start: replacing it would loop forever
-            self._forget(worker)
-            self._events.engine_broken(error)
-            return
+        if not worker.ready and (code is None or code >= 0):  # exited on its own, unready
+            self._failed_starts[worker.slot] = self._failed_starts.get(worker.slot, 0) + 1
+            if self._failed_starts[worker.slot] >= FAILED_STARTS_LIMIT:
+                self._forget(worker)  # workers cannot start: replacing them would loop
+                self._events.engine_broken(error)
+                return
         self._events.worker_lost(worker.slot, error)
         with self._lock:
             stopping = self._stopping  # losing that worker may have ended the pool's work
