@@ -514,3 +514,26 @@ def test_thread_pool_kill_right_after_submit_interrupts_the_task():
     pool.kill()  # the task must be interrupted, not waited for (it would never end)
     with pytest.raises(cw.Cancelled):
         future.result()
+
+
+def test_ctrl_c_delivered_to_another_thread_still_stops_the_map(tmp_path):
+    """The kernel may hand SIGINT to any thread; the main thread must still notice."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted_elsewhere.py"
+    script.write_text(
+        "import signal, threading, psutil, corework as cw\n"
+        "def hang(_):\n"
+        "    while True:\n"
+        "        pass\n"
+        "def interrupt_from_here():\n"
+        "    while len(psutil.Process().children(recursive=True)) < 3:\n"
+        "        pass  # the launcher and both workers are up: the map is running\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGINT)\n"
+        "threading.Thread(target=interrupt_from_here, daemon=True).start()\n"
+        "cw.map(hang, range(4), engine='process', workers=2)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr

@@ -28,6 +28,15 @@ from .engines import ChunkReport
 WINDOW_PER_WORKER = 4
 
 
+#: Longest a caller's wait is blocked in one go. A signal (Ctrl-C) that lands on another
+#: thread cannot wake a blocked lock wait, so the main thread looks up this often.
+SIGNAL_CHECK_SECONDS = 0.1
+
+
+def _for_at_most(seconds: float | None) -> float:
+    return SIGNAL_CHECK_SECONDS if seconds is None else min(seconds, SIGNAL_CHECK_SECONDS)
+
+
 class _Feed:
     """Takes the next ``n`` items of the input, slicing where the input allows it."""
 
@@ -124,7 +133,7 @@ class MapJob:
                 if chunk is not None:
                     self._out.remove(chunk)
                     return chunk, self._finished.pop(chunk.work.id)
-                self._changed.wait(self._time_left())
+                self._changed.wait(_for_at_most(self._time_left()))
 
     def _ready_chunk(self) -> Chunk | None:
         if self._ordered:

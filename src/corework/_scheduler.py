@@ -43,6 +43,8 @@ from ._policy import NO_LIMITS, TaskPolicy
 from ._transport import CallKind, Failure
 from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
 
+#: Longest one blocked wait in shutdown(), so that Ctrl-C is seen (see _mapjob).
+SIGNAL_CHECK_SECONDS = 0.1
 #: Task functions whose serialized form a pool keeps, so repeated ``submit(fn, ...)``
 #: pickles ``fn`` once (and each worker receives it once).
 FUNCTION_CACHE_SIZE = 64
@@ -439,7 +441,7 @@ class Scheduler:
                 self._notify_if_quiet()
                 return
             while self._busy() and self._broken is None:
-                self._quiet.wait()
+                self._quiet.wait(SIGNAL_CHECK_SECONDS)  # see _mapjob: Ctrl-C stays live
             self._mark_stopped()
         self.engine.stop(wait=True)
         self._join_watchdog()
