@@ -39,9 +39,10 @@ FUNCTIONS_PER_WORKER = 32
 #: Setups up to this size are queued in a worker's socket before the worker exists
 #: (they fit its buffer); larger ones are sent once it runs.
 SETUP_SENT_EARLY = 32 * 1024
-#: Workers of one slot that may exit in a row before being ready, before the pool is
-#: declared broken (one killed by a signal while starting is no reason to give up).
-FAILED_STARTS_LIMIT = 3
+#: Workers of one slot that may die in a row before being ready, before the pool is
+#: declared broken: enough that one killed from outside while starting is no reason to
+#: give up, few enough that a worker that cannot start is not respawned forever.
+FAILED_STARTS_LIMIT = 10
 #: How often workers' memory is measured when a pool has a memory_limit.
 MEMORY_CHECK_INTERVAL = 0.1
 #: How long to wait for the launcher's report of a dead worker's exit code.
@@ -319,7 +320,7 @@ class ProcessEngine(Engine):
         self._exited.remove(worker.pid)
         with worker.send_lock:
             error = self._death_error(worker, code)
-        if not worker.ready and (code is None or code >= 0):  # exited on its own, unready
+        if not worker.ready:
             self._failed_starts[worker.slot] = self._failed_starts.get(worker.slot, 0) + 1
             if self._failed_starts[worker.slot] >= FAILED_STARTS_LIMIT:
                 self._forget(worker)  # workers cannot start: replacing them would loop
