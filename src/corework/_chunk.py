@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import describe_task, short_repr
@@ -43,10 +43,6 @@ class Chunk:
     @property
     def size(self) -> int:
         return len(self.work.items)
-
-    def again(self, work: ChunkWork) -> Chunk:
-        """The same tasks, for their next attempt."""
-        return replace(self, work=work, attempt=self.attempt + 1)
 
     def describe(self, position: int) -> str:
         """Name the task at ``position`` in this chunk, for error messages."""
