@@ -1,7 +1,8 @@
 """corework: run Python work on every core, with the classic pitfalls engineered away.
 
 One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
-tasks in processes or threads. See the README for a tour.
+tasks in processes or threads; ``share`` puts big data in shared memory once, for every
+task. See the README for a tour.
 """
 
 from ._api import imap, map
@@ -20,6 +21,7 @@ from ._errors import (
 from ._future import Future
 from ._pool import Pool
 from ._process import Process
+from ._share import share
 from ._thread import Thread
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ __all__ = (
     "WorkerCrashed",
     "imap",
     "map",
+    "share",
 )
 
 for _name in __all__:

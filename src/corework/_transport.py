@@ -2,21 +2,32 @@
 
 Functions and arguments go by cloudpickle, so lambdas, closures and classes defined in
 ``__main__`` or a notebook cell travel by value. Results go by the standard pickle first
-(faster for plain data) and fall back to cloudpickle. A task's exception travels as a
-:class:`Failure`: the exception itself when it pickles, and always its type name, message
-and formatted traceback, so the caller can say what happened even when it cannot be rebuilt.
+(faster for plain data) and fall back to cloudpickle. Large buffers — numpy arrays,
+memoryviews, anything with pickle protocol 5 buffers — go out of band, through shared memory (see
+``_segments``), and buffers inside a :func:`corework.share` go as references to it.
+
+A task's exception travels as a :class:`Failure`: the exception itself when it pickles,
+and always its type name, message and formatted traceback, so the caller can say what
+happened even when it cannot be rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
+import mmap
+import os
 import pickle
+import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
+from . import _segments
 from ._errors import SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -40,10 +51,212 @@ def call_one(fn: Any, kind: CallKind, item: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-def dumps_for_workers(obj: Any, what: str) -> bytes:
+#: Buffers at least this big travel through shared memory; smaller ones stay inline,
+#: where a copy through the socket is cheaper than creating and mapping a segment.
+OUT_OF_BAND_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a message's out-of-band buffers are, so the receiver can map them.
+
+    ``buffers``: (segment position, offset, length) of each, in the order pickle asks for
+    them. ``segments``: (share id, or None for the message's own segment; size; writable).
+    """
+
+    buffers: tuple[tuple[int, int, int], ...] = ()
+    segments: tuple[tuple[str | None, int, bool], ...] = ()
+
+
+NO_LAYOUT = Layout()
+
+
+class Packed:
+    """An object pickled for another process, its large buffers in shared memory.
+
+    Send ``data`` with ``layout`` and the descriptors ``fds`` (one per segment). The
+    segments stay open while this object lives (until :meth:`close`).
+    """
+
+    __slots__ = ("_keep", "data", "fds", "layout")
+
+    def __init__(self, data: bytes, layout: Layout = NO_LAYOUT, fds: Sequence[int] = (),
+                 keep: Sequence[Any] = ()) -> None:
+        self.data = data
+        self.layout = layout
+        self.fds = list(fds)
+        self._keep = tuple(keep)
+
+    @property
+    def share_ids(self) -> list[str]:
+        """The shares this message refers to."""
+        return [share_id for share_id, _, _ in self.layout.segments if share_id is not None]
+
+    def close(self) -> None:
+        """Let go of the segments (receivers keep their own mappings)."""
+        self._keep = ()
+
+
+def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES) -> Packed:
+    """Pickle ``obj``; buffers of ``inline_below`` bytes or more go into shared memory.
+
+    Buffers that lie in a share are sent as references to it, whatever their size.
+    ``by_value`` pickles with cloudpickle (functions and arguments); otherwise the
+    standard pickle is tried first (faster for plain data: results) and cloudpickle after.
+    """
+    collector = _BufferCollector(inline_below)
+    try:
+        data = _dumps(obj, by_value, collector)
+    except BaseException:
+        collector.discard()
+        raise
+    return collector.seal(data)
+
+
+def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:
+    """Rebuild an object sent with :func:`pack`; takes ownership of ``fds``.
+
+    The message's own segment is mapped copy-on-write (reads share the sender's pages;
+    writes stay private); shares are mapped once per process, read-only unless writable.
+    """
+    if not layout.segments:
+        return pickle.loads(data)
+    mappings = []
+    remaining = list(fds)
+    try:
+        for (share_id, size, writable), fd in zip(layout.segments, fds, strict=True):
+            remaining.remove(fd)
+            if share_id is None:
+                mapping = _segments.map_fd(fd, size, mmap.ACCESS_COPY)
+                os.close(fd)
+            else:
+                mapping = _segments.attach(share_id, fd, size, writable)
+            mappings.append(memoryview(mapping))
+    finally:
+        for fd in remaining:
+            os.close(fd)
+    buffers = [mappings[at][offset:offset + size] for at, offset, size in layout.buffers]
+    return pickle.loads(data, buffers=buffers)
+
+
+class _BufferCollector:
+    """pickle's ``buffer_callback``: decides, buffer by buffer, inline or shared memory."""
+
+    def __init__(self, inline_below: int) -> None:
+        self.inline_below = inline_below
+        self.refs: list[tuple[int, int, int]] = []  # the layout's buffers
+        self.segments: list[_segments.Share | _segments.Segment] = []
+        self.keep: list[Any] = []
+        self.own: list[tuple[int, memoryview, int]] = []  # (index in refs, buffer, address)
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: pickle copies it inline
+            return True
+        if raw.nbytes and _segments.have_shares():
+            found = _segments.find(_segments.address_of(raw), raw.nbytes)
+            if found is not None:
+                share, mapping, offset = found
+                self.keep.append(mapping)
+                self.refs.append((self._position(share), offset, raw.nbytes))
+                return False
+        if raw.nbytes < self.inline_below or not raw.nbytes:
+            return True
+        address = _segments.address_of(raw)
+        sent = _segments.recall(address, raw.nbytes)
+        if sent is not None:  # the same bytes went out recently: refer to them
+            segment, offset = sent
+            self.refs.append((self._position(segment), offset, raw.nbytes))
+            return False
+        self.own.append((len(self.refs), raw, address))
+        self.refs.append((-1, 0, raw.nbytes))
+        return False
+
+    def _position(self, segment: _segments.Share | _segments.Segment) -> int:
+        for position, known in enumerate(self.segments):
+            if known is segment:
+                return position
+        self.segments.append(segment)
+        return len(self.segments) - 1
+
+    def seal(self, data: bytes) -> Packed:
+        """Copy the message's own buffers into a new segment; the finished message."""
+        if self.own:
+            segment, offsets = _segments.Segment.holding([raw for _, raw, _ in self.own])
+            position = self._position(segment)
+            for (index, raw, address), offset in zip(self.own, offsets, strict=True):
+                self.refs[index] = (position, offset, raw.nbytes)
+                _segments.remember(address, raw.nbytes, segment, offset)
+            self.own.clear()
+        if not self.refs:
+            return Packed(data)
+        layout = Layout(tuple(self.refs), tuple(
+            (segment.id, segment.size, segment.writable)
+            if isinstance(segment, _segments.Share) else (None, segment.size, False)
+            for segment in self.segments))
+        fds = [segment.fd for segment in self.segments]
+        return Packed(data, layout, fds, keep=[*self.keep, *self.segments])
+
+    def discard(self) -> None:
+        self.__init__(self.inline_below)  # type: ignore[misc]
+
+
+class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with memoryviews offered as out-of-band buffers."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = _reduce_memoryview(obj)
+        return super().reducer_override(obj) if reduced is None else reduced
+
+
+class _ByReferencePickler(pickle.Pickler):
+    """The standard pickle, with memoryviews offered as out-of-band buffers."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = _reduce_memoryview(obj)
+        return NotImplemented if reduced is None else reduced
+
+
+def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
+    file = io.BytesIO()
+    if not by_value:
+        try:
+            _ByReferencePickler(file, PROTOCOL, buffer_callback=collector).dump(obj)
+            return file.getvalue()
+        except Exception:
+            collector.discard()
+            file = io.BytesIO()
+    _ByValuePickler(file, PROTOCOL, buffer_callback=collector).dump(obj)
+    return file.getvalue()
+
+
+def _reduce_memoryview(obj: Any) -> tuple[Any, ...] | None:
+    """Make memoryviews picklable, as out-of-band buffers (pickle cannot send them at all).
+
+    bytes and bytearray can't be offered out of band this way: pickle's C implementation
+    never asks about them. They own their memory, so a receiver must copy them anyway.
+    """
+    if type(obj) is not memoryview:
+        return None
+    source = pickle.PickleBuffer(obj) if obj.contiguous else obj.tobytes()
+    return shaped_view, (source, obj.format, obj.shape, obj.readonly)
+
+
+def shaped_view(buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    """A memoryview of ``buffer`` with this format and shape (plain bytes if it can't be)."""
+    view = memoryview(buffer)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    with contextlib.suppress(TypeError, ValueError):
+        view = view.cast(fmt, shape)  # type: ignore[call-overload]
+    return view.toreadonly() if readonly else view
+
+
+def pack_for_workers(obj: Any, what: str) -> Packed:
     """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return pack(obj, by_value=True)
     except Exception as exc:
         raise SerializationError(
             f"cannot send {what} to a worker process: {exc}. Make sure everything it "
@@ -51,13 +264,13 @@ def dumps_for_workers(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def dumps_items(items: Sequence[Any], describe: Any) -> bytes:
+def pack_items(items: Sequence[Any], describe: Any) -> Packed:
     """Pickle a chunk's items; on failure name the first item that cannot be pickled.
 
     ``describe(position)`` names the task at that position in the chunk for the message.
     """
     try:
-        return cloudpickle.dumps(items, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return pack(items, by_value=True)
     except Exception as exc:
         position = _first_unpicklable(items)
         where = describe(position) if position is not None else "a task"
@@ -71,21 +284,15 @@ def dumps_items(items: Sequence[Any], describe: Any) -> bytes:
 def _first_unpicklable(items: Sequence[Any]) -> int | None:
     for position, item in enumerate(items):
         try:
-            cloudpickle.dumps(item, protocol=PROTOCOL)
+            pack(item, by_value=True, inline_below=sys.maxsize).close()
         except Exception:
             return position
     return None
 
 
-def dumps_result(obj: Any) -> bytes:
+def pack_result(obj: Any) -> Packed:
     """Pickle a worker's message: standard pickle first, cloudpickle when that fails."""
-    try:
-        return pickle.dumps(obj, protocol=PROTOCOL)
-    except Exception:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
-
-
-loads = pickle.loads
+    return pack(obj, by_value=False)
 
 
 class Failure:

@@ -44,7 +44,7 @@ class FunctionRef:
 
     id: int
     fn: Callable[..., Any]
-    blob: bytes | None = None  # serialized form, for engines that cross process boundaries
+    blob: Any = None  # serialized form, for engines that cross process boundaries
 
 
 @dataclass(eq=False)

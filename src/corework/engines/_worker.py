@@ -1,17 +1,21 @@
 """A process worker's life: set up, then run chunks until told to stop.
 
-The conversation on the worker's socket (each message one pickled tuple)::
+The conversation on the worker's channel (see ``_channel``: each message a small tuple,
+some with a packed object whose large buffers come as shared-memory segments)::
 
     caller                                   worker
-    ("setup", WorkerSetup blob)      ──▶
-                                     ◀──     ("ready", pid) | ("init_failed", Failure)
-    ("run", chunk_id, fn_id, fn_blob|None,
-            forget_ids, kind, items_blob) ──▶
-                                     ◀──     ("done", chunk_id, results, failures,
-                                                      seconds, chunk_error|None)
-    ("stop",)  or end-of-file        ──▶     exit 0
+    ("setup",) + WorkerSetup          ──▶
+                                     ◀──     ("ready", pid) | ("init_failed",) + Failure
+    ("function", fn_id, forget_ids)
+               + function             ──▶    (no answer; kept for later chunks)
+    ("run", chunk_id, fn_id, kind)
+               + items                ──▶
+                                     ◀──     ("done", chunk_id, seconds)
+                                               + (results, failures, chunk_error|None)
+    ("release", share_ids)            ──▶    (no answer; unmaps shares the caller let go)
+    ("stop",)  or end-of-file         ──▶    exit 0
 
-A function's blob is sent once per worker; later chunks name it by id.
+A function is sent once per worker; later chunks name it by id.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import json
 import os
 import signal
 import sys
-from multiprocessing.connection import Connection
 from typing import Any
 
+from .. import _segments
+from .._channel import Channel, Message
 from .._errors import SerializationError
-from .._transport import CallKind, Failure, dumps_result, loads
+from .._transport import CallKind, Failure, pack_result
 from ._base import ChunkReport, WorkerSetup
 from ._runner import run_chunk
 
@@ -38,49 +43,79 @@ _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 def serve_fd(fd: int) -> int:
     """Serve the caller on socket ``fd``; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
-    conn = Connection(fd)
+    channel = Channel.from_fd(fd)
     try:
-        return _serve(conn)
+        return _serve(channel)
     finally:
-        conn.close()
+        channel.close()
 
 
-def _serve(conn: Connection) -> int:
+def _serve(channel: Channel) -> int:
     try:
-        _, setup_blob = loads(conn.recv_bytes())
+        setup: WorkerSetup = channel.recv().unpack()
     except EOFError:
         return 0
-    setup: WorkerSetup = loads(setup_blob)
     _limit_native_threads(setup.native_threads)
     if setup.initializer is not None:
         try:
             setup.initializer(*setup.initargs)
         except BaseException as exc:
-            conn.send_bytes(dumps_result(("init_failed", Failure.capture(exc))))
+            channel.send(("init_failed",), pack_result(Failure.capture(exc)))
             return 3
-    conn.send_bytes(dumps_result(("ready", os.getpid())))
-    functions: dict[int, Any] = {}
+    channel.send(("ready", os.getpid()))
+    functions: dict[int, Any] = {}  # id -> the function, or why it could not be loaded
+    kept: dict[str, Any] = {}  # shares mapped here, until the caller releases them
     while True:
         try:
-            message = loads(conn.recv_bytes())
+            message = channel.recv()
         except EOFError:
             return 0
-        if message[0] != "run":
+        tag = message.meta[0]
+        if tag == "function":
+            _load_function(message, functions)
+        elif tag == "run":
+            report = _run(message, functions, kept)
+            _send_report(channel, report)
+        elif tag == "release":
+            for share_id in message.meta[1]:
+                kept.pop(share_id, None)
+        else:
             return 0
-        conn.send_bytes(_encode(_run(message, functions)))
 
 
-def _run(message: tuple[Any, ...], functions: dict[int, Any]) -> ChunkReport:
-    _, chunk_id, fn_id, fn_blob, forget, kind, items_blob = message
+def _load_function(message: Message, functions: dict[int, Any]) -> None:
+    _, fn_id, forget = message.meta
     for old in forget:
         functions.pop(old, None)
     try:
-        if fn_blob is not None:
-            functions[fn_id] = loads(fn_blob)
-        items = loads(items_blob)
+        functions[fn_id] = message.unpack()
     except BaseException as exc:  # e.g. a module the function needs is missing here
+        functions[fn_id] = _CannotLoad(exc)
+
+
+class _CannotLoad:
+    """Stands in for a function that failed to load, so its chunks fail with the reason."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _run(message: Message, functions: dict[int, Any], kept: dict[str, Any]) -> ChunkReport:
+    _, chunk_id, fn_id, kind = message.meta
+    fn = functions[fn_id]
+    if isinstance(fn, _CannotLoad):
+        message.discard()
+        return _fail_all(chunk_id, fn.exc)
+    try:
+        items = message.unpack()
+    except BaseException as exc:
         return _fail_all(chunk_id, exc)
-    return run_chunk(chunk_id, functions[fn_id], CallKind(kind), items)
+    for share_id, _, _ in message.layout.segments:  # keep shares mapped for later chunks
+        if share_id is not None and share_id not in kept:
+            found = _segments.lookup(share_id)
+            if found is not None:
+                kept[share_id] = found[1]
+    return run_chunk(chunk_id, fn, CallKind(kind), items)
 
 
 def _fail_all(chunk_id: int, exc: BaseException) -> ChunkReport:
@@ -92,17 +127,23 @@ def _fail_all(chunk_id: int, exc: BaseException) -> ChunkReport:
     return ChunkReport(chunk_id, [], error=Failure.capture(error))
 
 
-def _encode(report: ChunkReport) -> bytes:
-    """The 'done' message; a result that can't be pickled fails only its own task."""
-    message = ("done", report.chunk_id, report.results, report.failures, report.seconds,
-               report.error)
+def _send_report(channel: Channel, report: ChunkReport) -> None:
+    """Send the 'done' message; a result that can't be pickled fails only its own task."""
     try:
-        return dumps_result(message)
+        packed = pack_result((report.results, report.failures, report.error))
     except Exception:
-        pass
+        _replace_unpicklable(report)
+        packed = pack_result((report.results, report.failures, report.error))
+    try:
+        channel.send(("done", report.chunk_id, report.seconds), packed)
+    finally:
+        packed.close()
+
+
+def _replace_unpicklable(report: ChunkReport) -> None:
     for position, value in enumerate(report.results):
         try:
-            dumps_result(value)
+            pack_result(value).close()
         except Exception as exc:
             report.results[position] = None
             error = SerializationError(
@@ -110,8 +151,6 @@ def _encode(report: ChunkReport) -> bytes:
                 f"back: {exc}. Return plain data, or use engine='thread'."
             )
             report.failures[position] = Failure(error, "SerializationError", str(error), "")
-    return dumps_result(("done", report.chunk_id, report.results, report.failures,
-                         report.seconds, report.error))
 
 
 def _limit_native_threads(limit: int | None) -> None:

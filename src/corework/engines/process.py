@@ -16,19 +16,20 @@ reported as lost with its exit code or signal, and replaced.
 from __future__ import annotations
 
 import contextlib
-import pickle
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
 import psutil
 
+from .. import _segments
+from .._channel import Channel, Message
 from .._errors import InitializerFailed, MemoryLimitExceeded, SerializationError, WorkerCrashed
-from .._transport import PROTOCOL, Failure, dumps_for_workers, dumps_items, loads
+from .._transport import Failure, Packed, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
 from ._platform import describe_exit
@@ -36,8 +37,8 @@ from ._platform import describe_exit
 START_METHODS = ("fork", "spawn")
 #: How many task functions a worker keeps; older ones are forgotten and resent if needed.
 FUNCTIONS_PER_WORKER = 32
-#: Setups up to this size are queued in a worker's socket before the worker exists
-#: (they fit its buffer); larger ones are sent once it runs.
+#: Setups up to this size are queued in a worker's socket before the worker exists (they
+#: fit its buffer); larger ones are sent once it runs.
 SETUP_SENT_EARLY = 32 * 1024
 #: Workers of one slot that may die in a row before being ready, before the pool is
 #: declared broken: enough that one killed from outside while starting is no reason to
@@ -52,7 +53,7 @@ EXIT_REPORT_TIMEOUT = 5.0
 class _Worker:
     """The caller's view of one worker process."""
 
-    def __init__(self, slot: int, pid: int, conn: Connection) -> None:
+    def __init__(self, slot: int, pid: int, conn: Channel) -> None:
         self.slot = slot
         self.pid = pid
         self.conn = conn
@@ -83,13 +84,15 @@ class ProcessEngine(Engine):
         self.start_method = start_method
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}
-        self._retiring: dict[Connection, _Worker] = {}  # recycled, exiting on their own
+        self._retiring: dict[Channel, _Worker] = {}  # recycled, exiting on their own
         self._failed_starts: dict[int, int] = {}  # slot -> workers in a row that died unready
         self._exited: list[int] = []  # pids of workers gone, for stop(wait=True)
         self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
         self._stopping = False
-        self._setup_blob = dumps_for_workers(
+        self._setup = pack_for_workers(
             setup, f"the initializer {setup.initializer!r} or its initargs")
+        self._shares_sent: set[str] = set()  # shares some worker may hold mapped
+        self._released: deque[str] = deque()  # shares the caller let go of, to tell workers
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +100,9 @@ class ProcessEngine(Engine):
         self._events = events
         self._launcher: LauncherClient = get_launcher()
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)  # woken from garbage-collector callbacks too
+        self._shares_sent.update(self._setup.share_ids)
+        _segments.on_release(self._share_released)
         self._reader = threading.Thread(
             target=self._read_loop, name="corework-process-reader", daemon=True
         )
@@ -111,12 +117,11 @@ class ProcessEngine(Engine):
     def _start_workers(self, slots: list[int]) -> None:
         """Start a worker for each slot; its setup waits in its socket before it exists."""
         pairs = [socket.socketpair() for _ in slots]
-        setup = pickle.dumps(("setup", self._setup_blob), PROTOCOL)
-        early = len(setup) <= SETUP_SENT_EARLY  # fits the socket buffer: cannot block
-        conns = [Connection(ours.detach()) for ours, _ in pairs]
+        early = len(self._setup.data) <= SETUP_SENT_EARLY  # fits the socket buffer
+        conns = [Channel(ours) for ours, _ in pairs]
         if early:
             for conn in conns:
-                conn.send_bytes(setup)
+                conn.send(("setup",), self._setup)
         theirs = [pair[1] for pair in pairs]
         try:
             try:
@@ -133,12 +138,12 @@ class ProcessEngine(Engine):
                 sock.close()
         if not early:
             for conn in conns:
-                conn.send_bytes(setup)
+                conn.send(("setup",), self._setup)
         with self._lock:
             for slot, pid, conn in zip(slots, pids, conns, strict=True):
                 self._workers[slot] = _Worker(slot, pid, conn)
                 if self._stopping:  # stop() ran meanwhile and could not tell this one
-                    conn.send_bytes(pickle.dumps(("stop",)))
+                    conn.send(("stop",))
         self._wake()
 
     def stop(self, wait: bool, now: bool = False) -> None:
@@ -150,7 +155,7 @@ class ProcessEngine(Engine):
                 self._launcher.kill(worker.pid)
                 continue
             with worker.send_lock, contextlib.suppress(OSError):
-                worker.conn.send_bytes(pickle.dumps(("stop",)))
+                worker.conn.send(("stop",))
         self._wake()
         if wait and threading.current_thread() is not self._reader:
             self._reader.join()
@@ -170,7 +175,7 @@ class ProcessEngine(Engine):
         if worker is not None:
             worker.retiring = True
             with worker.send_lock, contextlib.suppress(OSError):
-                worker.conn.send_bytes(pickle.dumps(("stop",)))
+                worker.conn.send(("stop",))
             with self._lock:
                 self._retiring[worker.conn] = worker
         self._start_workers([slot])
@@ -183,37 +188,60 @@ class ProcessEngine(Engine):
     # ------------------------------------------------------------------ sending
 
     def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
-        return FunctionRef(fn_id, fn, dumps_for_workers(fn, f"the function {fn!r}"))
+        return FunctionRef(fn_id, fn, pack_for_workers(fn, f"the function {fn!r}"))
 
     def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
-        return dumps_items(items, describe)
+        return pack_items(items, describe)
 
     def send(self, slot: int, work: ChunkWork) -> None:
         with self._lock:
             worker = self._workers.get(slot)
         if worker is None:
             return  # died meanwhile: the reader reports it lost
+        items: Packed = work.payload
+        with self._lock:
+            self._shares_sent.update(items.share_ids)
         with worker.send_lock:
             worker.chunk_id = work.id
-            fn_blob, forget = self._function_for(worker, work.fn)
-            message = ("run", work.id, work.fn.id, fn_blob, forget, int(work.kind),
-                       work.payload)
             try:
-                worker.conn.send_bytes(pickle.dumps(message, PROTOCOL))
+                self._send_function(worker, work.fn)
+                worker.conn.send(("run", work.id, work.fn.id, int(work.kind)), items)
             except OSError:  # it is dead; the reader reports it, and this chunk never ran
                 worker.unsent = True
 
-    @staticmethod
-    def _function_for(worker: _Worker, fn: FunctionRef) -> tuple[bytes | None, list[int]]:
-        """The function's blob if the worker lacks it, and the ids it should forget."""
+    def _send_function(self, worker: _Worker, fn: FunctionRef) -> None:
+        """Send the function unless the worker has it (and say which ones to forget)."""
         if fn.id in worker.functions:
             worker.functions.move_to_end(fn.id)
-            return None, []
+            return
         worker.functions[fn.id] = None
         forget = []
         while len(worker.functions) > FUNCTIONS_PER_WORKER:
             forget.append(worker.functions.popitem(last=False)[0])
-        return fn.blob, forget
+        with self._lock:
+            self._shares_sent.update(fn.blob.share_ids)
+        worker.conn.send(("function", fn.id, forget), fn.blob)
+
+    def _share_released(self, share_id: str) -> None:
+        """A share died in the caller (called by the garbage collector: no locks here)."""
+        self._released.append(share_id)
+        self._wake()
+
+    def _send_releases(self) -> None:
+        """Tell the workers to unmap the shares the caller let go of."""
+        released = []
+        with self._lock:
+            while self._released:
+                share_id = self._released.popleft()
+                if share_id in self._shares_sent:
+                    self._shares_sent.discard(share_id)
+                    released.append(share_id)
+            workers = list(self._workers.values())
+        if not released:
+            return
+        for worker in workers:
+            with worker.send_lock, contextlib.suppress(OSError):
+                worker.conn.send(("release", released))
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -229,46 +257,49 @@ class ProcessEngine(Engine):
                     break
                 by_conn = {worker.conn: worker for worker in self._workers.values()}
                 by_conn.update(self._retiring)
-            ready = wait([*by_conn, self._wake_r], timeout=self._wait_timeout())
+            ready = wait([*by_conn, self._wake_r],  # type: ignore[list-item]
+                         timeout=self._wait_timeout())
             self._check_memory()
             for conn in ready:
                 if conn is self._wake_r:
                     self._wake_r.recv(4096)
+                    self._send_releases()
                     continue
                 worker = by_conn[conn]  # type: ignore[index]
                 try:
-                    data = worker.conn.recv_bytes()
+                    message = worker.conn.recv()
                 except (EOFError, OSError):
                     self._on_death(worker)
                     continue
-                self._on_message(worker, data)
+                self._on_message(worker, message)
         self._wake_r.close()
         self._wake_w.close()
 
-    def _on_message(self, worker: _Worker, data: bytes) -> None:
-        try:
-            message = loads(data)
-        except Exception as exc:  # e.g. a result whose class can't be imported here
-            message = ("undecodable", exc)
-        tag = message[0]
+    def _on_message(self, worker: _Worker, message: Message) -> None:
+        tag = message.meta[0]
         if worker.retiring:
+            message.discard()
             return
-        if tag == "done":
-            _, chunk_id, results, failures, seconds, error = message
-            self._events.chunk_done(
-                worker.slot, ChunkReport(chunk_id, results, failures, seconds, error, True)
-            )
-        elif tag == "ready":
+        if tag == "ready":
             worker.ready = True
             self._failed_starts.pop(worker.slot, None)
             self._events.worker_ready(worker.slot)
-        elif tag == "init_failed":
-            self._events.engine_broken(_initializer_error(self.setup, message[1]))
-        elif worker.chunk_id is not None:
+            return
+        try:
+            body = message.unpack()
+        except Exception as exc:  # e.g. a result whose class can't be imported here
             error = SerializationError(
-                f"a result from worker {worker.pid} cannot be unpickled here: {message[1]}")
-            self._events.chunk_done(worker.slot, ChunkReport(
-                worker.chunk_id, [], error=Failure(error, "SerializationError", str(error), "")))
+                f"a result from worker {worker.pid} cannot be unpickled here: {exc}")
+            failure = Failure(error, "SerializationError", str(error), "")
+            body = ([], {}, failure) if tag == "done" else failure
+        if tag == "done":
+            _, chunk_id, seconds = message.meta
+            results, failures, error = body
+            self._events.chunk_done(
+                worker.slot, ChunkReport(chunk_id, results, failures, seconds, error, True)
+            )
+        elif tag == "init_failed":
+            self._events.engine_broken(_initializer_error(self.setup, body))
 
     def _wait_timeout(self) -> float | None:
         if self.memory_limit is None:
