@@ -47,10 +47,10 @@ class Progress:
         return (self.succeeded + self.failed) / elapsed if elapsed > 0 else 0.0
 
     def status(self) -> str:
-        """``1,234/10,000 (12%), 2 failed, 350/s, ETA 25s``."""
-        total = f"/{self.total:,} ({self.done / self.total:.0%})" if self.total else ""
-        text = f"{self.done:,}{total} done, {self.failed:,} failed, {self.rate():,.0f}/s"
+        """``1,234/10,000 (12%) done, 2 failed, 350/s, ETA 25s``."""
         rate = self.rate()
+        total = f"/{self.total:,} ({self.done / self.total:.0%})" if self.total else ""
+        text = f"{self.done:,}{total} done, {self.failed:,} failed, {rate:,.0f}/s"
         if self.total and rate > 0:
             text += f", ETA {_duration(max(0, self.total - self.done) / rate)}"
         return text

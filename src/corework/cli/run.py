@@ -170,7 +170,10 @@ class Plan:
         return done
 
     def _run(self, pool: Pool, done: IndexSet, out: IO[str], progress: Progress) -> None:
-        ordered = self.args.ordered
+        # With a journal the output is written from it, in order, at the end; so results
+        # are taken as they finish and committed at once, never held back behind a slow
+        # record.
+        ordered = self.args.ordered and self.journal is None
         feed = Feed(self.input_stream(), done, self.tally, strict=self.args.strict)
         emit = self._emitter(out)
         try:
