@@ -252,7 +252,7 @@ def test_a_finished_journal_is_reused_and_refused_for_another_run(work):
     assert first.returncode == 1
     again = corework("tasks:square", "-i", "in.jsonl", "--journal", "j.db", "-o", "b.jsonl")
     assert again.returncode == 1
-    assert "20 skipped" in again.stderr and "1 of them failed" in again.stderr
+    assert "20 skipped" in again.stderr and "1 of the skipped records had failed" in again.stderr
     assert (work / "a.jsonl").read_text() == (work / "b.jsonl").read_text()
 
     other_function = corework("tasks:cube", "-i", "in.jsonl", "--journal", "j.db")

@@ -241,13 +241,12 @@ class Plan:
         if self.args.quiet:
             return
         t = self.tally
-        skipped = ""
-        if t.skipped:
-            failed = (f"; {t.skipped_failed:,} of them failed, --retry-failed reruns them"
-                      if t.skipped_failed else "")
-            skipped = f", {t.skipped:,} skipped (done before, from the journal{failed})"
+        skipped = f", {t.skipped:,} skipped (in the journal already)" if t.skipped else ""
         print(f"corework run: {t.succeeded:,} succeeded, {t.failed:,} failed{skipped} "
               f"in {seconds:.1f} s", file=sys.stderr)
+        if t.skipped_failed:
+            print(f"  {t.skipped_failed:,} of the skipped records had failed; "
+                  f"--retry-failed runs them again", file=sys.stderr)
         for error in t.errors:
             print(f"  {error}", file=sys.stderr)
         if t.failed > len(t.errors):
