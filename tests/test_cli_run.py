@@ -266,6 +266,20 @@ def test_a_finished_journal_is_reused_and_refused_for_another_run(work):
     assert as_text.returncode == 2
 
 
+def test_a_journal_in_use_is_refused(work):
+    write(work / "in.jsonl", list(range(10)))
+    proc = start(["tasks:checked", "-i", "in.jsonl", "--journal", "j.db"], {"HANG_AT": "5"})
+    try:
+        wait_for(work / "reached", proc)
+        second = corework("tasks:checked", "-i", "in.jsonl", "--journal", "j.db")
+        assert second.returncode == 2
+        assert "journal 'j.db' is in use by another run" in second.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert_session_gone(proc.pid)
+
+
 def test_retry_failed_reruns_only_the_failed_records(work):
     write(work / "in.jsonl", list(range(30)))
     args = ["tasks:checked", "-i", "in.jsonl", "--journal", "j.db", "-o", "out.jsonl",

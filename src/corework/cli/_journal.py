@@ -59,9 +59,14 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
+            # One run at a time: the lock is taken now and held until close(), so a
+            # second run on the same journal is refused instead of doing the work twice.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN EXCLUSIVE")
+            self._db.execute("COMMIT")
             self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS records (
@@ -70,6 +75,11 @@ class Journal:
                 CREATE INDEX IF NOT EXISTS records_by_seq ON records (seq);
             """)
             row = self._db.execute("SELECT max(seq) FROM records").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise JournalError(f"cannot use {path!r} as a journal: {exc}") from None
+            raise JournalError(f"journal {path!r} is in use by another run; wait for it "
+                               f"to finish, or use another --journal path") from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot use {path!r} as a journal: {exc}") from None
         self._seq = row[0] or 0

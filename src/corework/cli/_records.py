@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FORMATS", "Record", "format_for", "json_line", "read_records"]
+__all__ = ["FORMATS", "Record", "format_for", "json_line", "open_input", "read_records",
+           "write_lines"]
 
 FORMATS = ("jsonl", "csv", "text")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text",

@@ -35,9 +35,10 @@ from .._mapjob import Settled
 from .._policy import TaskPolicy
 from .._pool import Pool, parse_chunksize, parse_memory, parse_workers
 from ..engines import resolve_engine_name
+from ._args import positive
 from ._journal import IndexSet, Journal, JournalError
 from ._progress import Progress, make_progress
-from ._records import FORMATS, Record, format_for, json_line, open_input, read_records
+from ._records import FORMATS, Record, format_for, json_line, open_input, read_records, write_lines
 from ._target import TargetError, check_picklable, function_identity, load_target
 
 __all__ = ["add_parser", "run"]
@@ -143,7 +144,7 @@ class Plan:
                     finally:
                         progress.close()
                 if self.journal is not None:
-                    _write_lines(self.journal.lines(ordered=self.args.ordered), out)
+                    write_lines(self.journal.lines(ordered=self.args.ordered), out)
         except KeyboardInterrupt:
             print(f"corework run: interrupted. {self._resume_hint()}", file=sys.stderr)
             return 130
@@ -208,7 +209,7 @@ class Plan:
             return self.journal.record
 
         def write(rows: list[Row]) -> None:
-            _write_lines((line for _, _, line in rows), out)
+            write_lines((line for _, _, line in rows), out)
             out.flush()
         return write
 
@@ -407,30 +408,11 @@ def _output(path: str, streaming: bool) -> Iterator[IO[str]]:
         os.replace(target, path)
 
 
-def _write_lines(lines: Iterator[str], out: IO[str]) -> None:
-    for line in lines:
-        out.write(line)
-        out.write("\n")
-
-
 # ---------------------------------------------------------------------------- arguments
 
 
-def _positive(kind: Callable[[str], Any], *, zero: bool = False) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value < 0 or (value == 0 and not zero):
-            wanted = "a non-negative" if zero else "a positive"
-            raise argparse.ArgumentTypeError(f"expected {wanted} number, got {text!r}")
-        return value
-    return parse
-
-
 def _chunksize(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive(int)(text)
+    return "auto" if text == "auto" else positive(int)(text)
 
 
 def add_parser(commands: Any) -> None:
@@ -461,11 +443,11 @@ def add_parser(commands: Any) -> None:
                         help="with --journal: run again the records that failed before")
     parser.add_argument("--engine", default="auto",
                         help="auto, process or thread (default: auto)")
-    parser.add_argument("--workers", type=_positive(int), metavar="N",
+    parser.add_argument("--workers", type=positive(int), metavar="N",
                         help="tasks at once (default: the cores here)")
-    parser.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive(float), metavar="SECONDS",
                         help="per record: past it the record fails with TaskTimeout")
-    parser.add_argument("--retries", type=_positive(int, zero=True), default=0, metavar="K",
+    parser.add_argument("--retries", type=positive(int, zero=True), default=0, metavar="K",
                         help="run a record that crashed, timed out or hit the memory "
                              "limit up to K more times")
     parser.add_argument("--memory-limit", metavar="SIZE",
