@@ -27,6 +27,7 @@ class Assembly:
         self.chunk = chunk
         self._lock = threading.Lock()
         self._waiting = set(rerun)
+        self._attempts: dict[int, int] = {}
         if report is None:
             self._results: list[Any] = [None] * chunk.size
             self._failures: dict[int, Failure | BaseException] = {}
@@ -40,17 +41,20 @@ class Assembly:
         return PartSink(self, position)
 
     def settle(self, position: int, value: Any = None,
-               failure: Failure | BaseException | None = None) -> None:
-        """Part ``position`` is done; the last one delivers the whole chunk."""
+               failure: Failure | BaseException | None = None, attempts: int = 1) -> None:
+        """Part ``position`` is done (after ``attempts`` runs); the last one delivers the
+        whole chunk."""
         with self._lock:
             self._results[position] = value
+            if attempts > 1:
+                self._attempts[position] = attempts
             if failure is not None:
                 self._failures[position] = failure
             self._waiting.discard(position)
             if self._waiting:
                 return
         report = ChunkReport(self.chunk.work.id, self._results, self._failures,
-                             self._seconds, None, self._remote)
+                             self._seconds, None, self._remote, self._attempts)
         self.chunk.sink.deliver(self.chunk, report)
 
 
@@ -70,15 +74,15 @@ class PartSink:
     def deliver(self, chunk: Chunk, report: ChunkReport) -> None:
         failure = report.error or report.failures.get(0)
         if failure is None:
-            self.assembly.settle(self.position, report.results[0])
+            self.assembly.settle(self.position, report.results[0], attempts=chunk.attempt)
         elif isinstance(failure, Failure):  # named here, where the attempt count is known
             error = task_exception(failure, chunk.describe(0), report.remote)
-            self.assembly.settle(self.position, failure=error)
+            self.assembly.settle(self.position, failure=error, attempts=chunk.attempt)
         else:
-            self.assembly.settle(self.position, failure=failure)
+            self.assembly.settle(self.position, failure=failure, attempts=chunk.attempt)
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
-        self.assembly.settle(self.position, failure=chunk.blame(error))
+        self.assembly.settle(self.position, failure=chunk.blame(error), attempts=chunk.attempt)
 
 
 def owner(sink: Any) -> Any:

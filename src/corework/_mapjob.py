@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._chunk import Chunk
@@ -23,6 +24,18 @@ from ._policy import TaskPolicy
 from ._scheduler import Scheduler
 from ._transport import CallKind
 from .engines import ChunkReport
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One task's outcome, from :meth:`MapJob.settled`: its value, or the exception it
+    ended with, and how many times it ran."""
+
+    index: int
+    value: Any = None
+    error: BaseException | None = None
+    attempts: int = 1
+
 
 #: Chunks a map keeps out (queued, running, or done but not yet handed back) per worker.
 WINDOW_PER_WORKER = 4
@@ -113,11 +126,7 @@ class MapJob:
         Leaving the iteration early cancels the chunks that have not started.
         """
         try:
-            while True:
-                self.fill()
-                if not self._out:
-                    return
-                chunk, outcome = self._wait_for_next()
+            for chunk, outcome in self._finished_chunks():
                 values, error = self._results(chunk, outcome)
                 if values:
                     yield values
@@ -125,6 +134,22 @@ class MapJob:
                     raise error
         finally:
             self.cancel()
+
+    def settled(self) -> Iterator[list[Settled]]:
+        """Each chunk's outcomes, in input order or as finished; a failed task does not
+        stop the iteration but is reported in its place, with its exception."""
+        try:
+            for chunk, outcome in self._finished_chunks():
+                yield _settled(chunk, outcome)
+        finally:
+            self.cancel()
+
+    def _finished_chunks(self) -> Iterator[tuple[Chunk, ChunkReport | BaseException]]:
+        while True:
+            self.fill()
+            if not self._out:
+                return
+            yield self._wait_for_next()
 
     def _wait_for_next(self) -> tuple[Chunk, ChunkReport | BaseException]:
         with self._changed:
@@ -188,3 +213,25 @@ class MapJob:
             if not self._ordered:
                 self._finish_order.append(chunk)
             self._changed.notify()
+
+
+def _settled(chunk: Chunk, outcome: ChunkReport | BaseException) -> list[Settled]:
+    """One :class:`Settled` per task of a finished chunk."""
+    if isinstance(outcome, BaseException):
+        error = chunk.blame(outcome)
+        attempts = getattr(outcome, "attempts", chunk.attempt)
+        return [Settled(chunk.first + p, error=error, attempts=attempts)
+                for p in range(chunk.size)]
+    if outcome.error is not None:
+        return [Settled(chunk.first + p, attempts=chunk.attempt,
+                        error=task_exception(outcome.error, chunk.describe(p), outcome.remote))
+                for p in range(chunk.size)]
+    settled = []
+    for position, value in enumerate(outcome.results):
+        failure = outcome.failures.get(position)
+        raised = (None if failure is None else
+                  task_exception(failure, chunk.describe(position), outcome.remote))
+        attempts = getattr(raised, "attempts", None) or outcome.attempts.get(position,
+                                                                             chunk.attempt)
+        settled.append(Settled(chunk.first + position, value, raised, attempts))
+    return settled

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from ._future import Future
-from ._mapjob import MapJob
+from ._mapjob import MapJob, Settled
 from ._policy import _UNSET, TaskPolicy
 from ._scheduler import Scheduler
 from ._transport import CallKind
@@ -161,6 +161,17 @@ class Pool(concurrent.futures.Executor):
         job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
                      ordered=ordered, policy=self._policy)
         return job.chunks()
+
+    def _imap_settled(self, fn: Callable[..., Any],
+                      calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                      ordered: bool, chunksize: int | Literal["auto"]
+                      ) -> Iterator[list[Settled]]:
+        """``fn(*args, **kwargs)`` for each ``(args, kwargs)``, a chunk of outcomes at a
+        time; a task that fails is reported in its place and the rest go on (for
+        ``corework run``, which records every outcome)."""
+        job = MapJob(self._scheduler, fn, calls, kind=CallKind.CALL,
+                     chunksize=parse_chunksize(chunksize), ordered=ordered, policy=self._policy)
+        return job.settled()
 
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
                 chunksize: int | Literal["auto"] = "auto") -> list[T]:

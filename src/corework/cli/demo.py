@@ -18,6 +18,7 @@ from typing import Any
 
 from .._api import map as cw_map
 from ..engines import default_workers
+from ._args import positive
 
 CPU_TASK_SECONDS = 0.25  # one cpu task, before --scale
 IO_STEPS = 10  # sleeps per io task, before --scale
@@ -105,25 +106,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-    return parse
-
-
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "demo", help="the threads-vs-processes lesson, measured on this machine",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("--workers", type=_positive(int), default=None,
+    parser.add_argument("--workers", type=positive(int), default=None,
                         help="workers and tasks per workload (default: the cores here)")
-    parser.add_argument("--scale", type=_positive(float), default=1.0,
+    parser.add_argument("--scale", type=positive(float), default=1.0,
                         help="multiply every task's size (default 1.0: about 10 s in all)")
     parser.set_defaults(run=run)

@@ -69,6 +69,8 @@ class ChunkReport:
     seconds: float = 0.0  # time spent running the chunk's calls, for adaptive chunking
     error: Failure | None = None  # set when no item could run (every task fails with it)
     remote: bool = False  # True when failures come from another process
+    #: Tasks that ran more than once (retried, or re-run alone): position -> times run.
+    attempts: dict[int, int] = field(default_factory=dict)
 
 
 class EngineEvents(Protocol):
