@@ -148,7 +148,7 @@ def test_big_arrays_round_trip_through_workers(dtype):
         array = np.zeros(count, dtype=dtype)
         array["a"] = np.arange(count)
     views = [array, array[::2], array.reshape(3, -1).T, array.reshape(3, -1)[1:], array[:0]]
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         for view in views:
             assert pool.submit(describe, view).result() == (
                 view.dtype.str, view.shape, True, view.tobytes())
@@ -176,7 +176,7 @@ def test_memoryviews_and_bytes_travel(engine):
 
 
 def test_a_result_stays_valid_after_its_worker_is_replaced():
-    with cw.Pool(1, max_tasks_per_worker=1) as pool:
+    with cw.Pool(1, engine="process", max_tasks_per_worker=1) as pool:
         first_pid = pool._pids()[0]
         results = [pool.submit(np.full, BIG, i, dtype="int64").result() for i in range(3)]
         assert first_pid not in pool._pids()
@@ -190,7 +190,7 @@ def test_many_concurrent_transfers():
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(BIG // 8 + i) for i in range(24)]
     fds_before = len(os.listdir("/proc/self/fd"))
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         outcomes = {}
 
         def submit_some(start):
@@ -221,7 +221,7 @@ def test_shared_arrays_reach_every_task(start_method):
     shared = cw.share(array)
     assert isinstance(shared, np.ndarray) and not shared.flags.writeable
     np.testing.assert_array_equal(shared, array)
-    with cw.Pool(2, start_method=start_method) as pool:
+    with cw.Pool(2, engine="process", start_method=start_method) as pool:
         packed = _transport.pack([shared], by_value=True)
         assert len(packed.fds) == 1 and packed.share_ids  # a reference, not a copy
         assert list(pool.map(total, [shared] * 4)) == [float(array.sum())] * 4
@@ -235,7 +235,7 @@ def test_shares_of_any_array_round_trip(data):
     array = data.draw(hnp.arrays(dtypes, hnp.array_shapes(min_dims=0)))
     shared = cw.share(array)
     np.testing.assert_array_equal(shared, array)
-    with cw.Pool(1) as pool:
+    with cw.Pool(1, engine="process") as pool:
         dtype, shape, writeable, raw = pool.submit(describe, shared).result()
     assert (dtype, shape, raw) == (array.dtype.str, array.shape, array.tobytes())
     assert not writeable or array.size == 0
@@ -269,7 +269,7 @@ def test_workers_cannot_write_into_a_shared_input(engine):
 
 def test_a_task_writes_into_its_own_copy_of_an_ordinary_argument():
     array = np.zeros(BIG)
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         assert pool.submit(try_write, array).result() == "written"
     assert not array.any()
 
@@ -283,7 +283,7 @@ def test_writable_shares_show_tasks_writes(engine):
 
 def test_a_share_is_released_everywhere_when_the_caller_lets_go():
     shared = cw.share(np.ones(BIG))
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         list(pool.map(total, [shared] * 4))
         pids = [os.getpid(), *pool._pids()]
         assert memfds(pids)
@@ -300,7 +300,7 @@ def test_a_share_is_released_everywhere_when_the_caller_lets_go():
 
 def test_a_200mb_array_to_four_tasks_costs_one_copy(tmp_path):
     array = np.ones(25_000_000)  # 200 MB
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         pool.submit(total, np.ones(10)).result()  # workers are up
         before = tree_memory()
         futures = [pool.submit(wait_for_go, array, str(tmp_path), i) for i in range(4)]
@@ -329,7 +329,7 @@ CALLER = textwrap.dedent("""
         Path(marker).touch()
         time.sleep(60)
     shared = cw.share(np.ones(5_000_000))
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         futures = [pool.submit(hold, np.ones(4_000_000), sys.argv[1]),
                    pool.submit(hold, shared, sys.argv[1] + "2")]
         print("ready", flush=True)
@@ -371,7 +371,7 @@ def big_result(marker):
 
 def test_sigkill_of_a_worker_mid_transfer_leaves_no_memory_file(tmp_path):
     marker = tmp_path / "marker"
-    with cw.Pool(1) as pool:
+    with cw.Pool(1, engine="process") as pool:
         pid = pool._pids()[0]
         future = pool.submit(big_result, str(marker))
         while not marker.exists():
@@ -396,7 +396,7 @@ SMALL_SHM = textwrap.dedent("""
     assert os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize <= 1 << 20
     big = np.arange(16_000_000, dtype="float64")  # 128 MB, on a 1 MB /dev/shm
     shared = cw.share(big)
-    with cw.Pool(2) as pool:
+    with cw.Pool(2, engine="process") as pool:
         assert pool.submit(lambda a: a.sum(), big).result() == big.sum()
         assert pool.submit(lambda a: a[-1], shared).result() == big[-1]
         assert (pool.submit(lambda n: np.ones(n), 10_000_000).result() == 1).all()

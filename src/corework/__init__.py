@@ -9,6 +9,7 @@ from ._api import imap, map
 from ._errors import (
     Cancelled,
     CoreworkError,
+    EngineUnavailable,
     InitializerFailed,
     MemoryLimitExceeded,
     PoolClosed,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = (
     "Cancelled",
     "CoreworkError",
+    "EngineUnavailable",
     "Future",
     "InitializerFailed",
     "MemoryLimitExceeded",

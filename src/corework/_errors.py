@@ -101,6 +101,10 @@ class InitializerFailed(CoreworkError, concurrent.futures.BrokenExecutor):
     """A worker's ``initializer`` raised, so the pool cannot run tasks."""
 
 
+class EngineUnavailable(CoreworkError, RuntimeError):
+    """The chosen engine cannot run here (e.g. sub-interpreters before Python 3.12)."""
+
+
 class PoolClosed(CoreworkError, RuntimeError):
     """Work was submitted to a pool that has been shut down."""
 

@@ -97,13 +97,18 @@ class Packed:
         self._keep = ()
 
 
-def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES) -> Packed:
+def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
+         in_band: bool = False) -> Packed:
     """Pickle ``obj``; buffers of ``inline_below`` bytes or more go into shared memory.
 
     Buffers that lie in a share are sent as references to it, whatever their size.
     ``by_value`` pickles with cloudpickle (functions and arguments); otherwise the
     standard pickle is tried first (faster for plain data: results) and cloudpickle after.
+    ``in_band`` is plain cloudpickle, for receivers that cannot map segments (or import
+    corework: sub-interpreters).
     """
+    if in_band:
+        return Packed(cloudpickle.dumps(obj, protocol=PROTOCOL))
     collector = _BufferCollector(inline_below)
     try:
         data = _dumps(obj, by_value, collector)
@@ -253,10 +258,10 @@ def shaped_view(buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -
     return view.toreadonly() if readonly else view
 
 
-def pack_for_workers(obj: Any, what: str) -> Packed:
+def pack_for_workers(obj: Any, what: str, in_band: bool = False) -> Packed:
     """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
-        return pack(obj, by_value=True)
+        return pack(obj, by_value=True, in_band=in_band)
     except Exception as exc:
         raise SerializationError(
             f"cannot send {what} to a worker process: {exc}. Make sure everything it "
@@ -264,13 +269,13 @@ def pack_for_workers(obj: Any, what: str) -> Packed:
         ) from exc
 
 
-def pack_items(items: Sequence[Any], describe: Any) -> Packed:
+def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Packed:
     """Pickle a chunk's items; on failure name the first item that cannot be pickled.
 
     ``describe(position)`` names the task at that position in the chunk for the message.
     """
     try:
-        return pack(items, by_value=True)
+        return pack(items, by_value=True, in_band=in_band)
     except Exception as exc:
         position = _first_unpicklable(items)
         where = describe(position) if position is not None else "a task"

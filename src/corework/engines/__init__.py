@@ -23,7 +23,7 @@ __all__ = [
     "resolve_engine_name",
 ]
 
-ENGINES = ("auto", "process", "thread")
+ENGINES = ("auto", "process", "thread", "interpreter")
 
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None,
@@ -38,9 +38,20 @@ def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
     return ThreadEngine(workers, setup)
 
 
+def _interpreter(workers: int, setup: WorkerSetup, start_method: str | None,
+                 memory_limit: int | None) -> Engine:
+    if memory_limit is not None:
+        raise ValueError("memory_limit needs engine='process': sub-interpreters share one "
+                         "process")
+    from .interpreter import InterpreterEngine  # only where asked for: 3.12+ only
+
+    return InterpreterEngine(workers, setup)
+
+
 _FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None, int | None], Engine]] = {
     "process": _process,
     "thread": _thread,
+    "interpreter": _interpreter,
 }
 
 

@@ -1,0 +1,275 @@
+"""The interpreter engine: one sub-interpreter, with its own GIL, per slot (Python 3.12+).
+
+Each slot is a thread of this process that owns an isolated sub-interpreter and runs its
+chunks there, so pure-Python CPU work runs in parallel without the cost of processes.
+Functions and arguments are pickled (sub-interpreters share no objects); the code that
+runs inside is ``_in_interpreter``, loaded by path because the ``corework`` package itself
+imports C extensions that sub-interpreters cannot load — as are numpy and many others: a
+task that needs one fails with an ImportError that says to use ``engine="process"``.
+
+The low-level modules are CPython's own: ``_interpreters`` (3.13+, what 3.14's
+``concurrent.interpreters`` is built on) and ``_xxsubinterpreters`` (3.12). The
+``interpreters-pep-734`` backport was tried: on 3.12 it needs a compiled companion that
+crashed here, and it adds nothing this engine uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .._errors import Cancelled, EngineUnavailable, InitializerFailed
+from .._transport import Failure, pack_for_workers, pack_items
+from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+
+_STOP = None
+_INSIDE = Path(__file__).with_name("_in_interpreter.py")
+_BOOT = """
+import importlib.util, sys
+_spec = importlib.util.spec_from_file_location("_corework_in_interpreter", inside)
+_cw = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _cw
+_spec.loader.exec_module(_cw)
+_failure = _cw.start(path, kill_fd, setup)
+import os
+os.ftruncate(out_fd, 0)
+os.pwrite(out_fd, _failure or b"", 0)
+"""
+_RUN = "_cw.run(fn_id, fn_blob, star, items, out_fd)"
+_JOIN_WATCHDOG = """
+import threading
+for _t in threading.enumerate():
+    if _t.name == "corework-watchdog":
+        _t.join()
+"""
+_NO_SUBINTERPRETERS = re.compile(r"module (\S+) does not support loading in subinterpreters")
+
+
+class _Runtime:
+    """CPython's low-level sub-interpreter calls, the same on 3.12 and 3.13+."""
+
+    def __init__(self) -> None:
+        if sys.version_info < (3, 12):
+            raise EngineUnavailable(
+                f"engine='interpreter' needs Python 3.12 or newer (sub-interpreters with "
+                f"their own GIL); this is {sys.version.split()[0]}. Use engine='process'.")
+        if sys.version_info >= (3, 13):
+            import _interpreters as module
+        else:  # the standard library's name on 3.12 (a backport's _interpreters may crash)
+            import _xxsubinterpreters as module  # type: ignore[import-not-found]
+        self._module: Any = module
+
+    def create(self) -> Any:
+        """A new isolated sub-interpreter with its own GIL; keep what this returns (on 3.12
+        the interpreter is destroyed once its ID object is collected)."""
+        if hasattr(self._module, "exec"):
+            return self._module.create("isolated")
+        return self._module.create()  # isolated by default on 3.12
+
+    def run(self, interp: Any, code: str, shared: dict[str, Any]) -> None:
+        """Run ``code`` in the sub-interpreter; RuntimeError with its traceback if it raises."""
+        if hasattr(self._module, "exec"):
+            info = self._module.exec(interp, code, shared)
+            if info is not None:
+                raise RuntimeError(getattr(info, "formatted", None) or str(info))
+            return
+        try:
+            self._module.run_string(interp, code, shared)
+        except self._module.RunFailedError as exc:
+            raise RuntimeError(str(exc)) from None
+
+    def destroy(self, interp: Any) -> None:
+        with contextlib.suppress(Exception):
+            self._module.destroy(interp)
+
+
+class _Slot:
+    """One sub-interpreter's thread, inbox, and kill pipe."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.inbox: queue.SimpleQueue[ChunkWork | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.running: int | None = None
+        self.retired = False  # kill() or restart() gave the slot to a new sub-interpreter
+        self.functions: set[int] = set()  # ids the sub-interpreter holds
+        self.kill_r, self.kill_w = os.pipe()
+        self.thread: threading.Thread | None = None
+
+    def interrupt(self) -> None:
+        """Make the running task raise at its next line of Python (see _in_interpreter)."""
+        with contextlib.suppress(OSError):
+            os.write(self.kill_w, b"k")
+
+
+class InterpreterEngine(Engine):
+    """Slots are threads named ``corework-interpreter-N``, each with a sub-interpreter."""
+
+    name: ClassVar[str] = "interpreter"
+    crosses_processes: ClassVar[bool] = True  # arguments are pickled
+
+    def __init__(self, workers: int, setup: WorkerSetup) -> None:
+        super().__init__(workers, setup)
+        self._runtime = _Runtime()
+        self._setup_blob = pack_for_workers(
+            (setup.initializer, setup.initargs),
+            f"the initializer {setup.initializer!r} or its initargs", in_band=True).data
+
+    def start(self, events: EngineEvents) -> None:
+        self._events = events
+        self._slots = [_Slot(index) for index in range(self.workers)]
+        for slot in self._slots:
+            self._start_thread(slot)
+
+    def _start_thread(self, slot: _Slot) -> None:
+        slot.thread = threading.Thread(target=self._serve, args=(slot,), daemon=True,
+                                       name=f"corework-interpreter-{slot.index}")
+        slot.thread.start()
+
+    def _serve(self, slot: _Slot) -> None:
+        out_fd = _scratch_file()
+        interp = None
+        try:
+            interp = self._runtime.create()
+            if not self._boot(slot, interp, out_fd):
+                return
+            self._events.worker_ready(slot.index)
+            while (work := slot.inbox.get()) is not _STOP:
+                report = self._run(slot, interp, out_fd, work)
+                if slot.retired:
+                    return  # kill() or restart() has already handed the slot on
+                self._events.chunk_done(slot.index, report)
+        except Exception as exc:
+            if not slot.retired:
+                self._events.engine_broken(exc)
+        finally:
+            os.close(slot.kill_w)  # the watchdog's end of file: it exits
+            if interp is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._runtime.run(interp, _JOIN_WATCHDOG, {})
+                self._runtime.destroy(interp)
+            os.close(slot.kill_r)
+            os.close(out_fd)
+
+    def _boot(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
+        self._runtime.run(interp, _BOOT, {
+            "inside": str(_INSIDE), "path": "\0".join(sys.path), "kill_fd": slot.kill_r,
+            "setup": self._setup_blob, "out_fd": out_fd})
+        failure = _read(out_fd)
+        if not failure:
+            return True
+        error = _failure(pickle.loads(failure))
+        broken = InitializerFailed(
+            f"the initializer {self.setup.initializer!r} raised in sub-interpreter "
+            f"{slot.index}: {error.type_name}: {error.message}. No task can run in this pool.")
+        broken.__cause__ = error.exc
+        self._events.engine_broken(broken)
+        return False
+
+    def _run(self, slot: _Slot, interp: Any, out_fd: int, work: ChunkWork) -> ChunkReport:
+        fn_blob = None
+        if work.fn.id not in slot.functions:
+            slot.functions.add(work.fn.id)
+            fn_blob = work.fn.blob
+        self._runtime.run(interp, _RUN, {
+            "fn_id": work.fn.id, "fn_blob": fn_blob, "star": int(work.kind),
+            "items": work.payload, "out_fd": out_fd})
+        with slot.lock:
+            slot.running = None
+        results, failures, seconds, error, _ = pickle.loads(_read(out_fd))
+        return ChunkReport(
+            work.id, results, {at: _failure(f) for at, f in failures.items()}, seconds,
+            _failure(error) if error is not None else None, remote=True)
+
+    # ------------------------------------------------------------------ the interface
+
+    def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
+        blob = pack_for_workers(fn, f"the function {fn!r}", in_band=True).data
+        return FunctionRef(fn_id, fn, blob)
+
+    def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
+        return pack_items(items, describe, in_band=True).data
+
+    def send(self, slot: int, work: ChunkWork) -> None:
+        target = self._slots[slot]
+        with target.lock:
+            target.running = work.id
+        target.inbox.put(work)
+
+    def kill(self, slot: int) -> None:
+        """Interrupt the slot's task at its next line of Python; a fresh sub-interpreter
+        takes the slot at once. (A task blocked in C code ends when that call returns.)"""
+        self._retire(slot)
+        self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
+
+    def restart(self, slot: int) -> None:
+        """Replace the slot's idle sub-interpreter with a fresh one (worker recycling)."""
+        self._retire(slot)
+
+    def _retire(self, slot: int) -> None:
+        old = self._slots[slot]
+        with old.lock:
+            old.retired = True
+            if old.running is not None:
+                old.interrupt()
+        old.inbox.put(_STOP)
+        self._slots[slot] = _Slot(slot)
+        self._start_thread(self._slots[slot])
+
+    def stop(self, wait: bool, now: bool = False) -> None:
+        abandoned = set()
+        for slot in self._slots:
+            if now:
+                with slot.lock:
+                    slot.retired = True
+                    if slot.running is not None:
+                        slot.interrupt()
+                        abandoned.add(slot.index)
+            slot.inbox.put(_STOP)
+        if wait:
+            current = threading.current_thread()
+            for slot in self._slots:
+                if slot.index not in abandoned and slot.thread not in (None, current):
+                    slot.thread.join()
+
+
+def _scratch_file() -> int:
+    """A file for a sub-interpreter's answers (results can be larger than a pipe holds)."""
+    create = getattr(os, "memfd_create", None)
+    if create is not None:
+        return int(create("corework-interpreter", os.MFD_CLOEXEC))
+    with tempfile.TemporaryFile() as file:  # pragma: no cover - not Linux
+        return os.dup(file.fileno())
+
+
+def _read(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
+def _failure(plain: tuple[Any, ...]) -> Failure:
+    """corework's Failure from the sub-interpreter's plain tuple, with a hint for modules
+    that cannot load in sub-interpreters."""
+    blob, type_name, message, formatted = plain
+    exc: BaseException | None = None
+    if blob is not None:
+        with contextlib.suppress(Exception):
+            exc = pickle.loads(blob)
+    found = _NO_SUBINTERPRETERS.search(message)
+    if found:
+        message = (f"module {found[1]} cannot be imported in a sub-interpreter (it does not "
+                   "support them); run these tasks with engine='process' (or 'thread')")
+        exc = ImportError(message)
+        type_name = "ImportError"
+    if exc is not None:
+        exc.__traceback__ = None
+    return Failure(exc, type_name, message, formatted)
