@@ -22,9 +22,9 @@ across the timed region unless a fork happens inside it; the PSS sum, reported b
 shows the other view: each mapped page split between the processes that map it, but a
 file held only by a descriptor (a segment written but not mapped) not at all.
 
-Reading ``/proc/PID/smaps`` walks the process's page tables (about 2 ms for a process with
-400 MB resident): the sampler sleeps ``interval`` between samples, so it takes well under
-one core of the two these benchmarks usually run on.
+Reading ``/proc/PID/smaps`` walks the process's page tables (2-4 ms per sample for a
+process with 400 MB resident), and the sampler sleeps ``interval`` between samples: on two
+cores that slows a short map by 30-50%, so the case times another run without it.
 """
 
 from __future__ import annotations
