@@ -1,7 +1,8 @@
 """One measurement in a fresh interpreter: ``python -m benchmarks.case WORKLOAD PEER PARAMS``.
 
 Prints one JSON line: the measured seconds (``{"seconds": ...}``, plus ``"shutdown"`` for
-the startup workload) or ``{"error": ...}``. A fault workload (crash, timeout) prints what
+the startup workload, and the tree's extra peak memory for a workload with shared data)
+or ``{"error": ...}``. A fault workload (crash, timeout) prints what
 the caller got as soon as it has it, and again with the time once the pool is shut down:
 the runner reads the first line if the shutdown hangs. Times are taken with
 ``time.perf_counter`` inside this process, so interpreter start and importing the library
@@ -12,6 +13,7 @@ numpy's BLAS instead.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
@@ -50,6 +52,33 @@ def measure_map(workload: Workload, peer: Peer, params: Params) -> tuple[dict[st
     return {"seconds": seconds}, results
 
 
+def measure_shared(workload: Workload, peer: Peer, params: Params) -> tuple[dict[str, Any],
+                                                                               list[Any]]:
+    """Two maps of ``fn(data, x)``, ``data`` made first, each on a fresh pool that has run
+    a small warm-up map: one timed, then one with the process tree's memory sampled (the
+    sampler takes CPU from the map: 30-50% more wall time on two cores), reported as peaks
+    over the baseline taken just before the map."""
+    from .memory import TreeMemory
+
+    fn, items = workload.job(params)
+    data = workload.data(params)  # type: ignore[misc]
+    results, metrics = [], {}
+    for memory in (None, TreeMemory()):
+        pool = peer.open_shared(workload.worker_count(), data)
+        try:
+            peer.map(pool, *workload.warm())
+            with memory or contextlib.nullcontext():
+                start = time.perf_counter()
+                results.append(peer.map_shared(pool, fn, data, items))
+                seconds = time.perf_counter() - start
+        finally:
+            peer.close(pool)
+        metrics.update(memory.extra() if memory else {"seconds": seconds})
+    if results[0] != results[1]:
+        raise AssertionError(f"the two maps differ: {str(results)[:200]}")
+    return metrics, results[0]
+
+
 def measure_fault(workload: Workload, peer: Peer, params: Params, bad: int) -> dict[str, Any]:
     """One outcome per task on a warm pool: the seconds until every outcome is known and
     the pool is shut down, how many of the other tasks returned their input, and what the
@@ -86,7 +115,8 @@ def run(workload_name: str, peer_name: str, params: Params) -> dict[str, Any]:
         importlib.import_module(peer.module)
     if workload.bad is not None:
         return measure_fault(workload, peer, params, workload.bad)
-    measure = measure_startup if workload.startup else measure_map
+    measure = (measure_startup if workload.startup else
+               measure_shared if workload.data is not None else measure_map)
     metrics, results = measure(workload, peer, params)
     if not workload.check(params, results):
         raise AssertionError(f"wrong results: {str(results)[:200]}")

@@ -5,6 +5,10 @@ default is one task per message and the docs only say "use a larger chunksize fo
 inputs" (ProcessPoolExecutor, pebble): there we use the rule multiprocessing.Pool.map uses
 by default, ``ceil(len(items) / (4 * workers))``.
 
+The bigdata workload calls :meth:`Peer.map_shared`: every task gets one large object,
+passed the way the library passes it best (an ordinary argument unless it has a way of
+its own).
+
 The crash and timeout workloads call :meth:`Peer.outcomes` instead: one outcome per task,
 through the library's futures where it has them, else through its map (whose one
 exception then stands for every task). ``task_timeout`` is given to the library where it
@@ -13,9 +17,11 @@ takes one; None (every other workload) leaves each library's defaults alone.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,12 +69,14 @@ class Peer:
     """A library under test.
 
     ``module`` is imported before anything is timed (the startup workload times pool
-    creation, not imports); ``requires`` names the distribution it needs, if any.
+    creation, not imports); ``requires`` names the distribution it needs, if any;
+    ``data_only``: the case applies only to workloads with shared data.
     """
 
     name = ""
     module = ""
     requires = ""
+    data_only = False
 
     def __init__(self, task_timeout: float | None = None) -> None:
         self.workers = 1
@@ -79,8 +87,18 @@ class Peer:
         self.workers = workers
         return None
 
+    def open_shared(self, workers: int, data: Any) -> Any:
+        """A new pool for :meth:`map_shared` calls with ``data``: here just :meth:`open`;
+        a library that hands such data to its workers when they start does it here."""
+        return self.open(workers)
+
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         """``[fn(x) for x in items]``, run on ``pool``, in order."""
+        raise NotImplementedError
+
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        """``[fn(data, x) for x in items]``, run on ``pool``, in order."""
         raise NotImplementedError
 
     def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
@@ -100,6 +118,10 @@ class Serial(Peer):
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         return [fn(x) for x in items]
 
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        return [fn(data, x) for x in items]
+
 
 class MpPool(Peer):
     name, module = "mp-pool", "multiprocessing"
@@ -113,6 +135,10 @@ class MpPool(Peer):
         if self.task_timeout is not None:  # a limit on the whole call; Pool has no other
             return list(pool.map_async(fn, items).get(self.task_timeout))
         return pool.map(fn, items)  # default chunksize (see mp_chunksize)
+
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        return pool.starmap(fn, [(data, x) for x in items])
 
     def close(self, pool: Any) -> None:
         pool.close()
@@ -131,6 +157,11 @@ class CfProcess(Peer):
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         # The default chunksize=1 sends one message per task; see the module docstring.
         return list(pool.map(fn, items, chunksize=mp_chunksize(len(items), self.workers)))
+
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        chunksize = mp_chunksize(len(items), self.workers)
+        return list(pool.map(fn, [data] * len(items), items, chunksize=chunksize))
 
     def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
         return collect([pool.submit(fn, x) for x in items], self.task_timeout)
@@ -165,6 +196,14 @@ class JoblibLoky(Peer):
 
         return list(pool(delayed(fn)(x) for x in items))  # batch_size="auto"
 
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        from joblib import delayed
+
+        # Arrays over max_nbytes (1 MB) go to the workers as memmaps of a file joblib
+        # writes in /dev/shm (or a temp folder).
+        return list(pool(delayed(fn)(data, x) for x in items))
+
     def close(self, pool: Any) -> None:
         from joblib.externals.loky import reusable_executor
 
@@ -179,17 +218,39 @@ class Mpire(Peer):
     name, module = "mpire", "mpire"
     requires = module
 
+    def __init__(self, task_timeout: float | None = None) -> None:
+        super().__init__(task_timeout)
+        self.shared = False
+
     def open(self, workers: int) -> Any:
         from mpire import WorkerPool
 
         return WorkerPool(n_jobs=workers, keep_alive=True)  # keep workers between maps
 
+    def open_shared(self, workers: int, data: Any) -> Any:
+        from mpire import WorkerPool
+
+        # The workers (forked when the first map starts them) inherit ``data``
+        # copy-on-write; every task then gets it as its first argument.
+        self.shared = True
+        return WorkerPool(n_jobs=workers, keep_alive=True, shared_objects=data)
+
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
+        if self.shared:  # mpire passes the shared objects first: skip them
+            fn = functools.partial(_after_shared, fn)
         # default chunking: n_jobs * 64 splits
+        return pool.map(fn, items, task_timeout=self.task_timeout)
+
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
         return pool.map(fn, items, task_timeout=self.task_timeout)
 
     def close(self, pool: Any) -> None:
         pool.stop_and_join()
+
+
+def _after_shared(fn: Task, shared: Any, x: Any) -> Any:
+    return fn(x)
 
 
 class Pebble(Peer):
@@ -227,6 +288,11 @@ class Corework(Peer):
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         return list(pool.imap(fn, items))  # chunksize="auto"
 
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        # Buffers of 256 KiB or more go through shared memory by themselves.
+        return list(pool.map(fn, [data] * len(items), items))
+
     def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
         return collect([pool.submit(fn, x) for x in items])
 
@@ -238,10 +304,22 @@ class CoreworkThread(Corework):
     name, engine = "corework-thread", "thread"
 
 
+class CoreworkShare(Corework):
+    """The process engine, with the data put in shared memory once by ``cw.share``."""
+
+    name, data_only = "corework-share", True
+
+    def map_shared(self, pool: Any, fn: Callable[[Any, Any], Any], data: Any,
+                   items: list[Any]) -> list[Any]:
+        import corework
+
+        return super().map_shared(pool, fn, corework.share(data), items)
+
+
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (Serial, MpPool, CfProcess, CfThread, JoblibLoky, Mpire, Pebble, Corework,
-              CoreworkThread)
+              CoreworkThread, CoreworkShare)
 }
 
 

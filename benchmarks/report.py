@@ -13,8 +13,8 @@ from typing import Any
 from .peers import PEERS, version
 from .workloads import WORKLOADS, Workload
 
-#: The two corework variants, compared against the best of the other peers.
-COREWORK = ("corework-process", "corework-thread")
+#: The corework variants, compared against the best of the other peers.
+COREWORK = ("corework-process", "corework-thread", "corework-share")
 
 
 @dataclass
@@ -34,7 +34,7 @@ class CaseResult:
         if self.status != "ok" or not self.samples:
             return ""
         values = [s[metric] for s in self.samples]
-        return f"{min(values):.4f}–{max(values):.4f}"
+        return f"{_number(metric, min(values))}–{_number(metric, max(values))}"
 
 
 #: results[workload][peer]
@@ -98,6 +98,13 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def _number(metric: str, value: float | None) -> str:
+    """Seconds to 0.1 ms, megabytes to 1 MB."""
+    if value is None:
+        return ""
+    return f"{value:.0f}" if metric.endswith("_mb") else _seconds(value)
+
+
 def _efficiency(serial: float | None, time: float | None, workers: int) -> str:
     """Speedup over the serial loop per worker: 1.00 is perfect scaling."""
     if serial is None or time is None:
@@ -108,7 +115,15 @@ def _efficiency(serial: float | None, time: float | None, workers: int) -> str:
 def _metrics(workload: str) -> list[tuple[str, str]]:
     if WORKLOADS[workload].startup:
         return [("seconds", "first result s"), ("shutdown", "shutdown s")]
+    if WORKLOADS[workload].data is not None:
+        return [("seconds", "median s"), ("extra_mb", "extra peak MB"),
+                ("pss_mb", "PSS extra MB")]
     return [("seconds", "median s")]
+
+
+def _times(workload: str) -> list[tuple[str, str]]:
+    """The metrics that are times (the summary compares those)."""
+    return [(metric, label) for metric, label in _metrics(workload) if label.endswith(" s")]
 
 
 def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
@@ -121,19 +136,23 @@ def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
         headers += [label, "min–max"]
     if spec.efficiency:
         headers.append("efficiency")
+    if spec.data_mb:
+        headers.append("extra / data")
     headers.append("note")
     serial = cases.get("serial", CaseResult(status="skipped")).median()
     rows = []
     for peer, case in cases.items():
         row = [peer]
         for metric, _ in _metrics(workload):
-            row += [_seconds(case.median(metric)), case.spread(metric)]
+            row += [_number(metric, case.median(metric)), case.spread(metric)]
         if spec.efficiency:
             row.append(_efficiency(serial, case.median(), spec.worker_count())
                        if peer != "serial" else "")
-        row.append(case.status if case.status != "ok" else "")
-        if case.note:
-            row[-1] = f"{row[-1]}: {case.note}" if row[-1] else case.note
+        if spec.data_mb:
+            extra = case.median("extra_mb")
+            row.append("" if extra is None else f"{extra / spec.data_mb:.2f}")
+        notes = [case.status if case.status != "ok" else "", case.note, spec.api.get(peer, "")]
+        row.append("; ".join(n for n in notes if n))
         rows.append(row)
     title = f"### {workload}: {spec.what} (workers={spec.worker_count()})"
     return f"{title}\n\n{_table(headers, rows)}"
@@ -185,19 +204,20 @@ def summary_table(results: Results) -> str:
     Not for the crash and timeout workloads: there a fast answer may be a lost one.
     "" when no other workload was run."""
     headers = ["workload", "best peer", "peer s"]
-    for name in COREWORK:
+    ours = [name for name in COREWORK if any(name in cases for cases in results.values())]
+    for name in ours:
         headers += [f"{name} s", "ratio"]
     rows = []
     for workload, cases in results.items():
         if WORKLOADS[workload].bad is not None:
             continue
-        for metric, label in _metrics(workload):
+        for metric, label in _times(workload):
             times = {p: c.median(metric) for p, c in cases.items() if p not in COREWORK}
             known = {p: t for p, t in times.items() if t is not None}
             best = min(known, key=known.__getitem__) if known else None
             name = workload if metric == "seconds" else f"{workload} ({label.removesuffix(' s')})"
             row = [name, best or "", _seconds(known.get(best) if best else None)]
-            for cw in COREWORK:
+            for cw in ours:
                 mine = cases[cw].median(metric) if cw in cases else None
                 ratio = f"{known[best] / mine:.2f}" if best and mine else ""
                 row += [_seconds(mine) or (cases[cw].status if cw in cases else ""), ratio]

@@ -55,6 +55,27 @@ def io_task(task_id: int) -> int:
     return task_id
 
 
+def bigdata_task(array: Any, task_id: int) -> float:
+    """Reads the whole shared array once; returns its sum plus the task id (checkable)."""
+    return float(array.sum()) + task_id
+
+
+#: The bigdata array: 25 million float64, 200 MB.
+BIGDATA_ITEMS = 25_000_000
+
+
+def bigdata_array(params: Params) -> Any:
+    """``arange(BIGDATA_ITEMS)`` as float64: every page written, and an exact known sum."""
+    import numpy as np
+
+    return np.arange(BIGDATA_ITEMS, dtype=np.float64)
+
+
+def _bigdata_ok(params: Params, results: list[Any]) -> bool:
+    total = BIGDATA_ITEMS * (BIGDATA_ITEMS - 1) // 2  # < 2**53: float64 sums it exactly
+    return results == [float(total + k) for k in range(4)]
+
+
 def warm_task(x: int, module: str = "") -> int:
     """Warm-up: sleeps a little so that every worker gets one, and imports ``module``
     there, so that neither worker start nor imports land in the timed region."""
@@ -116,6 +137,17 @@ class Workload:
     task_timeout: float | None = None  # per-task limit, where the library has one
     excluded: Mapping[str, str] = field(default_factory=dict)  # peer: why it cannot run
     api: Mapping[str, str] = field(default_factory=dict)  # peer: the calls it is timed with
+    # Data made in the case process before anything is timed, handed to every task the
+    # library's own way (Peer.map_shared: the task is fn(data, item)); the case then also
+    # samples the process tree's memory during the timed map (see benchmarks.memory).
+    data: Callable[[Params], Any] | None = None
+    data_mb: int = 0  # its size, for the report's "x data" column
+
+    def applies(self, peer: str) -> bool:
+        """Whether the workload runs ``peer`` at all (else it is left out of the table)."""
+        from .peers import PEERS
+
+        return peer not in self.skip and (self.data is not None or not PEERS[peer].data_only)
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -158,6 +190,21 @@ WORKLOADS: dict[str, Workload] = {
             job=lambda p: (io_task, list(range(8))),
             check=lambda p, r: r == list(range(8)),
             workers=8, timeout=30.0, skip=frozenset({"serial"}),
+        ),
+        Workload(
+            "bigdata", "a 200 MB float64 array read whole by 4 tasks on a warm pool: "
+            "wall time, and peak memory of the process tree over the caller's",
+            job=lambda p: (bigdata_task, list(range(4))),
+            check=_bigdata_ok, workers=2, warm_module="numpy", data=bigdata_array, data_mb=200,
+            skip=frozenset({"cf-thread", "corework-thread", "pebble"}),
+            api={"serial": "a loop in the caller",
+                 "mp-pool": "starmap(fn, [(a, i)...]): a is pickled into each task",
+                 "cf-process": "map(fn, [a]*4, range(4)): a is pickled into each chunk",
+                 "joblib-loky": "Parallel()(delayed(fn)(a, i)...): auto memmap of a",
+                 "mpire": "WorkerPool(shared_objects=a): a reaches the workers by fork "
+                          "when they start, before the timed map",
+                 "corework-process": "map(fn, [a]*4, range(4)): automatic shared memory",
+                 "corework-share": "ref = cw.share(a) (timed), then map(fn, [ref]*4, range(4))"},
         ),
         Workload(
             "startup", "pool creation to the first result of one x*x, then shutdown",
