@@ -137,6 +137,10 @@ def _svg(panel: Panel, width: int = 420, height: int = 260) -> str:
                          f"<title>{ENGINE_LABELS[engine]}: {panel.fmt(value)}</title></rect>")
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y(value) - 3:.1f}" '
                          f'text-anchor="middle" font-size="9">{panel.fmt(value)}</text>')
+            if not group:  # one group: name each bar instead
+                parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 16}" '
+                             f'text-anchor="middle" font-size="11">{ENGINE_LABELS[engine]}'
+                             "</text>")
         mark = panel.ideals[g]
         if mark is not None:
             parts.append(f'<line x1="{x0:.1f}" x2="{x0 + group_w * 0.8:.1f}" '

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from . import _demo_verdicts as judge
 from ._demo_experiments import (
     CPU_TASK_SECONDS,
@@ -37,6 +39,13 @@ def _startup_verdicts(results: Results) -> list[judge.Verdict]:
             judge.processes_memory(processes.memory or 0.0, threads.memory or 0.0)]
 
 
+def _brief(note: str) -> str:
+    """A note short enough for a verdict line; the notes below the table keep it whole."""
+    if len(note) <= 60:
+        return note
+    return f"{note.split(':', maxsplit=1)[0]}: see the notes"
+
+
 def _unmeasured(name: str, why: str = "it failed: see the notes") -> judge.Verdict:
     return judge.Verdict(judge.CLAIMS[name], judge.NOT_MEASURED, why)
 
@@ -60,12 +69,13 @@ def verdicts(results: Results) -> list[judge.Verdict]:
         *_startup_verdicts(results),
         _unmeasured("race", "not run") if race is None
         else judge.race(race.expected, race.unlocked, race.locked),
-        judge.threads_native(_speedup(results, "native", "thread"), p, notes.get("native", "")),
+        judge.threads_native(_speedup(results, "native", "thread"), p,
+                             _brief(notes.get("native", ""))),
         judge.interpreters_cpu(_speedup(results, "cpu", "interpreter"), p,
-                               notes.get("interpreter", "")),
+                               _brief(notes.get("interpreter", ""))),
         judge.free_threading(_speedup(results, ft_workload, "thread"), p,
                              results.free_threaded.split(" (")[0],
-                             notes.get("free-threaded", "")),
+                             _brief(notes.get("free-threaded", ""))),
     ]
 
 
@@ -151,5 +161,7 @@ def render(results: Results, found: list[judge.Verdict]) -> str:
     lines += [f"{v.status:<15}{v.claim:<{width}}{v.evidence}" for v in found]
     notes = _notes(results)
     if notes:
-        lines += ["", "notes:"] + [f"  {note}" for note in notes]
+        lines += ["", "notes:"]
+        lines += [textwrap.fill(note, 98, initial_indent="  ", subsequent_indent="    ",
+                                break_on_hyphens=False) for note in notes]
     return "\n".join(lines)
