@@ -49,6 +49,7 @@ CPU_TASK_SECONDS = 0.25  # one cpu or native task, before --scale
 IO_STEPS = 10  # (i * i; sleep) steps per io task, before --scale
 IO_SLEEP = 0.02
 IO_TASKS_PER_WORKER = 4  # waiting does not need a core: more io tasks than cores
+IO_REPEATS = 2  # at most: sleeps are barely disturbed by load, and serial io is slow
 MATRIX = 512  # the native task multiplies MATRIX x MATRIX matrices
 RACE_INCREMENTS = 2000  # per thread, before --scale
 
@@ -69,6 +70,10 @@ class Settings:
     @property
     def io_tasks(self) -> int:
         return self.workers * IO_TASKS_PER_WORKER
+
+    @property
+    def io_repeats(self) -> int:
+        return min(self.repeats, IO_REPEATS)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class Startup:
 
     engine: str
     first_pool: float | None  # the first pool of this engine in this process
-    warm: float | None  # median of the pools after it
+    warm: float | None  # the best of the pools after it
     memory: float | None  # bytes per worker
     memory_how: str = ""
     error: str = ""
@@ -247,8 +252,8 @@ def _memory_per_worker(engine: str, workers: int) -> tuple[float, str]:
 def _startup(engine: str, settings: Settings) -> Startup:
     try:
         first = _first_result(engine, settings.workers)
-        warm = statistics.median(_first_result(engine, settings.workers)
-                                 for _ in range(max(1, settings.startups - 1)))
+        warm = min(_first_result(engine, settings.workers)
+                   for _ in range(max(1, settings.startups - 1)))
         memory, how = _memory_per_worker(engine, settings.workers)
     except Exception as exc:
         return Startup(engine, None, None, None, error=_error(exc))
@@ -346,14 +351,18 @@ def measure(settings: Settings, say: Callable[[str], None] = lambda _: None) -> 
     busy = _busy(settings.cores)
     if busy:
         results.notes["busy"] = busy
-    engines = [e for e in ENGINES if e != "interpreter"]
+    say("start-up and memory")
+    # Processes first: corework forks its launcher from this process only while it has a
+    # single thread (else it must spawn one, and every worker imports this module anew).
+    # Thread pools, sub-interpreters and numpy's BLAS all start threads.
+    results.startups = [_startup("process", settings)]
+    engines = ["thread", "process"]
     unavailable = probe_interpreters()
     if unavailable:
         results.notes["interpreter"] = f"not available here: {unavailable}"
     else:
         engines.append("interpreter")
-    say("start-up and memory")
-    results.startups = [_startup(engine, settings) for engine in engines]
+    results.startups += [_startup(engine, settings) for engine in engines if engine != "process"]
     say("cpu")
     results.timings += _workload("cpu", square_loop, calibrate(CPU_TASK_SECONDS * settings.scale),
                                  tasks=settings.workers, engines=engines,
@@ -361,7 +370,7 @@ def measure(settings: Settings, say: Callable[[str], None] = lambda _: None) -> 
     say("io")
     steps = max(1, round(IO_STEPS * settings.scale))
     results.timings += _workload("io", square_numbers, steps, tasks=settings.io_tasks,
-                                 engines=engines, repeats=settings.repeats)
+                                 engines=engines, repeats=settings.io_repeats)
     say("native")
     try:
         results.timings += _native(settings, engines)

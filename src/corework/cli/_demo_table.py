@@ -128,9 +128,8 @@ def _legend(results: Results) -> list[str]:
         f"on {s.io_tasks} workers (the lesson's square_numbers)",
         f"native: {s.workers} tasks of numpy matrix products, BLAS held to 1 thread, "
         f"on {s.workers} workers",
-        "each time is the best of "
-        f"{s.repeats} run{'s' if s.repeats > 1 else ''}, pool start included; "
-        "× is the speedup over serial",
+        f"each time is the best of {s.repeats} run{'s' if s.repeats > 1 else ''} (io: "
+        f"{s.io_repeats}), pool start included; × is the speedup over serial",
     ]
 
 
