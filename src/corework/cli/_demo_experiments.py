@@ -223,7 +223,7 @@ def _native(settings: Settings, engines: Sequence[str]) -> list[Timing]:
 
     with threadpool_limits(limits=1):
         matmul(1)  # warm up: import numpy, load BLAS
-        once = min(best_of(1, lambda: matmul(1)) for _ in range(5))
+        once = best_of(3, lambda: matmul(10)) / 10
         size = max(1, round(CPU_TASK_SECONDS * settings.scale / once))
         return _workload("native", matmul, size, tasks=settings.workers, engines=engines,
                          repeats=settings.repeats)

@@ -128,6 +128,7 @@ def _legend(results: Results) -> list[str]:
         f"on {s.io_tasks} workers (the lesson's square_numbers)",
         f"native: {s.workers} tasks of numpy matrix products, BLAS held to 1 thread, "
         f"on {s.workers} workers",
+        "        (new process workers import numpy first: part of their time)",
         f"each time is the best of {s.repeats} run{'s' if s.repeats > 1 else ''} (io: "
         f"{s.io_repeats}), pool start included; × is the speedup over serial",
     ]

@@ -41,7 +41,7 @@ QUICK_SCALE = 0.3  # --quick: smaller tasks, one run each
 def _settings(args: argparse.Namespace) -> Settings:
     workers = args.workers or default_workers()
     scale = args.scale * (QUICK_SCALE if args.quick else 1.0)
-    repeats = args.repeats or (3 if args.quick else 6)
+    repeats = args.repeats or (3 if args.quick else 5)
     return Settings(workers=workers, cores=default_workers(), scale=scale, repeats=repeats)
 
 
@@ -93,7 +93,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smaller tasks ({QUICK_SCALE} x --scale), fewer runs: about 10 s")
     parser.add_argument("--repeats", type=positive(int), default=None,
-                        help="runs of each measurement, the best kept (default 6, 3 with "
+                        help="runs of each measurement, the best kept (default 5, 3 with "
                              "--quick; io at most 2)")
     parser.add_argument("--output", metavar="DIR", default=None,
                         help="where to write demo.png and demo.html (default: a new "
