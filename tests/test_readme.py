@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from corework.cli._demo_verdicts import CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_MEASURED
+
 README = Path(__file__).resolve().parent.parent / "README.md"
+STATUSES = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURED)
 
 
 def test_readme_python_examples_run(tmp_path):
@@ -19,6 +22,19 @@ def test_readme_python_examples_run(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "1024" in done.stdout and "[32, 9]" in done.stdout
+
+
+def test_readme_opens_with_the_demo_and_its_chart():
+    text = README.read_text()
+    demo = re.search(r"```console\n\$ corework demo.*?\n(.*?)```", text, flags=re.DOTALL)
+    assert demo and text.index(demo.group(0)) < text.index("## Two commands")
+    lines = demo.group(1).splitlines()
+    for claim in CLAIMS.values():  # pasted from a run of the current demo, not an older one
+        assert any(claim in line and line.startswith(STATUSES) for line in lines), claim
+    chart = README.parent / "docs" / "demo.png"
+    assert f"]({chart.relative_to(README.parent)})" in text
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert chart.stat().st_size < 100_000
 
 
 def test_cli_usage_errors_exit_with_2():

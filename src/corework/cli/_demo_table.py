@@ -112,7 +112,8 @@ def _startup_table(results: Results) -> list[str]:
     rows = [("start-up, pool to result", [_ms(s.warm if s else None) for s in by_engine]),
             ("  the first pool here", [_ms(s.first_pool if s else None) for s in by_engine]),
             ("memory per worker", [_mib(s.memory if s else None) for s in by_engine])]
-    lines = ["".ljust(_FIRST + _CELL) + "".join(ENGINE_LABELS[e].ljust(_CELL) for e in ENGINES)]
+    lines = [("".ljust(_FIRST + _CELL)
+              + "".join(ENGINE_LABELS[e].ljust(_CELL) for e in ENGINES)).rstrip()]
     lines += [(name.ljust(_FIRST + _CELL) + "".join(c.ljust(_CELL) for c in cells)).rstrip()
               for name, cells in rows]
     return lines
