@@ -1,108 +1,82 @@
 """``corework demo``: the threads-versus-processes lesson, measured on this machine.
 
-``workers`` tasks of two kinds run serially, on threads and on processes:
+Each claim of the lesson is an experiment, run serially and through ``corework.map`` on
+threads, processes and (where this Python has them) sub-interpreters:
 
-* cpu: pure-Python ``i * i`` in a loop. Threads share one GIL, so they gain nothing;
-  processes have one GIL each and scale with the cores.
-* io: the lesson's ``square_numbers``: ``i * i`` then ``time.sleep``. Waiting releases
-  the GIL, so threads and processes both overlap the waits.
+* cpu: a pure-Python loop. Threads share one GIL and gain nothing; processes (and
+  sub-interpreters) have a GIL each and scale with the cores.
+* io: the lesson's ``square_numbers`` (``i * i``, then a sleep). Waiting releases the GIL,
+  so threads overlap the waits, more of them than there are cores.
+* native: numpy matrix products, which release the GIL: threads scale.
+* start-up time and memory per worker: processes cost more of both.
+* free-threading: the cpu loop on threads in a free-threaded CPython (this one, or one
+  found on this machine).
+* a race: threads that read, yield and write a shared counter lose updates; a lock fixes it.
+
+The report ends with a verdict per claim; a chart is written as PNG (with matplotlib)
+and as a self-contained HTML page.
+
+``python -m corework.cli.demo`` is ``corework demo``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .._api import map as cw_map
 from ..engines import default_workers
+from . import _demo_chart, _demo_table
 from ._args import positive
+from ._demo_experiments import Settings, measure
 
-CPU_TASK_SECONDS = 0.25  # one cpu task, before --scale
-IO_STEPS = 10  # sleeps per io task, before --scale
-IO_SLEEP = 0.05
+__all__ = ["add_parser", "run"]
 
-
-def square_loop(iterations: int) -> int:
-    """CPU-bound: the lesson's ``i * i`` without the sleep."""
-    total = 0
-    for i in range(iterations):
-        total += i * i
-    return total
+QUICK_SCALE = 0.3  # --quick: smaller tasks, one run each
 
 
-def square_numbers(steps: int) -> None:
-    """I/O-bound: the lesson's ``square_numbers``: ``i * i`` then a sleep, ``steps`` times."""
-    for i in range(steps):
-        i * i  # the lesson's point: a little work, then a wait
-        time.sleep(IO_SLEEP)
+def _settings(args: argparse.Namespace) -> Settings:
+    workers = args.workers or default_workers()
+    scale = args.scale * (QUICK_SCALE if args.quick else 1.0)
+    repeats = args.repeats or (3 if args.quick else 5)
+    return Settings(workers=workers, cores=default_workers(), scale=scale, repeats=repeats)
 
 
-@dataclass
-class Row:
-    workload: str
-    how: str
-    seconds: float
-    serial: float
-
-    @property
-    def speedup(self) -> float:
-        return self.serial / self.seconds if self.seconds else float("inf")
+def _progress(part: str) -> None:
+    if sys.stderr.isatty():
+        print(f"\rmeasuring: {part:<24}", end="", file=sys.stderr, flush=True)
 
 
-def _calibrate(seconds: float) -> int:
-    """Loop iterations that take about ``seconds`` here."""
-    probe = 200_000
-    started = time.perf_counter()
-    square_loop(probe)
-    return max(1000, int(probe * seconds / (time.perf_counter() - started)))
-
-
-def _timed(run: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
-    started = time.perf_counter()
-    run(*args, **kwargs)
-    return time.perf_counter() - started
-
-
-def _serially(fn: Callable[[int], Any], tasks: list[int]) -> list[Any]:
-    return [fn(n) for n in tasks]
-
-
-def measure(workers: int, scale: float) -> list[Row]:
-    """Run both workloads serially, on threads and on processes."""
-    workloads: dict[str, tuple[Callable[[int], Any], int]] = {
-        "cpu": (square_loop, _calibrate(CPU_TASK_SECONDS * scale)),
-        "io": (square_numbers, max(1, round(IO_STEPS * scale))),
-    }
-    rows = []
-    for name, (fn, size) in workloads.items():
-        tasks = [size] * workers
-        serial = _timed(_serially, fn, tasks)
-        rows.append(Row(name, "serial", serial, serial))
-        for engine, label in (("thread", "threads"), ("process", "processes")):
-            seconds = _timed(cw_map, fn, tasks, engine=engine, workers=workers, chunksize=1)
-            rows.append(Row(name, f"{workers} {label}", seconds, serial))
-    return rows
-
-
-def render(rows: list[Row], workers: int) -> str:
-    """The table, with one line of what it shows."""
-    lines = [f"{workers} tasks of each kind, {workers} workers "
-             f"({default_workers()} cores here)", "",
-             f"{'workload':<10}{'run on':<14}{'seconds':>9}{'speedup':>9}"]
-    lines += [f"{r.workload:<10}{r.how:<14}{r.seconds:>9.3f}{r.speedup:>8.2f}x" for r in rows]
-    lines += ["", "cpu: threads share one GIL, so pure-Python work gains nothing from them;",
-              "     processes have a GIL each and run it in parallel.",
-              "io:  waiting releases the GIL, so threads overlap waits as well as processes,",
-              "     and cost far less to start."]
-    return "\n".join(lines)
+def _write_chart(results: Any, found: Any, report: str, output: Path) -> list[str]:
+    output.mkdir(parents=True, exist_ok=True)
+    lines = []
+    try:
+        _demo_chart.write_png(results, output / "demo.png")
+    except ImportError:
+        lines.append("chart: not drawn: matplotlib is not installed "
+                     "(pip install 'corework[chart]')")
+    else:
+        lines.append(f"chart: {output / 'demo.png'}")
+    _demo_chart.write_html(results, found, report, output / "demo.html")
+    lines.append(f"page: {output / 'demo.html'}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
-    workers = args.workers or default_workers()
-    print(render(measure(workers, args.scale), workers))
+    started = time.perf_counter()
+    results = measure(_settings(args), say=_progress)
+    if sys.stderr.isatty():
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+    found = _demo_table.verdicts(results)
+    report = _demo_table.render(results, found)
+    print(report)
+    output = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="corework-demo-"))
+    print()
+    print("\n".join(_write_chart(results, found, report, output)))
+    print(f"({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 
@@ -112,7 +86,22 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--workers", type=positive(int), default=None,
-                        help="workers and tasks per workload (default: the cores here)")
+                        help="workers for the cpu and native tasks (default: the cores here); "
+                             "io runs 4 times as many")
     parser.add_argument("--scale", type=positive(float), default=1.0,
-                        help="multiply every task's size (default 1.0: about 10 s in all)")
+                        help="multiply every task's size (default 1.0: about 30 s in all)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smaller tasks ({QUICK_SCALE} x --scale), fewer runs: about 10 s")
+    parser.add_argument("--repeats", type=positive(int), default=None,
+                        help="runs of each measurement, the best kept (default 5, 3 with "
+                             "--quick; io at most 2)")
+    parser.add_argument("--output", metavar="DIR", default=None,
+                        help="where to write demo.png and demo.html (default: a new "
+                             "temporary directory, printed at the end)")
     parser.set_defaults(run=run)
+
+
+if __name__ == "__main__":
+    from . import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
