@@ -1,0 +1,520 @@
+"""The dask engine: the same API on a Dask ``distributed`` cluster.
+
+::
+
+    scheduler ── send(slot, chunk) ──▶ client.submit(_run, ...) ──▶ Dask scheduler ──▶ a worker
+        ▲                              (one Dask task per chunk)                          │
+        └── chunk_done / worker_lost ◀── done callback (Dask's callback thread) ◀─────────┘
+
+Each slot is a *lane*: at most one Dask future in flight, running one whole chunk with
+:func:`~corework.engines._runner.run_chunk`. So corework's scheduler keeps doing what it
+does on every engine — chunking, ordering, deadlines, retries — and Dask does what it is
+good at: placing tasks on workers, moving data, restarting workers, its dashboard.
+``workers`` is the number of lanes (default: the cluster's threads when the pool starts).
+
+How corework's promises map onto Dask (the README's "On a cluster" says the same):
+
+* **Worker loss** (a worker process dies): Dask itself re-runs the task elsewhere,
+  transparently; that is the cluster's own retry and corework does not count it. A task
+  that keeps killing workers (``distributed.scheduler.allowed-failures`` + 1 deaths)
+  reaches corework as ``WorkerCrashed``; from then on corework's ``retries`` apply (a
+  chunk is split to find the task to blame, as on the process engine). Dask's own
+  ``retries=`` (re-run on an exception) is not used: corework's ``retries``/``retry_on``
+  are.
+* **Timeouts and Future.kill()**: Dask cannot interrupt a running Python function, but
+  its nanny can restart the worker process that runs it. The task's future is cancelled,
+  the lane is free at once, and the worker that ran it is restarted in the background
+  (Dask re-runs elsewhere whatever else that worker held, as for any lost worker). A
+  worker without a nanny (``dask worker --no-nanny``) cannot be restarted: the task then
+  keeps running there until it ends, and a warning is logged.
+* **Arguments**: Dask pickles task arguments into the task graph, which goes through the
+  scheduler. Buffers of 1 MiB or more (numpy arrays, bytes in memoryviews) are scattered
+  to the workers instead, straight from the caller, and the task refers to them; a
+  ``cw.share`` is scattered once per pool with ``broadcast=True`` (cached by share id, and
+  dropped when the caller lets go of it), whatever its size, and reaches tasks read-only.
+  A writable share cannot work across machines (tasks would write into their own copy)
+  and is refused with a clear error.
+* **initializer**: runs in a worker process before the first chunk of this pool that
+  process runs (so also in workers that join later or were restarted); it travels once,
+  scattered. If it raises, the pool is broken with ``InitializerFailed``.
+* **Not supported**: ``memory_limit`` (Dask workers have their own: ``dask worker
+  --memory-limit``), ``max_tasks_per_worker`` and ``start_method``: a clear ``ValueError``.
+  ``native_threads`` is left to Dask, whose nanny already sets ``OMP_NUM_THREADS=1``.
+
+Workers must be able to import corework (and whatever the task functions import), as for
+any Dask library. Without ``address`` (and with no Dask ``scheduler-address`` configured,
+e.g. ``DASK_SCHEDULER_ADDRESS``) the engine starts a ``LocalCluster`` of ``workers``
+single-threaded worker processes on 127.0.0.1 and closes it at shutdown; Dask starts its
+workers with ``spawn``, so a script needs the usual ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import threading
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .. import _segments
+from .._errors import (
+    Cancelled,
+    CoreworkError,
+    InitializerFailed,
+    SerializationError,
+    WorkerCrashed,
+)
+from .._transport import CallKind, Failure, dumps_by_value
+from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._runner import run_chunk
+
+__all__ = ["DaskEngine", "check_options"]
+
+#: Buffers at least this big are scattered to the workers rather than put in the task
+#: graph (which goes through the scheduler). Smaller ones are cheaper inline than one
+#: more round trip.
+SCATTER_BYTES = 1 << 20
+#: How long a pool given no ``workers`` waits for the scheduler to have a worker (its
+#: thread count sizes the pool).
+WORKERS_WAIT_SECONDS = 60.0
+#: How long restarting a worker (to stop a task) may take before it is given up.
+RESTART_SECONDS = 60.0
+#: Task functions a worker process keeps unpickled, per pool; older ones are unpickled again.
+FUNCTIONS_PER_WORKER = 32
+
+_INSTALL = "engine='dask' needs Dask's distributed package: pip install 'corework[dask]'"
+
+log = logging.getLogger("corework.dask")
+
+
+def _distributed() -> Any:
+    """The ``distributed`` module, imported on first use (corework does not need it)."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(_INSTALL) from exc
+    return distributed
+
+
+def check_options(*, memory_limit: int | None, max_tasks_per_worker: int | None) -> None:
+    """Refuse the pool options Dask cannot honour through corework."""
+    if memory_limit is not None:
+        raise ValueError(
+            "memory_limit is not supported with engine='dask': Dask workers have a memory "
+            "limit of their own (dask worker --memory-limit, or LocalCluster(memory_limit=...) "
+            "passed as address=cluster.scheduler_address)")
+    if max_tasks_per_worker is not None:
+        raise ValueError(
+            "max_tasks_per_worker is not supported with engine='dask': the workers belong "
+            "to the Dask cluster, which corework does not recycle")
+
+
+# ----------------------------------------------------------------------------- the caller
+
+
+@dataclass(frozen=True)
+class _Args:
+    """A chunk's items pickled here: ``data``, and its out-of-band buffers as ``refs``,
+    each ``(scattered data, offset, length, read-only)``; Dask puts the data in place
+    of each future before the task runs."""
+
+    data: bytes
+    refs: tuple[tuple[Any, int, int, bool], ...] = ()
+
+
+class _SetupFailed:
+    """What a task returns when this pool's initializer raised in its worker."""
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+
+
+class DaskEngine(Engine):
+    """Slots are lanes of one Dask future each; see the module docstring."""
+
+    name: ClassVar[str] = "dask"
+    crosses_processes: ClassVar[bool] = True
+
+    def __init__(self, workers: int, setup: WorkerSetup, address: str | None = None,
+                 sized: bool = True) -> None:
+        super().__init__(workers, setup)
+        self.address = address
+        self._sized = sized  # False: the cluster's thread count decides ``workers``
+        self._token = uuid.uuid4().hex[:8]  # names this pool's tasks and worker state
+        self._keys = itertools.count()
+        self._lock = threading.Lock()
+        self._lanes: dict[int, Any] = {}  # slot -> its Dask future in flight
+        self._shares: dict[str, Any] = {}  # share id -> the share scattered (a future)
+        self._released: deque[str] = deque()  # shares the caller let go of (from the GC)
+        self._stopping = False
+        self._halts: list[threading.Thread] = []  # restarting workers to stop tasks
+        self._closer: threading.Thread | None = None
+        self._cluster: Any = None
+        self._client: Any = None
+        self._setup_data: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, events: EngineEvents) -> None:
+        self._events = events
+        distributed = _distributed()
+        try:
+            self._connect(distributed)
+            if self.setup.initializer is not None:
+                blob = _dumps(self.setup, f"the initializer {self.setup.initializer!r} "
+                                          "or its initargs")
+                self._setup_data = self._client.scatter(blob, broadcast=True, hash=False)
+        except BaseException:
+            self._close()
+            raise
+        _segments.on_release(self._share_released)
+        for slot in range(self.workers):
+            events.worker_ready(slot)
+
+    def _connect(self, distributed: Any) -> None:
+        import dask
+
+        address = self.address or dask.config.get("scheduler-address", None)
+        if address is None:
+            self._cluster = distributed.LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address=None)
+            address = self._cluster.scheduler_address
+        try:
+            self._client = distributed.Client(address, set_as_default=False)
+        except OSError as exc:
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {address}: {exc}. Start one with "
+                f"`dask scheduler` and workers with `dask worker {address}`") from exc
+        if not self._sized:
+            self.workers = self._cluster_threads(address)
+
+    def _cluster_threads(self, address: str) -> int:
+        try:
+            self._client.wait_for_workers(1, timeout=WORKERS_WAIT_SECONDS)
+        except TimeoutError:
+            raise CoreworkError(
+                f"no Dask worker joined the scheduler at {address} within "
+                f"{WORKERS_WAIT_SECONDS:g} s: start some with `dask worker {address}`, or "
+                "pass workers=N to queue work until they come") from None
+        return max(1, int(sum(self._client.nthreads().values())))
+
+    def stop(self, wait: bool, now: bool = False) -> None:
+        """Close the client (and the LocalCluster this engine started).
+
+        With ``now``, running tasks are stopped too: an own LocalCluster is closed (its
+        worker processes end); on a shared cluster their workers are restarted."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._lanes.values()) if now else []
+            self._lanes.clear()
+            if self._closer is None:
+                self._closer = threading.Thread(target=self._close,
+                                                name="corework-dask-closer", daemon=True)
+                closer: threading.Thread | None = self._closer
+            else:
+                closer = None
+        if running and self._cluster is None:
+            self._halt(running)
+        if closer is not None:
+            closer.start()
+        if wait and self._closer is not threading.current_thread():
+            self._closer.join()
+
+    def _close(self) -> None:
+        for halt in list(self._halts):
+            halt.join(RESTART_SECONDS)
+        with self._lock:
+            shares = list(self._shares.values())
+            self._shares.clear()
+        del shares  # released before the client goes
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    # ------------------------------------------------------------------ sending
+
+    def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
+        return FunctionRef(fn_id, fn, _dumps(fn, f"the function {fn!r}"))
+
+    def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
+        """Pickle the items; their large buffers and shares are scattered, not inlined."""
+        found: list[tuple[memoryview, tuple[_segments.Share, Any, int] | None]] = []
+
+        def collect(buffer: pickle.PickleBuffer) -> bool:
+            try:
+                raw = buffer.raw()
+            except BufferError:  # not contiguous: pickle copies it inline
+                return True
+            share = None
+            if raw.nbytes and _segments.have_shares():
+                share = _segments.find(_segments.address_of(raw), raw.nbytes)
+            if share is None and raw.nbytes < SCATTER_BYTES:
+                return True
+            found.append((raw, share))
+            return False
+
+        try:
+            data = dumps_by_value(list(items), collect)
+        except Exception as exc:
+            position = next((at for at, item in enumerate(items) if not _picklable(item)), None)
+            where = describe(position) if position is not None else "a task"
+            raise SerializationError(
+                f"cannot send the arguments of {where} to a Dask worker: {exc}. Pass "
+                "picklable arguments (or create the object inside the task), or use "
+                "engine='thread'.") from exc
+        return _Args(data, self._place(found, describe))
+
+    def _place(self, found: list[tuple[memoryview, tuple[_segments.Share, Any, int] | None]],
+               describe: Callable[[int], str]) -> tuple[tuple[Any, int, int, bool], ...]:
+        """Where each out-of-band buffer is on the cluster: a share (scattered once to
+        every worker) or a large buffer of this chunk's own (scattered now)."""
+        if not found:
+            return ()
+        self._forget_released()
+        own = [raw for raw, share in found if share is None]
+        scattered = iter(self._client.scatter(own, hash=False) if own else [])
+        refs = []
+        for raw, share in found:
+            if share is None:
+                refs.append((next(scattered), 0, raw.nbytes, False))
+                continue
+            record, mapping, offset = share
+            if record.writable:
+                raise SerializationError(
+                    f"a writable cw.share() cannot be written by tasks on a Dask cluster "
+                    f"(each worker has its own copy, so the caller would not see the "
+                    f"writes), as {describe(0)} would: return the values from the tasks "
+                    "instead, or use engine='process' or 'thread'")
+            refs.append((self._scattered_share(record, mapping), offset, raw.nbytes, True))
+        return tuple(refs)
+
+    def _scattered_share(self, share: _segments.Share, mapping: Any) -> Any:
+        with self._lock:
+            future = self._shares.get(share.id)
+        if future is None:
+            future = self._client.scatter(memoryview(mapping), broadcast=True, hash=False)
+            with self._lock:
+                future = self._shares.setdefault(share.id, future)
+        return future
+
+    def _share_released(self, share_id: str) -> None:
+        """A share died in the caller (called by the garbage collector: no locks here)."""
+        self._released.append(share_id)
+
+    def _forget_released(self) -> None:
+        """Drop the cluster's copies of the shares the caller let go of."""
+        with self._lock:
+            while self._released:
+                self._shares.pop(self._released.popleft(), None)
+
+    def send(self, slot: int, work: ChunkWork) -> None:
+        args: _Args = work.payload
+        name = getattr(work.fn.fn, "__name__", "task")
+        try:
+            future = self._client.submit(
+                _run, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
+                (work.id, int(work.kind), args.data, list(args.refs)), pure=False,
+                key=f"corework-{name}-{self._token}-{next(self._keys)}")
+        except Exception as exc:  # the client was closed, or lost its scheduler
+            with self._lock:
+                stopping = self._stopping
+            if not stopping:
+                self._events.engine_broken(ConnectionError(
+                    f"cannot send work to the Dask scheduler: {exc}"))
+            return
+        with self._lock:
+            if self._stopping:
+                return
+            self._lanes[slot] = future
+        future.add_done_callback(lambda done: self._on_done(slot, work.id, done))
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_done(self, slot: int, chunk_id: int, future: Any) -> None:
+        """A lane's future finished (on Dask's callback thread): report it."""
+        with self._lock:
+            if slot not in self._lanes or self._lanes[slot] is not future:
+                return  # killed, or the pool stopped: already accounted for
+            del self._lanes[slot]
+        if future.status == "finished":
+            self._on_finished(slot, chunk_id, future)
+        elif future.status == "error":
+            self._on_error(slot, chunk_id, future.exception())
+        else:  # cancelled, but not by us: the scheduler forgot it (restarted, or lost us)
+            self._lost(slot, WorkerCrashed(
+                "the Dask scheduler dropped the task (was it restarted, or the connection "
+                "to it lost?)"))
+
+    def _on_finished(self, slot: int, chunk_id: int, future: Any) -> None:
+        try:
+            outcome = future.result()
+        except Exception as exc:  # e.g. a result whose class cannot be imported here
+            error = SerializationError(f"a result from a Dask worker cannot be unpickled "
+                                       f"here: {exc}")
+            self._events.chunk_done(slot, _failed(chunk_id, error))
+            return
+        if isinstance(outcome, _SetupFailed):
+            self._events.engine_broken(_initializer_error(self.setup, outcome.failure))
+            return
+        outcome.remote = True
+        self._events.chunk_done(slot, outcome)
+
+    def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:
+        killed = getattr(_distributed(), "KilledWorker", ())
+        if isinstance(exc, killed):
+            self._lost(slot, WorkerCrashed(
+                f"the task's Dask worker died each time it ran it ({exc}); Dask gave up "
+                "after distributed.scheduler.allowed-failures tries"))
+            return
+        self._events.chunk_done(slot, _failed(chunk_id, exc))  # e.g. unpicklable here
+
+    def _lost(self, slot: int, error: BaseException) -> None:
+        self._events.worker_lost(slot, error)
+        with self._lock:
+            stopping = self._stopping
+        if not stopping:
+            self._events.worker_ready(slot)  # a lane has no process to replace
+
+    # ------------------------------------------------------------------ stopping tasks
+
+    def kill(self, slot: int) -> None:
+        """Free the lane now; cancel its task and restart the worker running it."""
+        with self._lock:
+            future = self._lanes.pop(slot, None)
+        if future is not None:
+            self._halt([future])
+        self._lost(slot, Cancelled("the task was stopped; its Dask worker is restarted"))
+
+    def _halt(self, futures: list[Any]) -> None:
+        """In the background: restart the workers running ``futures``, then cancel them."""
+        halt = threading.Thread(target=self._restart_running, args=(futures,),
+                                name="corework-dask-halt", daemon=True)
+        with self._lock:
+            self._halts = [thread for thread in self._halts if thread.is_alive()]
+            self._halts.append(halt)
+        halt.start()
+
+    def _restart_running(self, futures: list[Any]) -> None:
+        keys = {future.key for future in futures}
+        try:
+            running = self._client.processing()
+            victims = [worker for worker, held in running.items() if keys & set(held)]
+            self._client.cancel(futures, force=True)
+            if victims:
+                self._client.restart_workers(victims, timeout=RESTART_SECONDS,
+                                             raise_for_error=False)
+        except Exception as exc:
+            log.warning("corework could not restart the Dask workers running stopped "
+                        "tasks %s (they may run on until they end): %s", sorted(keys), exc)
+
+    def restart(self, slot: int) -> None:
+        """Lanes hold no worker of their own to recycle: the slot is ready again."""
+        self._events.worker_ready(slot)
+
+
+def _dumps(obj: Any, what: str) -> bytes:
+    try:
+        return dumps_by_value(obj)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot send {what} to a Dask worker: {exc}. Make sure everything it refers "
+            "to can be pickled, or use engine='thread'.") from exc
+
+
+def _picklable(item: Any) -> bool:
+    try:
+        dumps_by_value(item)
+    except Exception:
+        return False
+    return True
+
+
+def _failed(chunk_id: int, exc: BaseException) -> ChunkReport:
+    """A chunk none of whose tasks could run (so the scheduler splits it, or fails it)."""
+    return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc), True)
+
+
+def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFailed:
+    error = InitializerFailed(
+        f"the initializer {setup.initializer!r} raised in a Dask worker: "
+        f"{failure.type_name}: {failure.message}. No task can run in this pool.")
+    if failure.exc is not None:
+        error.__cause__ = failure.exc
+    return error
+
+
+# ----------------------------------------------------------------------------- the worker
+#
+# Module state, in each Dask worker process (a cache, keyed by pool): which pools'
+# initializers ran here and how, and the task functions already unpickled.
+
+_worker_lock = threading.Lock()
+_initialized: dict[str, Failure | None] = {}  # pool token -> the initializer's failure
+_functions: OrderedDict[tuple[str, int], Callable[..., Any]] = OrderedDict()
+
+
+def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
+         chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
+         ) -> ChunkReport | _SetupFailed:
+    """One chunk, in a Dask worker: set the pool up here if need be, then run it.
+
+    ``pool``: its token and setup; ``function``: its id and pickle; ``chunk``: its id,
+    call kind, pickled items and their buffers (Dask has put scattered data in place)."""
+    token, setup = pool
+    fn_id, fn_blob = function
+    chunk_id, kind, data, refs = chunk
+    failure = _initialize(token, setup)
+    if failure is not None:
+        return _SetupFailed(failure)
+    try:
+        fn = _function(token, fn_id, fn_blob)
+        items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
+    except Exception as exc:  # e.g. a class the worker cannot import
+        return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc))
+    return run_chunk(chunk_id, fn, CallKind(kind), items)
+
+
+def _initialize(token: str, setup: bytes | None) -> Failure | None:
+    """Run the pool's initializer once in this process; its failure, if it raised."""
+    if setup is None:
+        return None
+    with _worker_lock:  # a worker with several threads runs it once
+        if token not in _initialized:
+            _initialized[token] = None
+            try:
+                options: WorkerSetup = pickle.loads(setup)
+                if options.initializer is not None:
+                    options.initializer(*options.initargs)
+            except Exception as exc:
+                _initialized[token] = Failure.capture(exc)
+        return _initialized[token]
+
+
+def _function(token: str, fn_id: int, blob: bytes) -> Callable[..., Any]:
+    key = (token, fn_id)
+    with _worker_lock:
+        known = _functions.get(key)
+        if known is not None:
+            _functions.move_to_end(key)
+            return known
+    fn: Callable[..., Any] = pickle.loads(blob)
+    with _worker_lock:
+        _functions[key] = fn
+        while len(_functions) > FUNCTIONS_PER_WORKER:
+            _functions.popitem(last=False)
+    return fn
+
+
+def _buffer(data: Any, offset: int, nbytes: int, readonly: bool) -> memoryview:
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    view = view[offset:offset + nbytes]
+    return view.toreadonly() if readonly else view
+
