@@ -22,11 +22,13 @@ How corework's promises map onto Dask (the README's "On a cluster" says the same
   ``retries=`` (re-run on an exception) is not used: corework's ``retries``/``retry_on``
   are.
 * **Timeouts and Future.kill()**: Dask cannot interrupt a running Python function, but
-  its nanny can restart the worker process that runs it. The task's future is cancelled,
-  the lane is free at once, and the worker that ran it is restarted in the background
-  (Dask re-runs elsewhere whatever else that worker held, as for any lost worker). A
-  worker without a nanny (``dask worker --no-nanny``) cannot be restarted: the task then
-  keeps running there until it ends, and a warning is logged.
+  its nanny replaces a worker process that ends. The lane is free at once; in the
+  background the worker process running the task is ended (its nanny starts a new one)
+  and the task's future cancelled. Dask re-runs elsewhere whatever else that worker held,
+  as for any lost worker. A worker without a nanny (``dask worker --no-nanny``) is not
+  ended: the task then runs on there until it finishes, and a warning is logged. A
+  task's timeout counts from when corework hands it to Dask, so on a busy shared cluster
+  it includes the time the task waits for a worker thread.
 * **Arguments**: Dask pickles task arguments into the task graph, which goes through the
   scheduler. Buffers of 1 MiB or more (numpy arrays, bytes in memoryviews) are scattered
   to the workers instead, straight from the caller, and the task refers to them; a
@@ -42,18 +44,24 @@ How corework's promises map onto Dask (the README's "On a cluster" says the same
   ``native_threads`` is left to Dask, whose nanny already sets ``OMP_NUM_THREADS=1``.
 
 Workers must be able to import corework (and whatever the task functions import), as for
-any Dask library. Without ``address`` (and with no Dask ``scheduler-address`` configured,
-e.g. ``DASK_SCHEDULER_ADDRESS``) the engine starts a ``LocalCluster`` of ``workers``
-single-threaded worker processes on 127.0.0.1 and closes it at shutdown; Dask starts its
-workers with ``spawn``, so a script needs the usual ``if __name__ == "__main__":``.
+any Dask library. A task that itself uses ``engine="dask"`` runs on its own worker's
+cluster, and secedes from the worker's thread pool while it waits (as
+``distributed.worker_client()`` does). Without ``address`` (and with no Dask
+``scheduler-address`` configured, e.g. ``DASK_SCHEDULER_ADDRESS``) the engine starts a
+``LocalCluster`` of ``workers`` single-threaded worker processes on 127.0.0.1 and closes
+it at shutdown; Dask starts its workers with ``spawn``, so a script needs the usual
+``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 import pickle
 import threading
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -68,9 +76,10 @@ from .._errors import (
     SerializationError,
     WorkerCrashed,
 )
-from .._transport import CallKind, Failure, dumps_by_value
+from .._transport import CallKind, Failure, dumps_by_reference, dumps_by_value
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
+from ._worker import _replace_unpicklable
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -83,6 +92,8 @@ SCATTER_BYTES = 1 << 20
 WORKERS_WAIT_SECONDS = 60.0
 #: How long restarting a worker (to stop a task) may take before it is given up.
 RESTART_SECONDS = 60.0
+#: How often the scheduler is asked whether a worker ended by kill() has been replaced.
+RESTART_POLL_SECONDS = 0.05
 #: Task functions a worker process keeps unpickled, per pool; older ones are unpickled again.
 FUNCTIONS_PER_WORKER = 32
 
@@ -133,6 +144,39 @@ class _SetupFailed:
         self.failure = failure
 
 
+class _Result:
+    """A chunk's report as pickled in the worker: corework's pickling (memoryviews
+    included), its buffers out of band so Dask sends them as frames, not copies."""
+
+    def __init__(self, chunk_id: int, seconds: float, data: bytes,
+                 buffers: list[pickle.PickleBuffer]) -> None:
+        self.chunk_id = chunk_id
+        self.seconds = seconds
+        self.data = data
+        self.buffers = buffers
+
+    @classmethod
+    def of(cls, report: ChunkReport) -> _Result:
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            data = dumps_by_reference((report.results, report.failures, report.error), buffers)
+        except Exception:
+            _replace_unpicklable(report)  # a result that can't be pickled fails its task only
+            data = dumps_by_reference((report.results, report.failures, report.error), buffers)
+        return cls(report.chunk_id, report.seconds, data, buffers)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raws = [buffer.raw() for buffer in self.buffers]
+        return (_Result, (self.chunk_id, self.seconds, self.data, raws))
+
+    def report(self) -> ChunkReport:
+        """Unpickled here, in the caller."""
+        results, failures, error = pickle.loads(
+            self.data, buffers=[bytearray(b) if isinstance(b, bytes) else b
+                                for b in self.buffers])
+        return ChunkReport(self.chunk_id, results, failures, self.seconds, error, True)
+
+
 class DaskEngine(Engine):
     """Slots are lanes of one Dask future each; see the module docstring."""
 
@@ -179,6 +223,11 @@ class DaskEngine(Engine):
         import dask
 
         address = self.address or dask.config.get("scheduler-address", None)
+        if address is None and _in_dask_task(distributed):
+            # A task using corework: run on its own cluster, and let its worker run other
+            # tasks while this one's thread waits for results (as worker_client() does).
+            address = distributed.get_worker().scheduler.address
+            distributed.secede()
         if address is None:
             self._cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
@@ -219,7 +268,7 @@ class DaskEngine(Engine):
             else:
                 closer = None
         if running and self._cluster is None:
-            self._halt(running)
+            self._halt(running)  # no slot to make ready: the pool is stopping
         if closer is not None:
             closer.start()
         if wait and self._closer is not threading.current_thread():
@@ -362,8 +411,17 @@ class DaskEngine(Engine):
         if isinstance(outcome, _SetupFailed):
             self._events.engine_broken(_initializer_error(self.setup, outcome.failure))
             return
-        outcome.remote = True
-        self._events.chunk_done(slot, outcome)
+        if isinstance(outcome, ChunkReport):  # none of its tasks could run
+            outcome.remote = True
+            self._events.chunk_done(slot, outcome)
+            return
+        try:
+            report = outcome.report()
+        except Exception as exc:  # e.g. a result whose class cannot be imported here
+            error = SerializationError(f"a result from a Dask worker cannot be unpickled "
+                                       f"here: {exc}")
+            report = _failed(chunk_id, error)
+        self._events.chunk_done(slot, report)
 
     def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:
         killed = getattr(_distributed(), "KilledWorker", ())
@@ -384,38 +442,86 @@ class DaskEngine(Engine):
     # ------------------------------------------------------------------ stopping tasks
 
     def kill(self, slot: int) -> None:
-        """Free the lane now; cancel its task and restart the worker running it."""
+        """Free the lane of its task: the worker process running it is ended and the task
+        cancelled; the lane is ready again once that worker is replaced (as a process
+        engine slot is), so that its next task does not wait behind the restart."""
         with self._lock:
             future = self._lanes.pop(slot, None)
-        if future is not None:
-            self._halt([future])
-        self._lost(slot, Cancelled("the task was stopped; its Dask worker is restarted"))
+        self._events.worker_lost(slot, Cancelled("the task was stopped; its Dask worker "
+                                                 "process was ended and replaced"))
+        if future is None:
+            self._ready(slot)
+        else:
+            self._halt([future], slot)
 
-    def _halt(self, futures: list[Any]) -> None:
-        """In the background: restart the workers running ``futures``, then cancel them."""
-        halt = threading.Thread(target=self._restart_running, args=(futures,),
+    def _ready(self, slot: int) -> None:
+        with self._lock:
+            stopping = self._stopping
+        if not stopping:
+            self._events.worker_ready(slot)
+
+    def _halt(self, futures: list[Any], slot: int | None = None) -> None:
+        """In the background: stop the tasks of ``futures``; then ``slot`` is ready."""
+        halt = threading.Thread(target=self._stop_tasks, args=(futures, slot),
                                 name="corework-dask-halt", daemon=True)
         with self._lock:
             self._halts = [thread for thread in self._halts if thread.is_alive()]
             self._halts.append(halt)
         halt.start()
 
-    def _restart_running(self, futures: list[Any]) -> None:
+    def _stop_tasks(self, futures: list[Any], slot: int | None) -> None:
+        """End the worker processes running ``futures`` (their nannies start new ones at
+        once), cancel the futures, and wait for the replacements.
+
+        Ending the process, rather than Dask's graceful ``restart_workers``, takes
+        milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
+        close gracefully anyway."""
         keys = {future.key for future in futures}
         try:
+            workers = self._client.scheduler_info(n_workers=-1)["workers"]
             running = self._client.processing()
-            victims = [worker for worker, held in running.items() if keys & set(held)]
+            victims = {worker for worker, held in running.items() if keys & set(held)}
+            orphans = {worker for worker in victims if not workers.get(worker, {}).get("nanny")}
+            doomed = sorted(victims - orphans)
+            if doomed:
+                with contextlib.suppress(OSError):  # the connection resets as they end
+                    self._client.run(_end_worker, workers=doomed, wait=False)
             self._client.cancel(futures, force=True)
-            if victims:
-                self._client.restart_workers(victims, timeout=RESTART_SECONDS,
-                                             raise_for_error=False)
+            if orphans:
+                log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
+                            "(%s): they run on until they end", sorted(keys), sorted(orphans))
+            if doomed:
+                self._await_replacements(set(doomed), len(workers))
         except Exception as exc:
-            log.warning("corework could not restart the Dask workers running stopped "
-                        "tasks %s (they may run on until they end): %s", sorted(keys), exc)
+            log.warning("corework could not stop the Dask tasks %s (they may run on until "
+                        "they end): %s", sorted(keys), exc)
+        finally:
+            if slot is not None:
+                self._ready(slot)
+
+    def _await_replacements(self, gone: set[str], count: int) -> None:
+        """Wait until the scheduler has dropped ``gone`` and has ``count`` workers again."""
+        deadline = time.monotonic() + RESTART_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._stopping:
+                    return
+            workers = set(self._client.scheduler_info(n_workers=-1)["workers"])
+            if not workers & gone and len(workers) >= count:
+                return
+            time.sleep(RESTART_POLL_SECONDS)
 
     def restart(self, slot: int) -> None:
         """Lanes hold no worker of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
+
+
+def _in_dask_task(distributed: Any) -> bool:
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _dumps(obj: Any, what: str) -> bytes:
@@ -461,7 +567,7 @@ _functions: OrderedDict[tuple[str, int], Callable[..., Any]] = OrderedDict()
 
 def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
          chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
-         ) -> ChunkReport | _SetupFailed:
+         ) -> _Result | ChunkReport | _SetupFailed:
     """One chunk, in a Dask worker: set the pool up here if need be, then run it.
 
     ``pool``: its token and setup; ``function``: its id and pickle; ``chunk``: its id,
@@ -477,7 +583,7 @@ def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
         items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
     except Exception as exc:  # e.g. a class the worker cannot import
         return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc))
-    return run_chunk(chunk_id, fn, CallKind(kind), items)
+    return _Result.of(run_chunk(chunk_id, fn, CallKind(kind), items))
 
 
 def _initialize(token: str, setup: bytes | None) -> Failure | None:
@@ -509,6 +615,13 @@ def _function(token: str, fn_id: int, blob: bytes) -> Callable[..., Any]:
         while len(_functions) > FUNCTIONS_PER_WORKER:
             _functions.popitem(last=False)
     return fn
+
+
+async def _end_worker() -> None:
+    """Run by ``Client.run`` on the event loop of a worker whose task must stop (a
+    coroutine, so that it runs even while the worker's task thread is busy): its nanny
+    replaces it."""
+    os._exit(1)
 
 
 def _buffer(data: Any, offset: int, nbytes: int, readonly: bool) -> memoryview:
