@@ -316,10 +316,59 @@ class CoreworkShare(Corework):
         return super().map_shared(pool, fn, corework.share(data), items)
 
 
+class _OwnLocalCluster:
+    """A LocalCluster (``workers`` single-threaded processes on 127.0.0.1) and a client."""
+
+    def __init__(self, workers: int) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    host="127.0.0.1", dashboard_address=None)
+        self.client = Client(self.cluster, set_as_default=False)
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+class DaskClientMap(Peer):
+    """Plain Dask: ``client.map`` (one Dask task per item) on a LocalCluster."""
+
+    name, module, requires = "dask-client-map", "distributed", "distributed"
+
+    def open(self, workers: int) -> Any:
+        return _OwnLocalCluster(workers)
+
+    def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
+        return pool.client.gather(pool.client.map(fn, items, pure=False))
+
+    def close(self, pool: Any) -> None:
+        pool.close()
+
+
+class CoreworkDask(Corework):
+    """corework's dask engine on a LocalCluster like DaskClientMap's (started the same way,
+    outside the timed part), reached by address."""
+
+    name, engine = "corework-dask", "dask"
+    requires = "distributed"
+
+    def open(self, workers: int) -> Any:
+        import corework
+
+        self._cluster = _OwnLocalCluster(workers)
+        return corework.Pool(workers, engine="dask", timeout=self.task_timeout,
+                             address=self._cluster.cluster.scheduler_address)
+
+    def close(self, pool: Any) -> None:
+        pool.shutdown(wait=True)
+        self._cluster.close()
+
+
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (Serial, MpPool, CfProcess, CfThread, JoblibLoky, Mpire, Pebble, Corework,
-              CoreworkThread, CoreworkShare)
+              CoreworkThread, CoreworkShare, CoreworkDask, DaskClientMap)
 }
 
 

@@ -3,24 +3,68 @@ may leave a worker process or a thread behind."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from corework.engines import _launcher
 
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
+#: Behaviour tests run once per engine; dask where it is installed (``corework[dask]``).
+#: COREWORK_TEST_DASK=0 leaves it out (CI runs the dask part on one interpreter only).
 ENGINES = ["process", "thread"]
+if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "1") != "0":
+    ENGINES.append("dask")
 GRACE_SECONDS = 10.0  # a deadlock tripwire, not a timing assumption
+ROOT = Path(__file__).resolve().parent.parent
+#: Threads Dask's client starts once per process and keeps (module-level executors).
+DASK_KEPT_THREADS = ("Dask-Callback-Thread", "Dask-Offload")
+
+#: The session's Dask cluster, once started: a process whose whole tree is exempt from
+#: the no-leftovers check (its nannies restart workers when tests stop tasks).
+_cluster: subprocess.Popen[str] | None = None
 
 
 def _our_processes() -> set[int]:
-    """Child processes of this test process, except the long-lived launcher itself."""
-    launcher = _launcher._client.pid if _launcher._client is not None else None
+    """Child processes of this test process, except the long-lived launcher itself and
+    the session's Dask cluster."""
+    spared = set()
+    if _launcher._client is not None:
+        spared.add(_launcher._client.pid)
+    if _cluster is not None:
+        spared.add(_cluster.pid)
+        try:
+            spared |= {p.pid for p in psutil.Process(_cluster.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
     children = psutil.Process().children(recursive=True)
-    return {child.pid for child in children if child.pid != launcher
-            and child.status() != psutil.STATUS_ZOMBIE}
+    found = set()
+    for child in children:
+        try:
+            if child.pid not in spared and child.status() != psutil.STATUS_ZOMBIE \
+                    and not _is_resource_tracker(child):
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: one per process, started by the first spawned
+    child (Dask's LocalCluster spawns its workers) and kept until exit, like the launcher."""
+    return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+
+
+def _kept(thread: threading.Thread) -> bool:
+    return thread.name.startswith(DASK_KEPT_THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +76,7 @@ def no_leftovers():
     deadline = time.monotonic() + GRACE_SECONDS
     while True:
         extra_threads = [t for t in threading.enumerate()
-                         if t not in threads_before and t.is_alive()]
+                         if t not in threads_before and t.is_alive() and not _kept(t)]
         extra_processes = _our_processes() - processes_before
         if not extra_threads and not extra_processes:
             return
@@ -43,7 +87,53 @@ def no_leftovers():
         time.sleep(0.01)
 
 
+_CLUSTER_SCRIPT = """
+import sys
+from distributed import LocalCluster
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                       host="127.0.0.1", dashboard_address=None)
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # until the test session closes our standard input
+cluster.close()
+"""
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A real LocalCluster (2 single-threaded worker processes on 127.0.0.1) for the whole
+    session, in a process of its own: dask-engine pools connect to it instead of
+    starting a cluster per test."""
+    global _cluster
+    pytest.importorskip("distributed")
+    _cluster = subprocess.Popen(
+        [sys.executable, "-c", _CLUSTER_SCRIPT], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert _cluster.stdout is not None
+    address = _cluster.stdout.readline().strip()
+    assert address.startswith("tcp://"), "the session's Dask cluster did not start"
+    yield address
+    assert _cluster.stdin is not None
+    _cluster.stdin.close()
+    try:
+        _cluster.wait(60)
+    except subprocess.TimeoutExpired:
+        _cluster.kill()
+        _cluster.wait()
+    _cluster.stdout.close()
+    _cluster = None
+
+
 @pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest) -> str:
-    """Each behaviour test runs once per engine."""
-    return str(request.param)
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each behaviour test runs once per engine. For dask, pools given no ``address``
+    reach the session's cluster through Dask's own ``scheduler-address`` setting."""
+    name = str(request.param)
+    if name != "dask":
+        yield name
+        return
+    import dask
+
+    with dask.config.set({"scheduler-address": request.getfixturevalue("dask_address")}):
+        yield name
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
+
 
 def square(x: int) -> int:
     return x * x
@@ -44,3 +46,9 @@ def remember(value: object) -> None:
 
 def recall(_: object = None) -> object:
     return STATE.get("value")
+
+
+def skip_on_dask(engine: str, reason: str) -> None:
+    """Skip an engine-bound test that does not apply to Dask, saying why."""
+    if engine == "dask":
+        pytest.skip(f"not on dask: {reason}")

@@ -18,18 +18,19 @@ T = TypeVar("T")
 def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
         workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
         ordered: bool = True, timeout: float | None = None, retries: int = 0,
-        backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = ()) -> list[T]:
+        backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
+        address: str | None = None) -> list[T]:
     """``list(builtins.map(fn, items))``, run on every core.
 
     Tiny tasks are batched automatically (``chunksize="auto"``); the first task that
     raises stops the map and its exception is raised here, naming the task and item.
     ``timeout`` (seconds per task), ``retries``, ``backoff`` and ``retry_on`` are as
-    for :class:`Pool`.
+    for :class:`Pool`; so is ``address``, a Dask scheduler's for ``engine="dask"``.
     """
     _check(fn, engine, workers, chunksize)
     results: list[T] = []
     limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
-    with _own_pool(workers, engine, limits) as pool:
+    with _own_pool(workers, engine, limits, address) as pool:
         for values in pool._map_chunks(fn, items, chunksize=chunksize, ordered=ordered):
             results.extend(values)  # a chunk at a time: no Python step per result
     return results
@@ -38,7 +39,8 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
 def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
          workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
          ordered: bool = True, timeout: float | None = None, retries: int = 0,
-         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = ()) -> Iterator[T]:
+         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
+         address: str | None = None) -> Iterator[T]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
     ``ordered=False`` yields each result as soon as it is done. The pool starts at the
@@ -48,12 +50,13 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     _check(fn, engine, workers, chunksize)
     limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
     return _imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                 ordered=ordered, limits=limits)
+                 ordered=ordered, limits=limits, address=address)
 
 
 def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
-          chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy) -> Iterator[T]:
-    with _own_pool(workers, engine, limits) as pool:
+          chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy,
+          address: str | None) -> Iterator[T]:
+    with _own_pool(workers, engine, limits, address) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize, ordered=ordered)
 
 
@@ -68,11 +71,12 @@ def _check(fn: object, engine: str, workers: int | None,
 
 
 @contextlib.contextmanager
-def _own_pool(workers: int | None, engine: str, limits: TaskPolicy) -> Iterator[Pool]:
+def _own_pool(workers: int | None, engine: str, limits: TaskPolicy,
+              address: str | None = None) -> Iterator[Pool]:
     """A pool for one call. Left early (an error, Ctrl-C, a closed iterator), it stops at
     once rather than finish tasks whose results nobody will read."""
     pool = Pool(workers, engine=engine, timeout=limits.timeout, retries=limits.retries,
-                backoff=limits.backoff, retry_on=limits.retry_on)
+                backoff=limits.backoff, retry_on=limits.retry_on, address=address)
     try:
         yield pool
     except BaseException:

@@ -76,11 +76,15 @@ def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) 
 class Pool(concurrent.futures.Executor):
     """A pool of workers on one engine; a drop-in ``concurrent.futures.Executor``.
 
-    ``engine`` is ``"process"``, ``"thread"`` or ``"auto"``. ``native_threads`` caps the
+    ``engine`` is ``"process"``, ``"thread"``, ``"dask"`` or ``"auto"``. ``native_threads``
+    caps the
     BLAS/OpenMP thread pools in each process worker (``"auto"``: cores // workers, so the
     pool never oversubscribes the machine; None: leave them alone).
     ``start_method`` (process engine) is ``"fork"`` (workers forked from corework's
     single-threaded launcher, the default) or ``"spawn"`` (fresh interpreters).
+
+    ``address`` (engine ``"dask"``) is a Dask scheduler's, e.g. ``"tcp://host:8786"``;
+    without it the dask engine starts a ``LocalCluster`` of ``workers`` processes.
 
     ``timeout``, ``retries``, ``backoff`` and ``retry_on`` apply to every task (see
     :meth:`options` to change them for some): a task running past ``timeout`` seconds
@@ -95,7 +99,8 @@ class Pool(concurrent.futures.Executor):
                  max_tasks_per_worker: int | None = None,
                  initializer: Callable[..., object] | None = None,
                  initargs: Iterable[Any] = (), start_method: str | None = None,
-                 native_threads: int | Literal["auto"] | None = "auto") -> None:
+                 native_threads: int | Literal["auto"] | None = "auto",
+                 address: str | None = None) -> None:
         count = parse_workers(workers)
         self._policy = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
         self.engine = resolve_engine_name(engine)
@@ -107,8 +112,14 @@ class Pool(concurrent.futures.Executor):
                             _native_threads(native_threads, count))
         if max_tasks_per_worker is not None:
             parse_chunksize(max_tasks_per_worker, "max_tasks_per_worker")
+        # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
+        if address is not None and self.engine != "dask":
+            raise ValueError(f"address applies to engine='dask', not {self.engine!r}")
+        cluster: dict[str, Any] = {} if self.engine != "dask" else {
+            "address": address, "sized": workers is not None,
+            "max_tasks_per_worker": max_tasks_per_worker}
         engine_ = create_engine(self.engine, count, setup, start_method,
-                                parse_memory(memory_limit))
+                                parse_memory(memory_limit), **cluster)
         self._scheduler = Scheduler(engine_, self._policy, max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
         _live_pools.add(self)

@@ -236,6 +236,26 @@ def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
     return file.getvalue()
 
 
+def dumps_by_value(obj: Any, buffer_callback: Any = None) -> bytes:
+    """cloudpickle ``obj`` (memoryviews too), offering its buffers to ``buffer_callback``
+    (for engines that place large buffers themselves, such as the dask engine)."""
+    file = io.BytesIO()
+    _ByValuePickler(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return file.getvalue()
+
+
+def dumps_by_reference(obj: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
+    """The standard pickle of ``obj`` (memoryviews too; cloudpickle if it fails), with
+    every buffer out of band, appended to ``buffers`` (for results on the dask engine)."""
+    file = io.BytesIO()
+    try:
+        _ByReferencePickler(file, PROTOCOL, buffer_callback=buffers.append).dump(obj)
+        return file.getvalue()
+    except Exception:
+        buffers.clear()
+    return dumps_by_value(obj, buffers.append)
+
+
 def _reduce_memoryview(obj: Any) -> tuple[Any, ...] | None:
     """Make memoryviews picklable, as out-of-band buffers (pickle cannot send them at all).
 

@@ -109,7 +109,7 @@ class Plan:
         options = _pool_options(args)
         fmt = _input_format(args)
         fn = load_target(args.target)
-        if options["engine"] == "process":
+        if options["engine"] in ("process", "dask"):
             check_picklable(fn, args.target)
         plan = cls(args, fn, fmt, options)
         plan.open_journal()
@@ -378,8 +378,10 @@ def _pool_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(str(exc).replace("_", "-")) from None
     if memory is not None and engine != "process":
         raise UsageError("--memory-limit needs --engine process: threads share one process")
+    if args.address is not None and engine != "dask":
+        raise UsageError("--address needs --engine dask")
     return {"workers": args.workers, "engine": engine, "timeout": args.timeout,
-            "retries": args.retries, "memory_limit": memory}
+            "retries": args.retries, "memory_limit": memory, "address": args.address}
 
 
 @contextlib.contextmanager
@@ -442,7 +444,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="with --journal: run again the records that failed before")
     parser.add_argument("--engine", default="auto",
-                        help="auto, process or thread (default: auto)")
+                        help="auto, process, thread or dask (default: auto)")
+    parser.add_argument("--address", metavar="URL",
+                        help="with --engine dask: the Dask scheduler, e.g. "
+                             "tcp://127.0.0.1:8786 (default: a LocalCluster started here)")
     parser.add_argument("--workers", type=positive(int), metavar="N",
                         help="tasks at once (default: the cores here)")
     parser.add_argument("--timeout", type=positive(float), metavar="SECONDS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._base import default_workers as default_workers
@@ -23,7 +24,7 @@ __all__ = [
     "resolve_engine_name",
 ]
 
-ENGINES = ("auto", "process", "thread", "interpreter")
+ENGINES = ("auto", "process", "thread", "interpreter", "dask")
 
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None,
@@ -48,10 +49,20 @@ def _interpreter(workers: int, setup: WorkerSetup, start_method: str | None,
     return InterpreterEngine(workers, setup)
 
 
+def _dask(workers: int, setup: WorkerSetup, start_method: str | None,
+          memory_limit: int | None, *, address: str | None = None, sized: bool = True,
+          max_tasks_per_worker: int | None = None) -> Engine:
+    from .dask import DaskEngine, check_options  # imports Dask only when it is used
+
+    check_options(memory_limit=memory_limit, max_tasks_per_worker=max_tasks_per_worker)
+    return DaskEngine(workers, setup, address, sized)
+
+
 _FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None, int | None], Engine]] = {
     "process": _process,
     "thread": _thread,
     "interpreter": _interpreter,
+    "dask": _dask,
 }
 
 
@@ -75,6 +86,12 @@ def resolve_engine_name(name: str) -> str:
 
 
 def create_engine(name: str, workers: int, setup: WorkerSetup,
-                  start_method: str | None = None, memory_limit: int | None = None) -> Engine:
-    """A new, unstarted engine of kind ``name`` (already resolved from "auto")."""
+                  start_method: str | None = None, memory_limit: int | None = None,
+                  **cluster: Any) -> Engine:
+    """A new, unstarted engine of kind ``name`` (already resolved from "auto").
+
+    ``cluster``: the dask engine's own options (``address``, ``sized``,
+    ``max_tasks_per_worker``); see ``engines/dask.py``."""
+    if name == "dask":
+        return _dask(workers, setup, start_method, memory_limit, **cluster)
     return _FACTORIES[name](workers, setup, start_method, memory_limit)
