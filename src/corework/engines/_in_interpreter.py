@@ -28,6 +28,7 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _functions: dict[int, Any] = {}
 _runner_ident: int | None = None
 _in_task = False  # only a task is interrupted, never this module's own code
+_killed = False  # a kill came: the task stops now, or as soon as it starts
 
 
 class Interrupted(BaseException):
@@ -35,7 +36,9 @@ class Interrupted(BaseException):
 
 
 def _watch(kill_fd: int) -> None:
+    global _killed
     while os.read(kill_fd, 1) == b"k":
+        _killed = True
         if _in_task:
             _raise_in_runner(Interrupted)
 
@@ -83,6 +86,8 @@ def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd:
             raise fn
         items = pickle.loads(items_blob)
         _in_task = True
+        if _killed:  # killed before it started: the watchdog saw no task to interrupt
+            raise Interrupted
         _call_each(fn, star, items, results, failures)
     except Interrupted:
         interrupted = True
