@@ -62,6 +62,7 @@ class _Worker:
         self.retiring = False  # told to exit by restart(): its end is no loss
         self.over_limit: int | None = None  # the RSS that got it killed
         self.unsent = False  # the last chunk could not be written: it died before
+        self.reported = False  # its loss is being reported: a chunk sent now is an orphan
         self.send_lock = threading.Lock()
         self.functions: OrderedDict[int, None] = OrderedDict()  # ids this worker holds
 
@@ -202,6 +203,8 @@ class ProcessEngine(Engine):
         with self._lock:
             self._shares_sent.update(items.share_ids)
         with worker.send_lock:
+            if worker.reported:  # the scheduler requeues it when the successor is ready
+                return
             worker.chunk_id = work.id
             try:
                 self._send_function(worker, work.fn)
@@ -349,7 +352,8 @@ class ProcessEngine(Engine):
             return
         code = self._launcher.wait_exit(worker.pid, EXIT_REPORT_TIMEOUT)
         self._exited.remove(worker.pid)
-        with worker.send_lock:
+        with worker.send_lock:  # from here on, sends to it are orphans, not losses
+            worker.reported = True
             error = self._death_error(worker, code)
         if not worker.ready:
             self._failed_starts[worker.slot] = self._failed_starts.get(worker.slot, 0) + 1
