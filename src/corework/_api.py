@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
+from ._auto import auto_chunks
 from ._policy import TaskPolicy
 from ._pool import Pool, parse_chunksize, parse_workers
 from .engines import resolve_engine_name
@@ -30,9 +31,9 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     _check(fn, engine, workers, chunksize)
     results: list[T] = []
     limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
-    with _own_pool(workers, engine, limits, address) as pool:
-        for values in pool._map_chunks(fn, items, chunksize=chunksize, ordered=ordered):
-            results.extend(values)  # a chunk at a time: no Python step per result
+    for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
+                          ordered=ordered, limits=limits, address=address):
+        results.extend(values)  # a chunk at a time: no Python step per result
     return results
 
 
@@ -56,8 +57,26 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
 def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
           chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy,
           address: str | None) -> Iterator[T]:
-    with _own_pool(workers, engine, limits, address) as pool:
-        yield from pool.imap(fn, items, chunksize=chunksize, ordered=ordered)
+    for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
+                          ordered=ordered, limits=limits, address=address):
+        yield from values
+
+
+def _chunks(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str,
+            workers: int | None, chunksize: int | Literal["auto"], ordered: bool,
+            limits: TaskPolicy, address: str | None) -> Iterator[list[T]]:
+    """Results a chunk at a time, on ``engine``; "auto" measures first (see ``_auto``)."""
+
+    def run(pool: Pool, source: Iterable[Any]) -> Iterator[list[T]]:
+        return pool._map_chunks(fn, source, chunksize=chunksize, ordered=ordered)
+
+    if engine != "auto" or address is not None:
+        with _own_pool(workers, engine, limits, address) as pool:
+            yield from run(pool, items)
+        return
+    yield from auto_chunks(fn, items, workers=parse_workers(workers), ordered=ordered,
+                           open_pool=lambda chosen: _own_pool(workers, chosen, limits),
+                           run=run)
 
 
 def _check(fn: object, engine: str, workers: int | None,

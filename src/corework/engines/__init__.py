@@ -22,6 +22,7 @@ __all__ = [
     "create_engine",
     "default_workers",
     "resolve_engine_name",
+    "start_launcher",
 ]
 
 ENGINES = ("auto", "process", "thread", "interpreter", "dask")
@@ -64,6 +65,14 @@ _FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None, int | None], Engin
     "interpreter": _interpreter,
     "dask": _dask,
 }
+
+
+def start_launcher() -> None:
+    """Start the process engine's launcher now (a fork while this process has one thread,
+    where later, with threads running, it would have to be spawned)."""
+    from ._launcher import get_launcher
+
+    get_launcher()
 
 
 def gil_enabled() -> bool:

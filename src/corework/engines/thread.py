@@ -7,8 +7,9 @@ free-threaded CPython. Nothing is pickled: functions and arguments are passed as
 from __future__ import annotations
 
 import queue
+import sys
 import threading
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .._errors import Cancelled, InitializerFailed
 from .._transport import Failure
@@ -17,6 +18,17 @@ from ._interrupt import interrupt_thread
 from ._runner import run_chunk
 
 _STOP = None
+_NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
+
+
+def _limit_native_threads(limit: int | None) -> Any:
+    """Cap the BLAS/OpenMP pools already loaded in this process while the pool runs, so
+    that ``workers`` threads each calling numpy do not oversubscribe the cores."""
+    if limit is None or not any(name in sys.modules for name in _NATIVE_POOL_MODULES):
+        return None
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit)
 
 
 class _Interrupt(BaseException):
@@ -47,6 +59,7 @@ class ThreadEngine(Engine):
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
+        self._native_limits = _limit_native_threads(self.setup.native_threads)
         self._slots = [_Slot(index) for index in range(self.workers)]
         for slot in self._slots:  # only now: a thread may call stop() at once
             self._start_thread(slot)
@@ -118,6 +131,9 @@ class ThreadEngine(Engine):
         self._events.worker_ready(slot)
 
     def stop(self, wait: bool, now: bool = False) -> None:
+        if self._native_limits is not None:
+            self._native_limits.restore_original_limits()
+            self._native_limits = None
         abandoned = set()
         for slot in self._slots:
             if now:
