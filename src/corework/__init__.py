@@ -1,10 +1,12 @@
 """corework: run Python work on every core, with the classic pitfalls engineered away.
 
 One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
-tasks in processes or threads; ``share`` puts big data in shared memory once, for every
-task. See the README for a tour.
+tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
+in shared memory once, for every task; ``advise`` measures which engine suits a function.
+See the README for a tour.
 """
 
+from ._advise import Advice, advise
 from ._api import imap, map
 from ._errors import (
     Cancelled,
@@ -28,6 +30,7 @@ from ._thread import Thread
 __version__ = "0.1.0"
 
 __all__ = (
+    "Advice",
     "Cancelled",
     "CoreworkError",
     "EngineUnavailable",
@@ -43,6 +46,7 @@ __all__ = (
     "TaskTimeout",
     "Thread",
     "WorkerCrashed",
+    "advise",
     "imap",
     "map",
     "share",

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import demo, run
+from . import advise, demo, run
 
 __all__ = ["main"]
 
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
     run.add_parser(commands)
+    advise.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""cw.advise and ``corework advise``: the engines measured, the verdict, and its reasons."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import corework as cw
+from corework import _advise
+from corework.engines import default_workers
+
+
+def cpu_task(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def wait_task(x):
+    time.sleep(0.03)
+    return x
+
+
+def test_advice_for_waiting_tasks_is_threads_with_its_figures():
+    advice = cw.advise(wait_task, range(8), workers=4)
+    assert advice.engine == "thread"
+    assert "wait" in advice.reason
+    assert set(advice.seconds) >= {"serial", "thread", "process"}
+    assert advice.speedup["serial"] == 1.0 and advice.speedup["thread"] > 1.5
+    assert advice.cpu_share < 0.5 and advice.gil_held == 0.0
+    assert advice.pickle_bytes > 0 and advice.pickle_seconds >= 0
+    assert json.loads(json.dumps(advice.as_dict()))["engine"] == "thread"
+    assert "use engine='thread'" in str(advice)
+
+
+@pytest.mark.skipif(default_workers() < 2, reason="needs two cores to see the GIL")
+def test_advice_for_pure_python_cpu_work_is_a_gil_free_engine():
+    advice = cw.advise(cpu_task, [400_000] * 6, workers=2)
+    assert advice.engine in ("process", "interpreter"), advice
+    assert advice.cpu_share > 0.8 and advice.gil_held > 0.5
+    assert "GIL" in advice.reason
+
+
+def test_the_rules_behind_the_verdict():
+    assert _advise._fastest({"serial": 1, "thread": 0.50, "process": 0.48}) == "thread"
+    assert _advise._fastest({"serial": 1, "thread": 0.9, "process": 0.5}) == "process"
+    assert _advise._gil_held(1.0, 2, 1.0) == 1.0
+    assert _advise._gil_held(2.0, 2, 1.0) == 0.0
+    assert _advise._gil_held(1.0, 2, 0.1) == 0.0  # waiting tasks: no GIL to speak of
+
+
+def test_an_empty_sample_is_refused():
+    with pytest.raises(ValueError, match="non-empty sample"):
+        cw.advise(wait_task, [])
+
+
+def test_the_command_prints_the_advice(tmp_path):
+    (tmp_path / "tasks.py").write_text(
+        "import time\ndef wait(x):\n    time.sleep(0.02)\n    return x\n")
+    (tmp_path / "in.jsonl").write_text("".join(f"{i}\n" for i in range(6)))
+    command = [sys.executable, "-m", "corework", "advise", "tasks.py:wait",
+               "--input", "in.jsonl", "--workers", "3"]
+    shown = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("use engine='thread'")
+    as_json = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+    assert json.loads(as_json.stdout)["workers"] == 3
+
+
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path):
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "tasks.py").write_text("def boom(x):\n    raise KeyError(x)\n")
+    for args, code, message in [
+        (["nope.py:f", "--input", "in.txt"], 2, "no such file"),
+        (["tasks.py:boom", "--input", "missing.txt"], 2, "missing.txt"),
+        (["tasks.py:boom", "--input", "in.txt"], 1, "raised on the sample: KeyError"),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "corework", "advise", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == code, done.stderr
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
