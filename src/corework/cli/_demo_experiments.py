@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import psutil
 
 from .._api import map as cw_map
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 #: The engines every workload runs on, besides serially.
+# Sub-interpreters cannot import the corework package (it loads C extensions they refuse),
+# so the demo's task functions travel by value rather than by reference to these modules.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(_demo_freethreaded)
+
 ENGINES = ("thread", "process", "interpreter")
 FREE_THREADED_ENV = "COREWORK_FREE_THREADED_PYTHON"
 CPU_TASK_SECONDS = 0.25  # one cpu or native task, before --scale
