@@ -2,7 +2,8 @@
 
 It is loaded by file path, not imported as part of ``corework``: the package imports C
 extensions (psutil, ctypes) that cannot load in an isolated sub-interpreter. So this
-module imports only the standard library and cloudpickle (pure Python), and speaks plain
+module imports only the standard library (and cloudpickle, pure Python, when a value needs
+it: pickle itself imports it to load a function sent by value), and speaks plain
 data — bytes, ints, tuples — to the main interpreter, which rebuilds corework's types.
 
 A *watchdog* thread in the sub-interpreter waits on a pipe; a byte from ``kill`` makes it
@@ -19,10 +20,10 @@ import pickle
 import sys
 import threading
 import time
-import traceback
-from typing import Any
 
-import cloudpickle
+TYPE_CHECKING = False  # typing is not imported: it is most of a new interpreter's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _functions: dict[int, Any] = {}
@@ -129,9 +130,11 @@ def _call_each(fn: Any, star: int, items: Any, results: list[Any],
 
 def _failure(exc: BaseException) -> tuple[Any, ...]:
     """(pickled exception or None, type name, message, formatted traceback)."""
+    import traceback  # only on failures: a costly import for a new interpreter
+
     formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        blob = cloudpickle.dumps(exc, protocol=_PROTOCOL)
+        blob = _dumps(exc)
         pickle.loads(blob)
     except Exception:
         blob = None
@@ -142,6 +145,8 @@ def _dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, _PROTOCOL)
     except Exception:
+        import cloudpickle  # only when needed: importing it costs a new interpreter ~20 ms
+
         return cloudpickle.dumps(obj, protocol=_PROTOCOL)  # type: ignore[no-any-return]
 
 
