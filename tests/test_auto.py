@@ -54,13 +54,14 @@ def test_the_rules_on_synthetic_figures():
     decide = _auto.decide
     if default_workers() < 2:
         pytest.skip("the rules need two cores")
-    assert decide([], 2, 1.0, None, 2).engine == "process"  # GIL held: one core busy
-    assert decide([], 2, 1.9, None, 2).engine == "thread"  # native: both busy
-    assert decide([], 2, 0.05, None, 2).engine == "thread"  # waiting
-    assert decide([(0.01, 0.01)] * 2, 0, 1.0, 1000, 2).engine == "process"
-    assert decide([(0.01, 0.001)] * 2, 0, 0.1, 1000, 2).engine == "thread"
-    assert decide([(0.01, 0.01)] * 2, 0, 1.0, 3, 2).engine == "thread"  # too little left
-    assert decide([], 2, 1.0, None, 1).engine == "thread"  # one worker
+    assert decide([], 2, 1.0, None, 2, 0.005).engine == "process"  # GIL held: waits 5 ms
+    assert decide([], 2, 1.9, None, 2, 0.0001).engine == "thread"  # native: GIL free
+    assert decide([], 2, 0.05, None, 2, 0.0).engine == "thread"  # waiting
+    assert "wait" in decide([], 2, 0.05, None, 2, 0.0).reason
+    assert decide([(0.001, 0.001)] * 2, 0, 1.0, 10_000, 2, None).engine == "process"
+    assert decide([(0.01, 0.001)] * 2, 0, 0.1, 1000, 2, None).engine == "thread"
+    assert decide([(0.01, 0.01)] * 2, 0, 1.0, 3, 2, 0.005).engine == "thread"  # little left
+    assert decide([], 2, 1.0, None, 1, 0.005).engine == "thread"  # one worker
 
 
 @pytest.mark.skipif(default_workers() < 2, reason="needs two cores to tell GIL from not")

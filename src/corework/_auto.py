@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +28,16 @@ from .engines import default_workers, gil_enabled, start_launcher
 
 #: How long the probe watches the first tasks before deciding (if they have not ended).
 PROBE_SECONDS = 0.05
-#: Less CPU than this per call (or, over running calls, cores busy): they mostly wait.
+#: Less CPU than this per call (or cores busy, over the probe): the tasks mostly wait.
 WAITING_SHARE = 0.5
 #: A whole input this short (seconds of serial work) is not worth starting processes for.
 TOO_LITTLE_WORK = 0.1
-#: Tasks shorter than this end before the CPU they use can be told apart from noise.
-MEASURABLE = 0.005
+#: The probe's sleeps; wake-ups that make a baseline, and a measurement.
+SLEEP = 0.001
+BASELINE_SAMPLES = 5
+MIN_SAMPLES = 2
+#: Waking up this much later than before the probes started: they hold the GIL.
+GIL_HELD = 0.0015
 
 
 @dataclass(frozen=True)
@@ -84,62 +88,86 @@ class Probe:
             with self._lock:
                 self.calls.append(done)
 
-    def watch(self, futures: list[Future[Any]], remaining: int | None) -> Verdict:
-        """Watch the probed calls for PROBE_SECONDS (or until they end) and decide."""
+    def watch(self, futures: list[Future[Any]], remaining: int | None,
+              baseline: float) -> Verdict:
+        """Watch the probed calls for PROBE_SECONDS (or until they end) and decide.
+
+        ``baseline``: this thread's wake-up delay before the probes started (see
+        :func:`wake_up_delay`)."""
         started, cpu = time.perf_counter(), time.process_time()
-        wait_for(futures, timeout=PROBE_SECONDS)
+        delays = []
+        while time.perf_counter() - started < PROBE_SECONDS and not all(
+                future.done() for future in futures):
+            delays.append(wake_up_delay())
         wall = time.perf_counter() - started
         busy = (time.process_time() - cpu) / wall if wall else 0.0
         running = sum(not future.done() for future in futures)
+        enough = len(delays) >= MIN_SAMPLES
+        gil_wait = statistics.median(delays) - baseline if enough else None
         with self._lock:
             calls = list(self.calls)
-        return decide(calls, running, busy, remaining, len(futures))
+        return decide(calls, running, busy, remaining, len(futures), gil_wait)
 
 
-def decide(calls: list[tuple[float, float]], running: int, busy: float,
-           remaining: int | None, threads: int) -> Verdict:
-    """The verdict from what the probe saw (a pure function, for tests and ``advise``).
+def wake_up_delay() -> float:
+    """How late this thread gets back from a 1 ms sleep, in seconds.
+
+    Waking up means taking the GIL back. If other threads run Python code, they hold it
+    and hand it over only every switch interval (5 ms): the delay is milliseconds. If they
+    wait, or run native code that released it, the delay is the scheduler's alone, much
+    less even on a busy machine (that part is the baseline, measured before the probes).
+    """
+    started = time.perf_counter()
+    time.sleep(SLEEP)
+    return time.perf_counter() - started - SLEEP
+
+
+def baseline_delay() -> float:
+    """This thread's wake-up delay with nothing else running here (see wake_up_delay)."""
+    return statistics.median(wake_up_delay() for _ in range(BASELINE_SAMPLES))
+
+
+def decide(calls: list[tuple[float, float]], running: int, busy: float,  # noqa: PLR0917
+           remaining: int | None, threads: int, gil_wait: float | None) -> Verdict:
+    """The verdict from what the probe saw (a pure function, for tests).
 
     ``calls``: (wall, cpu) of the probed calls that ended; ``running``: probes still
     running after the window; ``busy``: cores this process kept busy meanwhile;
-    ``remaining``: tasks after the probes, if known; ``threads``: probes started.
+    ``remaining``: tasks after the probes, if known; ``threads``: probes started;
+    ``gil_wait``: how much later than before the probes this thread got the GIL back
+    (None: too few samples, the probes ended at once).
     """
     cores = default_workers()
-    figures = {"busy_cores": round(busy, 2), "threads": float(threads)}
+    figures = {"busy_cores": round(busy, 2), "threads": float(threads),
+               "running": float(running)}
+    if gil_wait is not None:
+        figures["gil_wait_ms"] = round(gil_wait * 1000, 2)
     if not gil_enabled():
         return Verdict("thread", "this CPython runs without a GIL: threads run Python code "
                        "in parallel, with nothing to pickle", figures)
     if threads <= 1 or cores <= 1:
         return Verdict("thread", "one worker or one core: nothing runs in parallel, so "
                        "threads, which pickle nothing, are cheapest", figures)
-    if running == 0 and calls:  # short tasks: judge each call's own CPU share
+    if calls:
         wall = sum(w for w, _ in calls)
-        cpu_share = sum(c for _, c in calls) / wall if wall else 1.0
         task = wall / len(calls)
-        figures.update(cpu_share=round(cpu_share, 2), task_seconds=task)
-        if cpu_share < WAITING_SHARE:
-            return Verdict("thread", f"tasks spend {1 - cpu_share:.0%} of their time "
-                           "waiting, and threads overlap waits cheaply", figures)
+        figures.update(cpu_share=round(sum(c for _, c in calls) / wall, 2) if wall else 1.0,
+                       task_seconds=task)
         if remaining is not None and task * remaining < TOO_LITTLE_WORK:
             return Verdict("thread", f"about {task * remaining * 1000:.0f} ms of work is "
                            "left: less than starting processes costs", figures)
-        if task >= MEASURABLE and busy >= 1 + 0.5 * (min(threads, cores) - 1):
-            return Verdict("thread", f"{threads} threads kept {busy:.1f} cores busy at once: "
-                           "the code releases the GIL (native code), so threads run it in "
-                           "parallel without pickling", figures)
-        return Verdict("process", "CPU-bound Python: with the GIL, only processes run it "
-                       "in parallel", figures)
-    active = min(running or threads, cores)
-    figures["cpu_share"] = round(busy / active, 2)
-    if busy < WAITING_SHARE:  # held GIL or not, a running Python task keeps a core busy
-        return Verdict("thread", f"{active} running tasks kept {busy:.1f} cores busy: they "
-                       "mostly wait, and threads overlap waits cheaply", figures)
-    if busy >= 1 + 0.5 * (active - 1):
-        return Verdict("thread", f"{active} threads kept {busy:.1f} cores busy at once: the "
-                       "code releases the GIL (native code), so threads run it in "
-                       "parallel without pickling", figures)
-    return Verdict("process", f"{active} threads kept only {busy:.1f} core busy: the code "
-                   "holds the GIL, so only processes run it in parallel", figures)
+    if gil_wait is None:  # the probes ended before they could be watched: tiny tasks
+        held = figures.get("cpu_share", 1.0) >= WAITING_SHARE
+    else:
+        held = gil_wait >= GIL_HELD
+    if held:
+        return Verdict("process", "the tasks run Python code that holds the GIL, so only "
+                       "processes run them in parallel", figures)
+    if busy < WAITING_SHARE:
+        return Verdict("thread", f"the tasks kept {busy:.1f} cores busy: they mostly wait, "
+                       "and threads overlap waits cheaply", figures)
+    return Verdict("thread", f"the tasks kept {busy:.1f} cores busy and left the GIL free "
+                   "(native code): threads run them in parallel without pickling", figures)
 
 
 def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
@@ -153,7 +181,7 @@ def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
     """
     verdict = remembered(fn)
     if verdict is None and not gil_enabled():
-        verdict = decide([], 0, 0.0, None, workers)  # threads, without a probe
+        verdict = decide([], 0, 0.0, None, workers, None)  # threads, without a probe
     if verdict is not None:
         with open_pool(verdict.engine) as pool:
             yield from run(pool, iter(items))
@@ -165,9 +193,10 @@ def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
         remaining -= len(firsts)
     start_launcher()  # while this process has one thread, the launcher costs a fork
     with open_pool("thread") as threads:
+        baseline = baseline_delay()
         probe = Probe(fn)
         futures = [threads.submit(probe, item) for item in firsts]
-        verdict = probe.watch(futures, remaining)
+        verdict = probe.watch(futures, remaining, baseline)
         remember(fn, verdict)
         if verdict.engine == "thread":
             yield from _merge(futures, run(threads, source), ordered)
