@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
     for workload in args.workloads:
-        peers = [p for p in args.libs if WORKLOADS[workload].applies(p)]
+        peers = [p for p in args.libs if WORKLOADS[workload].applies(p, PEERS[p].data_only)]
         results[workload] = run_workload(workload, peers, params, args.repeats)
         for peer, case in results[workload].items():
             shown = f"{case.median():.4f} s" if case.median() is not None else case.status

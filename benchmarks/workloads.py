@@ -143,11 +143,10 @@ class Workload:
     data: Callable[[Params], Any] | None = None
     data_mb: int = 0  # its size, for the report's "x data" column
 
-    def applies(self, peer: str) -> bool:
-        """Whether the workload runs ``peer`` at all (else it is left out of the table)."""
-        from .peers import PEERS
-
-        return peer not in self.skip and (self.data is not None or not PEERS[peer].data_only)
+    def applies(self, peer: str, data_only: bool) -> bool:
+        """Whether the workload runs ``peer`` at all (else it is left out of the table);
+        ``data_only``: the peer only makes sense for workloads with shared data."""
+        return peer not in self.skip and (self.data is not None or not data_only)
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
