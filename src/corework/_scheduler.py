@@ -506,6 +506,8 @@ class _FutureSink:
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
         if isinstance(error, Cancelled) and self.future.cancel():
+            with contextlib.suppress(RuntimeError):  # already notified
+                self.future.set_running_or_notify_cancel()  # else wait() never sees it
             return
         if not self.future.done():
             self.future.set_exception(chunk.blame(error))
