@@ -436,11 +436,11 @@ def test_a_million_lines_stream_in_flat_memory(work):
 def test_status_lines_when_stderr_is_not_a_terminal(monkeypatch):
     import io
 
-    from corework.cli import _progress
+    from corework import _progress
 
     monkeypatch.setattr(_progress, "STATUS_EVERY", 0.01)
     out = io.StringIO()
-    progress = _progress.make_progress(1000, 100, quiet=False, out=out)
+    progress = _progress.make_progress(1000, 100, quiet=False, out=out, label="corework run")
     progress.advance(380, 20)
     deadline = time.monotonic() + 10
     while "corework run: 500/1,000 (50%) done, 20 failed" not in out.getvalue():

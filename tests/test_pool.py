@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import time
 
 import pytest
 
@@ -193,3 +194,15 @@ def test_a_large_initializer_argument_reaches_every_worker(engine):
 
 def _recall_length(_):
     return len(recall())
+
+
+def test_futures_cancelled_by_kill_wake_their_waiters(engine):
+    """A task that never started, cancelled by ``Pool.kill()``, counts as done for
+    ``concurrent.futures.wait`` (which ``cw.Process.join`` uses), not pending forever."""
+    pool = cw.Pool(1, engine=engine)
+    running = pool.submit(time.sleep, 30)
+    waiting = pool.submit(abs, -1)
+    pool.kill()
+    done, _ = concurrent.futures.wait([running, waiting], timeout=10)
+    assert done == {running, waiting}
+    assert waiting.cancelled()

@@ -6,10 +6,11 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
+from . import _progress
 from ._auto import auto_chunks
 from ._policy import TaskPolicy
 from ._pool import Pool, parse_chunksize, parse_workers
-from .engines import resolve_engine_name
+from .engines import resolve_engine_name, start_launcher
 
 __all__ = ["imap", "map"]
 
@@ -20,19 +21,22 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
         workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
         ordered: bool = True, timeout: float | None = None, retries: int = 0,
         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
-        address: str | None = None) -> list[T]:
+        address: str | None = None, progress: bool = False) -> list[T]:
     """``list(builtins.map(fn, items))``, run on every core.
 
     Tiny tasks are batched automatically (``chunksize="auto"``); the first task that
     raises stops the map and its exception is raised here, naming the task and item.
     ``timeout`` (seconds per task), ``retries``, ``backoff`` and ``retry_on`` are as
     for :class:`Pool`; so is ``address``, a Dask scheduler's for ``engine="dask"``.
+    ``progress=True`` shows a progress bar: a widget in a Jupyter notebook, a bar on a
+    terminal, a status line every few seconds elsewhere (see ``corework._progress``).
     """
     _check(fn, engine, workers, chunksize)
     results: list[T] = []
     limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
     for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                          ordered=ordered, limits=limits, address=address):
+                          ordered=ordered, limits=limits, address=address,
+                          progress=progress):
         results.extend(values)  # a chunk at a time: no Python step per result
     return results
 
@@ -41,7 +45,7 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
          workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
          ordered: bool = True, timeout: float | None = None, retries: int = 0,
          backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
-         address: str | None = None) -> Iterator[T]:
+         address: str | None = None, progress: bool = False) -> Iterator[T]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
     ``ordered=False`` yields each result as soon as it is done. The pool starts at the
@@ -51,20 +55,35 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     _check(fn, engine, workers, chunksize)
     limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
     return _imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                 ordered=ordered, limits=limits, address=address)
+                 ordered=ordered, limits=limits, address=address, progress=progress)
 
 
 def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
           chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy,
-          address: str | None) -> Iterator[T]:
+          address: str | None, progress: bool) -> Iterator[T]:
     for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                          ordered=ordered, limits=limits, address=address):
+                          ordered=ordered, limits=limits, address=address, progress=progress):
         yield from values
 
 
 def _chunks(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str,
             workers: int | None, chunksize: int | Literal["auto"], ordered: bool,
-            limits: TaskPolicy, address: str | None) -> Iterator[list[T]]:
+            limits: TaskPolicy, address: str | None, progress: bool) -> Iterator[list[T]]:
+    """Results a chunk at a time, on ``engine``, shown on a progress display if asked."""
+    chunks = _run_chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
+                         ordered=ordered, limits=limits, address=address)
+    if not progress:
+        yield from chunks
+        return
+    if engine in ("auto", "process"):
+        start_launcher()  # before the display's thread: the launcher is then forked
+    total = _progress.length(items)
+    yield from _progress.observe(chunks, total)
+
+
+def _run_chunks(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str,
+                workers: int | None, chunksize: int | Literal["auto"], ordered: bool,
+                limits: TaskPolicy, address: str | None) -> Iterator[list[T]]:
     """Results a chunk at a time, on ``engine``; "auto" measures first (see ``_auto``)."""
 
     def run(pool: Pool, source: Iterable[Any]) -> Iterator[list[T]]:

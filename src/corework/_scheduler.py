@@ -40,7 +40,7 @@ from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCr
 from ._future import Future
 from ._outcomes import task_exception
 from ._policy import NO_LIMITS, TaskPolicy
-from ._transport import CallKind, Failure
+from ._transport import CallKind, Failure, sent_as
 from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
 
 #: Longest one blocked wait in shutdown(), so that Ctrl-C is seen (see _mapjob).
@@ -89,15 +89,16 @@ class Scheduler:
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
         cacheable = reuse and isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
         if cacheable:
+            key = sent_as(fn)  # a __main__ function whose helpers were redefined: anew
             with self._lock:
-                cached = self._functions.get(fn)
+                cached = self._functions.get(key)
                 if cached is not None:
-                    self._functions.move_to_end(fn)
+                    self._functions.move_to_end(key)
                     return cached
         ref = self.engine.prepare(fn, next(self._ids))
         if cacheable:
             with self._lock:
-                self._functions[fn] = ref
+                self._functions[key] = ref
                 while len(self._functions) > FUNCTION_CACHE_SIZE:
                     self.engine.forget(self._functions.popitem(last=False)[1])
         return ref
@@ -505,6 +506,8 @@ class _FutureSink:
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
         if isinstance(error, Cancelled) and self.future.cancel():
+            with contextlib.suppress(RuntimeError):  # already notified
+                self.future.set_running_or_notify_cancel()  # else wait() never sees it
             return
         if not self.future.done():
             self.future.set_exception(chunk.blame(error))

@@ -34,10 +34,10 @@ from .._errors import RemoteTraceback, SerializationError, TaskError
 from .._mapjob import Settled
 from .._policy import TaskPolicy
 from .._pool import Pool, parse_chunksize, parse_memory, parse_workers
+from .._progress import Progress, make_progress
 from ..engines import resolve_engine_name
 from ._args import positive
 from ._journal import IndexSet, Journal, JournalError
-from ._progress import Progress, make_progress
 from ._records import FORMATS, Record, format_for, json_line, open_input, read_records, write_lines
 from ._target import TargetError, check_picklable, function_identity, load_target
 
@@ -138,7 +138,8 @@ class Plan:
                 # The pool first: its launcher is forked while this process has no
                 # threads yet (the progress display may start one).
                 with Pool(**self.pool_options) as pool:
-                    progress = make_progress(self._total(), done.count, quiet=self.args.quiet)
+                    progress = make_progress(self._total(), done.count, quiet=self.args.quiet,
+                                             label="corework run", unit=" records")
                     try:
                         self._run(pool, done, out, progress)
                     finally:

@@ -20,6 +20,7 @@ A function is sent once per worker; later chunks name it by id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 def serve_fd(fd: int) -> int:
     """Serve the caller on socket ``fd``; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    _line_buffer_std_streams()
     channel = Channel.from_fd(fd)
     try:
         return _serve(channel)
@@ -75,6 +77,7 @@ def _serve(channel: Channel) -> int:
             _load_function(message, functions)
         elif tag == "run":
             report = _run(message, functions, kept)
+            flush_std_streams()  # a task's output leaves before its result
             _send_report(channel, report)
         elif tag == "release":
             for share_id in message.meta[1]:
@@ -163,6 +166,16 @@ def _limit_native_threads(limit: int | None) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=limit)
+
+
+def _line_buffer_std_streams() -> None:
+    """Write each line a task prints at once, as on a terminal, even where stdout is a
+    pipe (a Jupyter kernel's, which shows what arrives there in the running cell)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(OSError, ValueError):
+                reconfigure(line_buffering=True)
 
 
 def flush_std_streams() -> None:
