@@ -147,6 +147,10 @@ def _reason(engine: str, speedup: dict[str, float], cpu_share: float, gil_held: 
     if cpu_share < 0.5:
         return (f"the tasks mostly wait (CPU {cpu_share:.0%} of their time): {engine}s "
                 f"overlapped the waits ({speedup[engine]:.1f}x) and threads cost least")
+    if engine == "thread" and gil_held >= 0.5:
+        return (f"no engine ran it much faster than threads ({threads:.1f}x; processes "
+                f"{processes:.1f}x) although it holds the GIL: is this machine busy? "
+                "Threads cost least")
     if engine == "thread":
         return (f"the code releases the GIL (threads ran {threads:.1f}x faster on "
                 f"{parallel} workers, GIL held {gil_held:.0%}), so threads need no pickling")
