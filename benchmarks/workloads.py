@@ -147,7 +147,9 @@ class Workload:
         """Whether the workload runs ``peer`` at all (else it is left out of the table)."""
         from .peers import PEERS
 
-        return peer not in self.skip and (self.data is not None or not PEERS[peer].data_only)
+        spec = PEERS[peer]
+        return (peer not in self.skip and (self.data is not None or not spec.data_only)
+                and (not spec.only or self.name in spec.only))
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
