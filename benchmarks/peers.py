@@ -356,10 +356,11 @@ class CoreworkAuto(CoreworkMapProcess):
 
     def facts(self, fn: Task) -> dict[str, Any]:
         from corework import _auto
+        from corework.engines import gil_enabled
 
         verdict = _auto.remembered(fn)
-        if verdict is None:
-            return {"engine": "?"}
+        if verdict is None:  # without a GIL auto takes threads, probes nothing, keeps nothing
+            return {"engine": "?" if gil_enabled() else "thread (no GIL, no probe)"}
         return {"engine": verdict.engine, **verdict.figures}
 
 
