@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -70,13 +71,19 @@ class Peer:
 
     ``module`` is imported before anything is timed (the startup workload times pool
     creation, not imports); ``requires`` names the distribution it needs, if any;
-    ``data_only``: the case applies only to workloads with shared data.
+    ``python``: the oldest Python it runs on; ``data_only``: the case applies only to
+    workloads with shared data; ``only``: if not empty, the only workloads it applies to.
+    ``cold``: each map is a whole one-call map that opens and closes its own pool, so the
+    case times it without a pool opened first or a warm-up map.
     """
 
     name = ""
     module = ""
     requires = ""
+    python: tuple[int, int] = (3, 0)
     data_only = False
+    only: frozenset[str] = frozenset()
+    cold = False
 
     def __init__(self, task_timeout: float | None = None) -> None:
         self.workers = 1
@@ -110,6 +117,10 @@ class Peer:
 
     def close(self, pool: Any) -> None:
         """Shut ``pool`` down and wait for its workers to finish."""
+
+    def facts(self, fn: Task) -> dict[str, Any]:
+        """What the library decided for the last map of ``fn``, recorded with the time."""
+        return {}
 
 
 class Serial(Peer):
@@ -304,6 +315,55 @@ class CoreworkThread(Corework):
     name, engine = "corework-thread", "thread"
 
 
+class CoreworkInterpreter(Corework):
+    """Sub-interpreters, each with its own GIL (3.12+); numpy cannot load in them."""
+
+    name, engine, python = "corework-interpreter", "interpreter", (3, 12)
+    only = frozenset({"tiny", "cpu", "io", "startup"})
+
+
+#: Where a whole ``cw.map`` call (pool start included) is timed, against engine="auto".
+ONE_CALL = frozenset({"tiny", "cpu", "numpy", "io"})
+
+
+class CoreworkMapProcess(Peer):
+    """``cw.map(fn, items, engine="process")``: one call, its own pool, nothing warm."""
+
+    name, module, engine = "corework-map-process", "corework", "process"
+    requires, only, cold = module, ONE_CALL, True
+
+    def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
+        import corework
+
+        return corework.map(fn, items, engine=self.engine, workers=self.workers)
+
+
+class CoreworkMapThread(CoreworkMapProcess):
+    name, engine = "corework-map-thread", "thread"
+
+
+class CoreworkAuto(CoreworkMapProcess):
+    """``cw.map(fn, items, engine="auto")``: probes the first tasks on threads, then
+    picks; each repeat is a fresh process, so every repeat pays for the probe."""
+
+    name, engine = "corework-auto", "auto"
+
+    def open(self, workers: int) -> Any:
+        from corework import _auto
+
+        _auto._verdicts.clear()  # a fresh process has none; said here for the reader
+        return super().open(workers)
+
+    def facts(self, fn: Task) -> dict[str, Any]:
+        from corework import _auto
+        from corework.engines import gil_enabled
+
+        verdict = _auto.remembered(fn)
+        if verdict is None:  # without a GIL auto takes threads, probes nothing, keeps nothing
+            return {"engine": "?" if gil_enabled() else "thread (no GIL, no probe)"}
+        return {"engine": verdict.engine, **verdict.figures}
+
+
 class CoreworkShare(Corework):
     """The process engine, with the data put in shared memory once by ``cw.share``."""
 
@@ -368,15 +428,18 @@ class CoreworkDask(Corework):
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (Serial, MpPool, CfProcess, CfThread, JoblibLoky, Mpire, Pebble, Corework,
-              CoreworkThread, CoreworkShare, CoreworkDask, DaskClientMap)
+              CoreworkThread, CoreworkInterpreter, CoreworkShare, CoreworkDask,
+              DaskClientMap, CoreworkMapProcess, CoreworkMapThread, CoreworkAuto)
 }
 
 
 def missing(name: str) -> str:
     """Why peer ``name`` cannot run here ("" if it can), without importing anything."""
-    requires = PEERS[name].requires
-    if requires and importlib.util.find_spec(requires) is None:
-        return f"{requires} is not installed"
+    peer = PEERS[name]
+    if sys.version_info < peer.python:
+        return f"needs Python {'.'.join(map(str, peer.python))}+"
+    if peer.requires and importlib.util.find_spec(peer.requires) is None:
+        return f"{peer.requires} is not installed"
     return ""
 
 

@@ -14,7 +14,13 @@ from .peers import PEERS, version
 from .workloads import WORKLOADS, Workload
 
 #: The corework variants, compared against the best of the other peers.
-COREWORK = ("corework-process", "corework-thread", "corework-share")
+COREWORK = ("corework-process", "corework-thread", "corework-interpreter", "corework-share")
+#: Whole ``cw.map`` calls: engine="auto" against the engines a user could pick by hand.
+AUTO, BY_HAND = "corework-auto", ("corework-map-process", "corework-map-thread")
+#: Not "other peers" in the summary.
+OURS = (*COREWORK, AUTO, *BY_HAND)
+#: The issue's targets for auto: its time over the best hand-picked engine's, at most.
+AUTO_TARGETS = {"cpu": 1.10, "numpy": 1.05, "io": 1.05}
 
 
 @dataclass
@@ -151,10 +157,51 @@ def workload_table(workload: str, cases: dict[str, CaseResult]) -> str:
         if spec.data_mb:
             extra = case.median("extra_mb")
             row.append("" if extra is None else f"{extra / spec.data_mb:.2f}")
-        notes = [case.status if case.status != "ok" else "", case.note, spec.api.get(peer, "")]
+        notes = [case.status if case.status != "ok" else "", case.note, spec.api.get(peer, ""),
+                 f"auto picked {picked(case)}" if picked(case) else ""]
         row.append("; ".join(n for n in notes if n))
         rows.append(row)
     title = f"### {workload}: {spec.what} (workers={spec.worker_count()})"
+    return f"{title}\n\n{_table(headers, rows)}"
+
+
+def picked(case: CaseResult) -> str:
+    """Which engine auto picked over the repeats, e.g. "process x5"."""
+    counts: dict[str, int] = {}
+    for sample in case.samples:
+        if "engine" in sample:
+            counts[sample["engine"]] = counts.get(sample["engine"], 0) + 1
+    return ", ".join(f"{engine} x{n}" for engine, n in counts.items())
+
+
+def auto_table(results: Results) -> str:
+    """Per workload: engine="auto" against the best engine picked by hand, both timed as
+    whole ``cw.map`` calls (pool start, and auto's probe, included). "" if auto did not run."""
+    headers = ["workload", "auto s", "auto picked", "best by hand", "its s", "auto / best",
+               "target", "met", "warm-pool best s"]
+    rows = []
+    for workload, cases in results.items():
+        auto = cases.get(AUTO)
+        mine = auto.median() if auto else None
+        if auto is None:
+            continue
+        known = {p: t for p in BY_HAND if p in cases and (t := cases[p].median()) is not None}
+        best = min(known, key=known.__getitem__) if known else None
+        warm = [t for p in ("corework-process", "corework-thread")
+                if p in cases and (t := cases[p].median()) is not None]
+        ratio = mine / known[best] if best and mine else None
+        target = AUTO_TARGETS.get(workload)
+        met = "" if ratio is None or target is None else ("yes" if ratio <= target else "no")
+        rows.append([workload, _seconds(mine) or auto.status, picked(auto),
+                     (best or "").removeprefix("corework-map-"),
+                     _seconds(known.get(best) if best else None),
+                     "" if ratio is None else f"{ratio:.2f}",
+                     "" if target is None else f"<= {target:.2f}", met,
+                     _seconds(min(warm)) if warm else ""])
+    if not rows:
+        return ""
+    title = ('### engine="auto" vs the best engine picked by hand (whole `cw.map` calls; '
+             "auto / best > 1: auto slower)")
     return f"{title}\n\n{_table(headers, rows)}"
 
 
@@ -212,7 +259,7 @@ def summary_table(results: Results) -> str:
         if WORKLOADS[workload].bad is not None:
             continue
         for metric, label in _times(workload):
-            times = {p: c.median(metric) for p, c in cases.items() if p not in COREWORK}
+            times = {p: c.median(metric) for p, c in cases.items() if p not in OURS}
             known = {p: t for p, t in times.items() if t is not None}
             best = min(known, key=known.__getitem__) if known else None
             name = workload if metric == "seconds" else f"{workload} ({label.removesuffix(' s')})"
@@ -237,5 +284,5 @@ def markdown(results: Results, info: dict[str, str], params: dict[str, int], com
     lines += [f"- calibration: {', '.join(f'{k}={v}' for k, v in params.items())}", ""]
     for workload, cases in results.items():
         lines += [workload_table(workload, cases), ""]
-    lines.append(summary_table(results))
+    lines += [summary_table(results), "", auto_table(results)]
     return "\n".join(lines).rstrip() + "\n"

@@ -22,6 +22,7 @@ from .peers import PEERS, missing
 from .report import (
     CaseResult,
     Results,
+    auto_table,
     git_revision,
     machine,
     markdown,
@@ -148,15 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
     for workload in args.workloads:
-        peers = [p for p in args.libs if WORKLOADS[workload].applies(p, PEERS[p].data_only)]
+        peers = [p for p in args.libs
+                 if WORKLOADS[workload].applies(p, PEERS[p].data_only, PEERS[p].only)]
         results[workload] = run_workload(workload, peers, params, args.repeats)
         for peer, case in results[workload].items():
             shown = f"{case.median():.4f} s" if case.median() is not None else case.status
             print(f"  {workload:8} {peer:17} {shown} {case.note}", file=sys.stderr, flush=True)
         print(workload_table(workload, results[workload]) + "\n", flush=True)
-    summary = summary_table(results)
-    if summary:
-        print(summary, flush=True)
+    for table in (summary_table(results), auto_table(results)):
+        if table:
+            print(table + "\n", flush=True)
     if args.save:
         if "corework" in info and git_revision() != revision:
             info["corework"] += f"; src/ changed during the run, now {git_revision()}"

@@ -143,10 +143,11 @@ class Workload:
     data: Callable[[Params], Any] | None = None
     data_mb: int = 0  # its size, for the report's "x data" column
 
-    def applies(self, peer: str, data_only: bool) -> bool:
-        """Whether the workload runs ``peer`` at all (else it is left out of the table);
-        ``data_only``: the peer only makes sense for workloads with shared data."""
-        return peer not in self.skip and (self.data is not None or not data_only)
+    def applies(self, peer: str, data_only: bool, only: frozenset[str] = frozenset()) -> bool:
+        """Whether the workload runs ``peer`` at all (else it is left out of the table):
+        ``data_only`` peers need shared data; ``only`` names the workloads a peer is for."""
+        return (peer not in self.skip and (self.data is not None or not data_only)
+                and (not only or self.name in only))
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1

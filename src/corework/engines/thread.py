@@ -59,6 +59,7 @@ class ThreadEngine(Engine):
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
+        self._native_lock = threading.Lock()
         self._native_limits = _limit_native_threads(self.setup.native_threads)
         self._slots = [_Slot(index) for index in range(self.workers)]
         for slot in self._slots:  # only now: a thread may call stop() at once
@@ -76,6 +77,7 @@ class ThreadEngine(Engine):
         self._events.worker_ready(slot.index)
         try:
             while (work := slot.inbox.get()) is not _STOP:
+                self._cap_native_threads()
                 with slot.lock:
                     slot.running = work.id
                 report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
@@ -87,6 +89,16 @@ class ThreadEngine(Engine):
                 self._events.chunk_done(slot.index, report)
         except _Interrupt:
             return  # kill() has already reported the loss and replaced this thread
+
+    def _cap_native_threads(self) -> None:
+        """Cap BLAS/OpenMP pools that tasks loaded since the start (numpy imported inside
+        a task), once: a dict lookup per chunk until then."""
+        if self._native_limits is not None or self.setup.native_threads is None:
+            return
+        with self._native_lock:
+            if self._native_limits is None:
+                self._native_lock = threading.Lock()
+        self._native_limits = _limit_native_threads(self.setup.native_threads)
 
     def _initialize(self, index: int) -> bool:
         if self.setup.initializer is None:
@@ -131,9 +143,10 @@ class ThreadEngine(Engine):
         self._events.worker_ready(slot)
 
     def stop(self, wait: bool, now: bool = False) -> None:
-        if self._native_limits is not None:
-            self._native_limits.restore_original_limits()
-            self._native_limits = None
+        with self._native_lock:
+            if self._native_limits is not None:
+                self._native_limits.restore_original_limits()
+            self._native_limits = False  # stopped: no cap from now on
         abandoned = set()
         for slot in self._slots:
             if now:
