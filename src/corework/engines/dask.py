@@ -483,12 +483,10 @@ class DaskEngine(Engine):
             victims = {worker for worker, held in running.items() if keys & set(held)}
             orphans = {worker for worker in victims if not workers.get(worker, {}).get("nanny")}
             doomed = sorted(victims - orphans)
-            # Cancel first: a task whose worker dies is otherwise handed to another worker
-            # by Dask, and would hang that one too.
-            self._client.cancel(futures, force=True)
             if doomed:
                 with contextlib.suppress(OSError):  # the connection resets as they end
                     self._client.run(_end_worker, workers=doomed, wait=False)
+            self._client.cancel(futures, force=True)
             if orphans:
                 log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
                             "(%s): they run on until they end", sorted(keys), sorted(orphans))
