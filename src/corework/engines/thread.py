@@ -18,6 +18,7 @@ from ._interrupt import interrupt_thread
 from ._runner import run_chunk
 
 _STOP = None
+_STOPPED = "stopped"  # in place of the native-thread cap once the pool stops: none again
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
 
@@ -143,10 +144,10 @@ class ThreadEngine(Engine):
         self._events.worker_ready(slot)
 
     def stop(self, wait: bool, now: bool = False) -> None:
-        with self._native_lock:
-            if self._native_limits is not None:
-                self._native_limits.restore_original_limits()
-            self._native_limits = False  # stopped: no cap from now on
+        with self._native_lock:  # stop() may come more than once
+            limits, self._native_limits = self._native_limits, _STOPPED
+            if limits not in (None, _STOPPED):
+                limits.restore_original_limits()
         abandoned = set()
         for slot in self._slots:
             if now:
