@@ -196,11 +196,17 @@ def _recall_length(_):
     return len(recall())
 
 
+def nap(seconds):
+    """Sleeps in short steps: a thread is interruptible between them (not in one long C call)."""
+    for _ in range(int(seconds / 0.01)):
+        time.sleep(0.01)
+
+
 def test_futures_cancelled_by_kill_wake_their_waiters(engine):
     """A task that never started, cancelled by ``Pool.kill()``, counts as done for
     ``concurrent.futures.wait`` (which ``cw.Process.join`` uses), not pending forever."""
     pool = cw.Pool(1, engine=engine)
-    running = pool.submit(time.sleep, 30)
+    running = pool.submit(nap, 30)
     waiting = pool.submit(abs, -1)
     pool.kill()
     done, _ = concurrent.futures.wait([running, waiting], timeout=10)
