@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 import corework as cw
 from corework import _auto
-from corework.engines import default_workers
+from corework.engines import default_workers, gil_enabled
+
+with_gil = pytest.mark.skipif(not gil_enabled(), reason="the GIL's rules: this CPython has "
+                              "none (auto picks threads at once: see the no-GIL test)")
 
 
 def cpu_task(n):
@@ -50,6 +53,7 @@ def forget_verdicts():
     _auto._verdicts.clear()
 
 
+@with_gil
 def test_the_rules_on_synthetic_figures():
     decide = _auto.decide
     if default_workers() < 2:
@@ -64,6 +68,7 @@ def test_the_rules_on_synthetic_figures():
     assert decide([], 2, 1.0, None, 1, 0.005).engine == "thread"  # one worker
 
 
+@with_gil
 @pytest.mark.skipif(default_workers() < 2, reason="needs two cores to tell GIL from not")
 def test_auto_picks_processes_for_pure_python_cpu_work():
     items = [1_500_000] * 6  # about 0.1 s each: enough to pay for processes
@@ -76,9 +81,16 @@ def test_auto_picks_threads_for_waiting():
     assert cw.map(io_task, range(8), workers=4) == list(range(8))
     verdict = _auto.remembered(io_task)
     assert verdict.engine == "thread", verdict
-    assert "wait" in verdict.reason
+    assert "wait" in verdict.reason or not gil_enabled()
 
 
+@pytest.mark.skipif(gil_enabled(), reason="for CPython without a GIL")
+def test_without_a_gil_auto_picks_threads_without_a_probe():
+    assert cw.map(cpu_task, [1000] * 4, workers=2) == [cpu_task(1000)] * 4
+    assert "without a GIL" in _auto.remembered(cpu_task).reason
+
+
+@with_gil
 @pytest.mark.skipif(default_workers() < 2, reason="needs two cores to see GIL-free code")
 def test_auto_picks_threads_for_numpy_that_releases_the_gil():
     pytest.importorskip("numpy")

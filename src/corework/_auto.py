@@ -182,6 +182,7 @@ def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
     verdict = remembered(fn)
     if verdict is None and not gil_enabled():
         verdict = decide([], 0, 0.0, None, workers, None)  # threads, without a probe
+        remember(fn, verdict)
     if verdict is not None:
         with open_pool(verdict.engine) as pool:
             yield from run(pool, iter(items))
