@@ -12,6 +12,14 @@ def square(x: int) -> int:
     return x * x
 
 
+def cpu_task(n: int) -> int:
+    """Pure-Python arithmetic that holds the GIL for the whole call."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
 def add(a: int, b: int = 0) -> int:
     return a + b
 

@@ -12,13 +12,7 @@ import pytest
 import corework as cw
 from corework import _advise
 from corework.engines import default_workers, gil_enabled
-
-
-def cpu_task(n):
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
+from tests.helpers import cpu_task
 
 
 def wait_task(x):

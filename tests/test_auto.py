@@ -11,16 +11,10 @@ from hypothesis import strategies as st
 import corework as cw
 from corework import _auto
 from corework.engines import default_workers, gil_enabled
+from tests.helpers import cpu_task
 
 with_gil = pytest.mark.skipif(not gil_enabled(), reason="the GIL's rules: this CPython has "
                               "none (auto picks threads at once: see the no-GIL test)")
-
-
-def cpu_task(n):
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
 
 
 def io_task(x):
