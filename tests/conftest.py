@@ -23,6 +23,8 @@ HAVE_DASK = importlib.util.find_spec("distributed") is not None
 #: left its pool waiting for ever in shutdown under load. tests/test_dask.py still runs
 #: wherever distributed is installed (COREWORK_TEST_DASK=0 turns that off too).
 ENGINES = ["process", "thread"]
+if sys.version_info >= (3, 12):
+    ENGINES.append("interpreter")
 if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "") == "1":
     ENGINES.append("dask")
 GRACE_SECONDS = 10.0  # a deadlock tripwire, not a timing assumption
