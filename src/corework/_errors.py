@@ -10,6 +10,8 @@
     ├── InitializerFailed       (also BrokenExecutor) a worker's initializer raised
     └── PoolClosed              (also RuntimeError) work submitted after shutdown
 
+    CoreworkWarning             (a UserWarning) e.g. auto fell back to threads
+
 A task that raises reaches the caller as its *own* exception type whenever that can be
 rebuilt, with the worker's traceback attached as ``__cause__`` (a :class:`RemoteTraceback`),
 as ``concurrent.futures`` does, plus a note naming the task.
@@ -24,6 +26,7 @@ from typing import Any
 __all__ = [
     "Cancelled",
     "CoreworkError",
+    "CoreworkWarning",
     "InitializerFailed",
     "MemoryLimitExceeded",
     "PoolClosed",
@@ -79,10 +82,17 @@ class WorkerCrashed(CoreworkError, concurrent.futures.BrokenExecutor):
     """
 
     def __init__(self, message: str, *, exitcode: int | None = None,
-                 started: bool = True) -> None:
+                 started: bool = True, shared: bool = False,
+                 collateral: bool = False) -> None:
         super().__init__(message)
         self.exitcode = exitcode
         self.started = started  # False: the worker was dead before the task reached it
+        #: The worker process ran other tasks at the same time (threads=): which one
+        #: brought it down is not known yet.
+        self.shared = shared
+        #: The worker process was stopped on purpose to end *another* task of it (a
+        #: timeout, Future.kill()): this task is not to blame.
+        self.collateral = collateral
 
 
 class MemoryLimitExceeded(WorkerCrashed):
@@ -107,6 +117,11 @@ class EngineUnavailable(CoreworkError, RuntimeError):
 
 class PoolClosed(CoreworkError, RuntimeError):
     """Work was submitted to a pool that has been shut down."""
+
+
+class CoreworkWarning(UserWarning):
+    """Something worked, but not the way it should: e.g. ``engine="auto"`` could not
+    pickle a function and ran it on threads of this process instead."""
 
 
 class RemoteTraceback(Exception):

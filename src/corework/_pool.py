@@ -12,11 +12,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from ._future import Future
-from ._mapjob import MapJob, Settled
+from ._mapjob import Errors, MapJob, parse_errors
+from ._outcomes import Outcome
 from ._policy import _UNSET, TaskPolicy
 from ._scheduler import Scheduler
 from ._transport import CallKind
-from .engines import WorkerSetup, create_engine, default_workers, resolve_engine_name
+from .engines import (
+    Prober,
+    WorkerSetup,
+    create_engine,
+    default_workers,
+    gil_enabled,
+    resolve_engine_name,
+)
 
 __all__ = ["Pool"]
 
@@ -54,6 +62,14 @@ def parse_memory(limit: int | str | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def parse_threads(threads: int | None) -> int:
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, not {threads!r}")
+    return threads
+
+
 def parse_workers(workers: int | None) -> int:
     if workers is None:
         return default_workers()
@@ -76,8 +92,13 @@ def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) 
 class Pool(concurrent.futures.Executor):
     """A pool of workers on one engine; a drop-in ``concurrent.futures.Executor``.
 
-    ``engine`` is ``"process"``, ``"thread"``, ``"dask"`` or ``"auto"``. ``native_threads``
-    caps the
+    ``engine`` is ``"process"``, ``"thread"``, ``"interpreter"``, ``"dask"`` or ``"auto"``
+    (worker processes: a task that crashes costs that task, never this program; on a
+    free-threaded CPython, one worker process whose ``workers`` threads run in parallel).
+    ``threads`` (process engine) runs that many task threads in each worker process: for
+    tasks that wait (I/O) or run native code, still isolated from the caller; a process
+    that dies with several tasks in it has each of them re-run alone before one is
+    blamed. ``native_threads`` caps the
     BLAS/OpenMP thread pools in each process worker (``"auto"``: cores // workers, so the
     pool never oversubscribes the machine; None: leave them alone).
     ``start_method`` (process engine) is ``"fork"`` (workers forked from corework's
@@ -100,7 +121,8 @@ class Pool(concurrent.futures.Executor):
                  initializer: Callable[..., object] | None = None,
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto",
-                 address: str | None = None) -> None:
+                 address: str | None = None, threads: int | None = None,
+                 _prober: Prober | None = None) -> None:
         count = parse_workers(workers)
         self._policy = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
         self.engine = resolve_engine_name(engine)
@@ -108,16 +130,26 @@ class Pool(concurrent.futures.Executor):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
         if start_method is not None and self.engine != "process":
             raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
-        setup = WorkerSetup(initializer, tuple(initargs),
-                            _native_threads(native_threads, count))
+        if threads is None and engine == "auto" and not gil_enabled():
+            count, threads = 1, count  # no GIL: one process's threads run Python in parallel
+        per_worker = parse_threads(threads)
         if max_tasks_per_worker is not None:
             parse_chunksize(max_tasks_per_worker, "max_tasks_per_worker")
+            if per_worker > 1 or _prober is not None:
+                raise ValueError("max_tasks_per_worker needs one task thread per worker "
+                                 "process (threads=None): a process is recycled between "
+                                 "tasks, which threads would share")
+        setup = WorkerSetup(initializer, tuple(initargs),
+                            _native_threads(native_threads, count * per_worker), per_worker,
+                            elastic=_prober is not None)
         # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
         if address is not None and self.engine != "dask":
             raise ValueError(f"address applies to engine='dask', not {self.engine!r}")
         cluster: dict[str, Any] = {} if self.engine != "dask" else {
             "address": address, "sized": workers is not None,
             "max_tasks_per_worker": max_tasks_per_worker}
+        if _prober is not None:
+            cluster["prober"] = _prober
         engine_ = create_engine(self.engine, count, setup, start_method,
                                 parse_memory(memory_limit), **cluster)
         self._scheduler = Scheduler(engine_, self._policy, max_tasks_per_worker)
@@ -126,8 +158,14 @@ class Pool(concurrent.futures.Executor):
 
     @property
     def workers(self) -> int:
-        """How many tasks can run at once."""
+        """How many workers (processes, threads, sub-interpreters, Dask lanes) it has."""
         return self._scheduler.workers
+
+    @property
+    def threads(self) -> int:
+        """Task threads per worker process (1 but with ``threads=``, or once ``cw.map`` on
+        ``engine="auto"`` saw its tasks wait); ``workers * threads`` run at once."""
+        return self._scheduler.slots // max(1, self._scheduler.workers)
 
     def options(self, *, timeout: Any = _UNSET, retries: Any = _UNSET, backoff: Any = _UNSET,
                 retry_on: Any = _UNSET) -> Pool:
@@ -160,36 +198,45 @@ class Pool(concurrent.futures.Executor):
         return iter(job)
 
     def imap(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool = True,
-             chunksize: int | Literal["auto"] = "auto") -> Iterator[T]:
-        """Lazily map ``fn`` over ``iterable``; ``ordered=False`` yields results as done."""
-        job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
-                     ordered=ordered, policy=self._policy)
-        return iter(job)
+             chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"
+             ) -> Iterator[Any]:
+        """Lazily map ``fn`` over ``iterable``; ``ordered=False`` yields results as done.
+
+        ``errors`` is as for :func:`corework.map`: ``"raise"`` ends the iteration at the
+        first failed task, ``"return"`` yields its exception in its place and goes on,
+        ``"outcome"`` yields a :class:`corework.Outcome` for every item.
+        """
+        return iter(self._job(fn, iterable, CallKind.ARG, ordered=ordered, chunksize=chunksize,
+                             errors=errors))
 
     def _map_chunks(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool,
-                    chunksize: int | Literal["auto"]) -> Iterator[list[T]]:
+                    chunksize: int | Literal["auto"], errors: Errors = "raise"
+                    ) -> Iterator[list[Any]]:
         """``imap`` a chunk's results at a time (for ``cw.map``, which wants a list)."""
-        job = MapJob(self._scheduler, fn, iterable, chunksize=parse_chunksize(chunksize),
-                     ordered=ordered, policy=self._policy)
-        return job.chunks()
+        return self._job(fn, iterable, CallKind.ARG, ordered=ordered, chunksize=chunksize,
+                             errors=errors).chunks()
 
-    def _imap_settled(self, fn: Callable[..., Any],
-                      calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
-                      ordered: bool, chunksize: int | Literal["auto"]
-                      ) -> Iterator[list[Settled]]:
+    def _imap_calls(self, fn: Callable[..., Any],
+                    calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                    ordered: bool, chunksize: int | Literal["auto"]
+                    ) -> Iterator[list[Outcome[Any]]]:
         """``fn(*args, **kwargs)`` for each ``(args, kwargs)``, a chunk of outcomes at a
-        time; a task that fails is reported in its place and the rest go on (for
-        ``corework run``, which records every outcome)."""
-        job = MapJob(self._scheduler, fn, calls, kind=CallKind.CALL,
-                     chunksize=parse_chunksize(chunksize), ordered=ordered, policy=self._policy)
-        return job.settled()
+        time (for ``corework run``, which records every outcome)."""
+        return self._job(fn, calls, CallKind.CALL, ordered=ordered, chunksize=chunksize,
+                         errors="outcome").chunks()
 
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
-                chunksize: int | Literal["auto"] = "auto") -> list[T]:
-        """``[fn(*args) for args in iterable]``, in parallel."""
-        job = MapJob(self._scheduler, fn, iterable, kind=CallKind.STAR,
-                     chunksize=parse_chunksize(chunksize), policy=self._policy)
-        return list(job)
+                chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"
+                ) -> list[Any]:
+        """``[fn(*args) for args in iterable]``, in parallel; ``errors`` as for ``imap``."""
+        return list(self._job(fn, iterable, CallKind.STAR, ordered=True,
+                              chunksize=chunksize, errors=errors))
+
+    def _job(self, fn: Callable[..., Any], iterable: Iterable[Any], kind: CallKind, *,
+             ordered: bool, chunksize: int | Literal["auto"], errors: Errors) -> MapJob:
+        return MapJob(self._scheduler, fn, iterable, kind=kind,
+                      chunksize=parse_chunksize(chunksize), ordered=ordered,
+                      policy=self._policy, errors=parse_errors(errors))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work. With ``wait``, return when all submitted work is done and
@@ -220,7 +267,8 @@ class Pool(concurrent.futures.Executor):
         return False
 
     def __repr__(self) -> str:
-        return f"<corework.Pool engine={self.engine!r} workers={self.workers}>"
+        threads = f" threads={self.threads}" if self.threads > 1 else ""
+        return f"<corework.Pool engine={self.engine!r} workers={self.workers}{threads}>"
 
 
 def _shutdown_live_pools() -> None:

@@ -332,11 +332,16 @@ def shaped_view(buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -
     return view.toreadonly() if readonly else view
 
 
+#: What pickling user data in the caller may raise and still be that data's fault (a
+#: KeyboardInterrupt is let through: in the caller's own thread it may be Ctrl-C).
+_PICKLING_ERRORS = (Exception, SystemExit, GeneratorExit)
+
+
 def pack_for_workers(obj: Any, what: str, in_band: bool = False) -> Packed:
     """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
         return pack(obj, by_value=True, in_band=in_band)
-    except Exception as exc:
+    except _PICKLING_ERRORS as exc:
         raise SerializationError(
             f"cannot send {what} to a worker process: {exc}. Make sure everything it "
             "refers to can be pickled, or use engine='thread'."
@@ -350,7 +355,7 @@ def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Pa
     """
     try:
         return pack(items, by_value=True, in_band=in_band)
-    except Exception as exc:
+    except _PICKLING_ERRORS as exc:
         position = _first_unpicklable(items)
         where = describe(position) if position is not None else "a task"
         raise SerializationError(
@@ -364,7 +369,7 @@ def _first_unpicklable(items: Sequence[Any]) -> int | None:
     for position, item in enumerate(items):
         try:
             pack(item, by_value=True, inline_below=sys.maxsize).close()
-        except Exception:
+        except _PICKLING_ERRORS:
             return position
     return None
 
@@ -404,13 +409,18 @@ class Failure:
             blob = cloudpickle.dumps(self.exc, protocol=PROTOCOL)
             pickle.loads(blob)  # an exception that can't be rebuilt is sent as text
             exc_bytes = blob
-        except Exception:
+        except BaseException:  # whatever its __reduce__ raises: SystemExit too
             pass
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
 
 
 def _rebuild_failure(exc_bytes: bytes | None, type_name: str, message: str, tb: str) -> Failure:
-    exc = pickle.loads(exc_bytes) if exc_bytes is not None else None
+    exc = None
+    if exc_bytes is not None:
+        try:
+            exc = pickle.loads(exc_bytes)
+        except BaseException:  # it cannot be rebuilt here: the caller sees a TaskError
+            exc = None
     if exc is not None:
         exc.__traceback__ = None
     return Failure(exc, type_name, message, tb)

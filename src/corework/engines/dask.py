@@ -66,7 +66,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from .. import _segments
 from .._errors import (
@@ -180,8 +180,6 @@ class _Result:
 class DaskEngine(Engine):
     """Slots are lanes of one Dask future each; see the module docstring."""
 
-    name: ClassVar[str] = "dask"
-    crosses_processes: ClassVar[bool] = True
 
     def __init__(self, workers: int, setup: WorkerSetup, address: str | None = None,
                  sized: bool = True) -> None:
