@@ -9,7 +9,7 @@
 # Why a root: the mirror serves no source package of python3.14 or python3.15 for
 # scripts/build-python.sh to build, but sid's binary packages are there. They need sid's libc,
 # newer than this machine's, so they run in a sid tree of their own, made by Debian's
-# `debootstrap --variant=minbase` and entered with chroot.
+# `debootstrap --variant=minbase` and entered with pivot_root (a chroot, less its limits).
 #
 # The root lives in a cache outside the repository, ${COREWORK_SID_ROOT:-$HOME/.cache/corework/sid-root}.
 # A cached root whose interpreters start, with what pip, venv and the tests need, is reused at
@@ -22,7 +22,8 @@
 # `run` enters the root in a mount namespace of its own (unshare --mount): the checkout bound
 # at /src, /proc, /sys, the machine's /dev and /dev/pts, a private /dev/shm and /tmp (so that
 # the tests' check for leftover /dev/shm segments sees only this run's, and the cached root
-# gathers no litter), and the machine's /etc/resolv.conf so that pip reaches PyPI. Every
+# gathers no litter), and the machine's /etc/resolv.conf and CA bundle so that pip reaches
+# PyPI (through whatever TLS proxy the machine trusts; pip is pointed at that bundle). Every
 # mount dies with the namespace, however the command ends, and the cached root is not
 # changed. The command gets a clean environment: this machine's pip settings (indexes and
 # wheel folders under /opt) mean nothing inside, where pip uses plain PyPI. Venvs made inside
@@ -47,7 +48,7 @@ for minor in "${minors[@]}"; do
 done
 stamp=.corework-sid-root   # in the root: the package list it was made with
 
-[ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot and mounts)"
+[ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, mounts and pivot_root)"
 
 # Enter root $1 and run $2... there, in /src when the checkout is mounted, with the mounts
 # described above; $CHECKOUT (when set) is what goes to /src.
@@ -55,7 +56,8 @@ enter() {
     local dir="$1"
     shift
     local env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-               LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1)
+               LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+               PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
     local name
     # What CI and the tests read; nothing of pip's or of the machine's Python set-up.
     for name in CI TERM PYTHONUNBUFFERED PYTHONDONTWRITEBYTECODE PIP_DEFAULT_TIMEOUT $(compgen -e COREWORK_ || true); do
@@ -67,6 +69,7 @@ enter() {
         dir="$1" checkout="$2" nenv="$3"; shift 3
         env=("${@:1:nenv}"); shift "$nenv"
         mount --make-rprivate /
+        mount --bind "$dir" "$dir"   # pivot_root wants the new root to be a mount point
         mount -t proc proc "$dir/proc"
         mount -t sysfs sysfs "$dir/sys"
         mount --rbind /dev "$dir/dev"
@@ -74,13 +77,26 @@ enter() {
         mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dir/tmp"
         [ -e "$dir/etc/resolv.conf" ] || : >"$dir/etc/resolv.conf"
         mount --bind /etc/resolv.conf "$dir/etc/resolv.conf"
+        bundle=/etc/ssl/certs/ca-certificates.crt
+        if [ -f "$bundle" ] && [ -f "$dir$bundle" ]; then
+            mount --bind "$bundle" "$dir$bundle"
+            mount -o remount,bind,ro "$dir$bundle"
+        fi
         cd_to=/
         if [ -n "$checkout" ]; then
             mkdir -p "$dir/src"
             mount --bind "$checkout" "$dir/src"
             cd_to=/src
         fi
-        exec chroot "$dir" /usr/bin/env -i "${env[@]}" /bin/sh -c "cd \"\$0\" && exec \"\$@\"" "$cd_to" "$@"
+        # pivot_root, not chroot: a chrooted process may not make a user namespace (the
+        # kernel refuses it), and a test does (unshare --user). From here on the commands
+        # are the root'"'"'s own; the machine'"'"'s tree is detached.
+        mkdir -p "$dir/.old-root"
+        cd "$dir"
+        pivot_root . .old-root
+        umount -l /.old-root
+        cd "$cd_to"
+        exec /usr/bin/env -i "${env[@]}" "$@"
     ' bash "$dir" "${CHECKOUT:-}" "${#env[@]}" "${env[@]}" "$@"
 }
 
@@ -132,7 +148,7 @@ make_root() {
     local start=$SECONDS
     debootstrap --variant=minbase --include=ca-certificates sid "$work" "$mirror" >&2 \
         || die "debootstrap failed (no network to $mirror? see $work/debootstrap/debootstrap.log)"
-    mkdir -p "$work/src"   # where `run` mounts the checkout
+    mkdir -p "$work/src" "$work/.old-root"   # where `run` mounts the checkout, and pivots
     chmod 755 "$work"      # mktemp's 0700 would keep apt's _apt user out of the root
     # The mirror may be a frozen snapshot whose Release file is past its Valid-Until date
     # (this machine's is): apt then refuses the index. Its signature is still checked.
@@ -144,8 +160,11 @@ make_root() {
     echo "${packages[*]}" >"$work/$stamp"
     check "$work" || die "the new root fails its check (see above)"
 
-    rm -rf "$root"
+    # An old root (made for another package list) is renamed aside, not deleted in place,
+    # so the swap is two renames; it is removed after (by the next maker, if we are killed).
+    if [ -e "$root" ]; then mv "$root" "$work.old"; fi
     mv "$work" "$root"
+    rm -rf "$work.old"
     trap - EXIT
     cached || die "$root fails its check after the move"
     log "made $root in $((SECONDS - start)) s"
