@@ -146,8 +146,10 @@ make_root() {
     trap "rm -rf '$work'" EXIT
     log "making a Debian sid root in $root (staging in $work) from $mirror"
     local start=$SECONDS
-    debootstrap --variant=minbase --include=ca-certificates sid "$work" "$mirror" >&2 \
-        || die "debootstrap failed (no network to $mirror? see $work/debootstrap/debootstrap.log)"
+    if ! debootstrap --variant=minbase --include=ca-certificates sid "$work" "$mirror" >&2; then
+        tail -n 5 "$work/debootstrap/debootstrap.log" >&2 2>/dev/null || true   # gone with $work
+        die "debootstrap failed (no network to $mirror?)"
+    fi
     mkdir -p "$work/src" "$work/.old-root"   # where `run` mounts the checkout, and pivots
     chmod 755 "$work"      # mktemp's 0700 would keep apt's _apt user out of the root
     # The mirror may be a frozen snapshot whose Release file is past its Valid-Until date
