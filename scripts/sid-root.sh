@@ -20,10 +20,11 @@
 # never taken for a cached one. A root made for another package list is made again.
 #
 # `run` enters the root in a mount namespace of its own (unshare --mount): the checkout bound
-# at /src, /proc, /sys, the machine's /dev and /dev/pts, a private /dev/shm and /tmp (so that
-# the tests' check for leftover /dev/shm segments sees only this run's, and the cached root
-# gathers no litter), and the machine's /etc/resolv.conf and CA bundle so that pip reaches
-# PyPI (through whatever TLS proxy the machine trusts; pip is pointed at that bundle). Every
+# at /src, /proc, /sys, the machine's /dev and /dev/pts, a private /dev/shm, /tmp and /root
+# (so that the tests' check for leftover /dev/shm segments sees only this run's, and the
+# cached root gathers no litter), and the machine's /etc/resolv.conf and CA bundle so that
+# pip reaches PyPI (through whatever TLS proxy the machine trusts: pip is pointed at that
+# bundle). Every
 # mount dies with the namespace, however the command ends, and the cached root is not
 # changed. The command gets a clean environment: this machine's pip settings (indexes and
 # wheel folders under /opt) mean nothing inside, where pip uses plain PyPI. Venvs made inside
@@ -75,6 +76,7 @@ enter() {
         mount --rbind /dev "$dir/dev"
         mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dir/dev/shm"
         mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dir/tmp"
+        mount -t tmpfs -o mode=0700 tmpfs "$dir/root"   # HOME: caches of pip, matplotlib
         [ -e "$dir/etc/resolv.conf" ] || : >"$dir/etc/resolv.conf"
         mount --bind /etc/resolv.conf "$dir/etc/resolv.conf"
         bundle=/etc/ssl/certs/ca-certificates.crt
