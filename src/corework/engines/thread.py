@@ -14,7 +14,7 @@ from typing import Any
 from .._errors import Cancelled, CoreworkError, InitializerFailed
 from .._transport import Failure
 from ._base import ChunkWork, Engine, EngineEvents
-from ._interrupt import interrupt_thread
+from ._interrupt import acknowledge, interrupt_thread
 from ._runner import Interrupt, run_chunk
 
 _STOP = None
@@ -76,6 +76,8 @@ class ThreadEngine(Engine):
                                   f"({type(exc).__name__}: {exc}); please report this bug")
             error.__cause__ = exc
             self._events.engine_broken(error)
+        finally:
+            acknowledge()
 
     def _serve_slot(self, slot: _Slot) -> None:
         if not self._initialize(slot.index):
