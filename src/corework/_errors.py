@@ -6,8 +6,9 @@
     ├── WorkerCrashed           (also BrokenExecutor) the worker died while running a task
     │   └── MemoryLimitExceeded the worker grew past the pool's memory_limit
     ├── Cancelled               (also concurrent.futures.CancelledError) stopped on request
-    ├── SerializationError      (also TypeError) a function or argument cannot be sent
+    ├── SerializationError      (also TypeError, PicklingError) data cannot be sent
     ├── InitializerFailed       (also BrokenExecutor) a worker's initializer raised
+    ├── EngineUnavailable       (also RuntimeError) the engine cannot run here
     └── PoolClosed              (also RuntimeError) work submitted after shutdown
 
     CoreworkWarning             (a UserWarning) e.g. auto fell back to threads
@@ -20,6 +21,7 @@ as ``concurrent.futures`` does, plus a note naming the task.
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import reprlib
 from typing import Any
 
@@ -103,8 +105,10 @@ class Cancelled(CoreworkError, concurrent.futures.CancelledError):
     """The task was cancelled before it could finish."""
 
 
-class SerializationError(CoreworkError, TypeError):
-    """A function, argument or result cannot be pickled to cross a process boundary."""
+class SerializationError(CoreworkError, TypeError, pickle.PicklingError):
+    """A function, argument or result cannot be pickled (or unpickled) to cross a process
+    boundary; also a ``pickle.PicklingError``, as code written for ``concurrent.futures``
+    expects."""
 
 
 class InitializerFailed(CoreworkError, concurrent.futures.BrokenExecutor):

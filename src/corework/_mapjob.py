@@ -152,8 +152,12 @@ class MapJob:
             self._scheduler.enqueue(chunk)
 
     def __iter__(self) -> Iterator[Any]:
-        """Every result, flattened in C (no Python frame per result)."""
-        return itertools.chain.from_iterable(self.chunks())
+        """Every result, one at a time; a result handed out is no longer held here (so
+        the caller's ``del`` frees it: no stale reference)."""
+        for values in self.chunks():
+            values.reverse()
+            while values:
+                yield values.pop()
 
     def chunks(self) -> Iterator[list[Any]]:
         """Each chunk's results as a list, in input order or as finished, as ``errors``
@@ -164,12 +168,12 @@ class MapJob:
         try:
             for chunk, outcome in self._finished_chunks():
                 if self._errors == "outcome":
-                    yield _outcomes(chunk, outcome)
-                    continue
-                if self._errors == "return":
-                    yield _in_place(chunk, outcome)
-                    continue
-                values, error = self._results(chunk, outcome)
+                    values, error = _outcomes(chunk, outcome), None
+                elif self._errors == "return":
+                    values, error = _in_place(chunk, outcome), None
+                else:
+                    values, error = self._results(chunk, outcome)
+                del chunk, outcome  # only the values are held while they are handed out
                 if values:
                     yield values
                 if error is not None:

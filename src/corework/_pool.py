@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import os
 import re
 import sys
 import threading
@@ -30,8 +31,19 @@ __all__ = ["Pool"]
 
 T = TypeVar("T")
 
-#: Pools not yet shut down, finished at interpreter exit like concurrent.futures does.
-_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+#: Schedulers of pools not yet shut down (with wait): the end of the program waits for
+#: their work, as concurrent.futures does — also for pools dropped without shutdown().
+_live: set[Scheduler] = set()
+_live_lock = threading.Lock()
+
+
+class _Handle:
+    """What a pool and its :meth:`Pool.options` views share: when the last of them is
+    gone, no more work can come, so the pool finishes what it has and stops (a pool
+    dropped without ``shutdown()`` never keeps the program from exiting)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        weakref.finalize(self, scheduler.shutdown, wait=False).atexit = False
 
 
 def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
@@ -60,6 +72,15 @@ def parse_memory(limit: int | str | None) -> int | None:
         raise ValueError(f"memory_limit must be a positive number of bytes or a size such "
                          f"as '2GiB' or '512MB', not {limit!r}")
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _authkey(engine: str) -> bytes | None:
+    """This process's multiprocessing authkey, for process workers (cheap to get)."""
+    if engine != "process":
+        return None
+    import multiprocessing.process
+
+    return bytes(multiprocessing.process.current_process().authkey)
 
 
 def parse_threads(threads: int | None) -> int:
@@ -141,7 +162,7 @@ class Pool(concurrent.futures.Executor):
                                  "tasks, which threads would share")
         setup = WorkerSetup(initializer, tuple(initargs),
                             _native_threads(native_threads, count * per_worker), per_worker,
-                            elastic=_prober is not None)
+                            elastic=_prober is not None, authkey=_authkey(self.engine))
         # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
         if address is not None and self.engine != "dask":
             raise ValueError(f"address applies to engine='dask', not {self.engine!r}")
@@ -154,7 +175,9 @@ class Pool(concurrent.futures.Executor):
                                 parse_memory(memory_limit), **cluster)
         self._scheduler = Scheduler(engine_, self._policy, max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
-        _live_pools.add(self)
+        self._handle = _Handle(self._scheduler)
+        with _live_lock:
+            _live.add(self._scheduler)
 
     @property
     def workers(self) -> int:
@@ -185,17 +208,31 @@ class Pool(concurrent.futures.Executor):
         return self._scheduler.submit_call(fn, args, kwargs, self._policy)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[T]:
-        """Exactly ``Executor.map``: the inputs are read now; results come in order.
+            chunksize: int = 1, buffersize: int | None = None) -> Iterator[T]:
+        """Exactly ``Executor.map`` (Python 3.14's, on every Python): the work is submitted
+        now, results come in order, from a generator whose ``close()`` (or dropping it)
+        cancels what has not started.
 
         ``timeout`` counts from this call; past it, ``next()`` raises ``TimeoutError``.
+        ``buffersize``: read the inputs lazily, keeping at most that many chunks submitted
+        ahead of the results taken — bounded memory over huge or endless inputs.
         """
-        calls = list(zip(*iterables, strict=False))  # like Executor.map: stop at the shortest
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        if isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        calls: Iterable[Any] = zip(*iterables, strict=False)  # stop at the shortest
+        if buffersize is None:
+            calls = list(calls)  # read now, as Executor.map does
         job = MapJob(self._scheduler, fn, calls, kind=CallKind.STAR,
-                     chunksize=parse_chunksize(chunksize), window=sys.maxsize, timeout=timeout,
+                     chunksize=parse_chunksize(chunksize), timeout=timeout,
+                     window=sys.maxsize if buffersize is None else buffersize,
                      policy=self._policy)
         job.fill()
-        return iter(job)
+        return _results(job)
 
     def imap(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool = True,
              chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"
@@ -240,16 +277,33 @@ class Pool(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work. With ``wait``, return when all submitted work is done and
-        the workers are gone; ``cancel_futures`` drops work that has not started."""
+        the workers are gone; ``cancel_futures`` drops work that has not started.
+
+        Without ``wait`` the work submitted still runs, and the end of the program waits
+        for it, as ``concurrent.futures`` promises. A second call returns at once."""
         with self._shutdown_lock:
-            _live_pools.discard(self)
             self._scheduler.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            _forget(self._scheduler)
 
     def kill(self) -> None:
         """Stop now: cancel pending work, stop running tasks (killing process workers)."""
+        self._stop_now("cancelled by Pool.kill()")
+
+    def kill_workers(self) -> None:
+        """Python 3.14's name for :meth:`kill`: pending work is cancelled, running tasks
+        are stopped (process workers get SIGKILL), and the pool takes no more work."""
+        self._stop_now("stopped by Pool.kill_workers()")
+
+    def terminate_workers(self) -> None:
+        """As :meth:`kill_workers`, but process workers get SIGTERM (a task may clean up
+        in a signal handler of its own); Python 3.14's ``ProcessPoolExecutor`` API."""
+        self._stop_now("stopped by Pool.terminate_workers()", gently=True)
+
+    def _stop_now(self, reason: str, *, gently: bool = False) -> None:
         with self._shutdown_lock:
-            _live_pools.discard(self)
-            self._scheduler.terminate("cancelled by Pool.kill()")
+            self._scheduler.terminate(reason, gently=gently)
+        _forget(self._scheduler)
 
     def _pids(self) -> list[int]:
         """Live worker process ids (process engine), for ``Process`` and tests."""
@@ -271,11 +325,35 @@ class Pool(concurrent.futures.Executor):
         return f"<corework.Pool engine={self.engine!r} workers={self.workers}{threads}>"
 
 
+def _results(job: MapJob) -> Iterator[Any]:
+    """``Pool.map``'s generator: its ``finally`` cancels what has not started."""
+    try:
+        yield from job
+    finally:
+        job.cancel()
+
+
+def _forget(scheduler: Scheduler) -> None:
+    with _live_lock:
+        _live.discard(scheduler)
+
+
 def _shutdown_live_pools() -> None:
-    for pool in list(_live_pools):
-        pool.shutdown(wait=True)
+    with _live_lock:
+        schedulers = list(_live)
+    for scheduler in schedulers:
+        scheduler.shutdown(wait=True)
+        _forget(scheduler)
+
+
+def _forget_live_pools() -> None:
+    """In a forked child: the parent's pools are not this process's to finish."""
+    global _live_lock
+    _live.clear()
+    _live_lock = threading.Lock()
 
 
 # Like concurrent.futures: finish pools when the main thread ends, before ``atexit``
 # handlers run (the process launcher's own exit handler must come after this).
 threading._register_atexit(_shutdown_live_pools)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_live_pools)

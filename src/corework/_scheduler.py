@@ -29,30 +29,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import heapq
 import itertools
 import logging
 import threading
 import time
-import types
-from collections import OrderedDict, deque
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ._assembly import Assembly, PartSink, owner
 from ._chunk import Chunk, ChunkSink
 from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCrashed
+from ._function_cache import FunctionCache
 from ._future import Future
 from ._outcomes import task_exception
 from ._policy import NO_LIMITS, TaskPolicy
-from ._transport import CallKind, Failure, sent_as
+from ._transport import CallKind, Failure
 from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
 
 #: Longest one blocked wait in shutdown(), so that Ctrl-C is seen (see _mapjob).
 SIGNAL_CHECK_SECONDS = 0.1
-#: Task functions whose serialized form a pool keeps, so repeated ``submit(fn, ...)``
-#: pickles ``fn`` once (and each worker receives it once).
-FUNCTION_CACHE_SIZE = 64
 
 log = logging.getLogger("corework")
 
@@ -78,7 +77,7 @@ class Scheduler:
         self._delayed: list[tuple[float, int, Chunk]] = []  # retries waiting for backoff
         self._watchdog: threading.Thread | None = None
         self._ids = itertools.count()
-        self._functions: OrderedDict[Any, FunctionRef] = OrderedDict()
+        self._functions = FunctionCache(self._prepare)
         self._closed = False
         self._stop_when_quiet = False
         self._settling = 0  # chunks taken off a slot whose outcome is not yet handed on
@@ -98,24 +97,16 @@ class Scheduler:
     # ------------------------------------------------------------------ preparing work
 
     def function(self, fn: Callable[..., Any], *, reuse: bool = False) -> FunctionRef:
-        """Prepare ``fn`` for the engine; with ``reuse``, plain functions are cached."""
+        """Prepare ``fn`` for the engine; with ``reuse``, from the cache (see
+        ``_function_cache``)."""
         if not callable(fn):
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
-        cacheable = reuse and isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
-        if cacheable:
-            key = sent_as(fn)  # a __main__ function whose helpers were redefined: anew
-            with self._lock:
-                cached = self._functions.get(key)
-                if cached is not None:
-                    self._functions.move_to_end(key)
-                    return cached
-        ref = self.engine.prepare(fn, next(self._ids))
-        if cacheable:
-            with self._lock:
-                self._functions[key] = ref
-                while len(self._functions) > FUNCTION_CACHE_SIZE:
-                    self.engine.forget(self._functions.popitem(last=False)[1])
-        return ref
+        if reuse:
+            return self._functions.get(fn)
+        return self._prepare(fn)
+
+    def _prepare(self, fn: Callable[..., Any]) -> FunctionRef:
+        return self.engine.prepare(fn, next(self._ids))
 
     def make_chunk(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
                    sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
@@ -134,7 +125,7 @@ class Scheduler:
         """Run ``fn(*args, **kwargs)`` as one task; its outcome lands in the Future."""
         self.check_open()
         sink = _FutureSink(Future())
-        sink.future._kill = lambda: self.kill_task(sink)
+        sink.future._kill = functools.partial(self._kill_by_ref, weakref.ref(sink))
         ref = self.function(fn, reuse=True)
         self.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0, sink,
                                      policy=policy))
@@ -402,6 +393,12 @@ class Scheduler:
 
     # ------------------------------------------------------------------ stopping tasks
 
+    def _kill_by_ref(self, sink: weakref.ref[ChunkSink]) -> bool:
+        """``Future.kill()``: the sink is held weakly, so a finished task's future holds
+        nothing of its arguments (no cycle through the sink either)."""
+        alive = sink()
+        return alive is not None and self.kill_task(alive)
+
     def kill_task(self, sink: ChunkSink) -> bool:
         """Stop the chunk owned by ``sink``: running (its worker is killed and replaced),
         or a retry waiting in the queue or for its backoff."""
@@ -513,13 +510,14 @@ class Scheduler:
         self.engine.stop(wait=True)
         self._join_watchdog()
 
-    def terminate(self, reason: str) -> None:
-        """Stop now: cancel what waits, abandon what runs (killing its workers), wait."""
+    def terminate(self, reason: str, *, gently: bool = False) -> None:
+        """Stop now: cancel what waits, abandon what runs (killing its workers, or sending
+        them SIGTERM if ``gently``), wait."""
         with self._lock:
             self._closed = True
             orphans = self._drop_all()
             self._mark_stopped()
-        self.engine.stop(wait=True, now=True)
+        self.engine.stop(wait=True, now=True, gently=gently)
         for chunk in orphans:
             chunk.sink.fail(chunk, Cancelled(reason))
         self._join_watchdog()

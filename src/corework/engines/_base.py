@@ -40,6 +40,9 @@ class WorkerSetup:
     native_threads: int | None = None  # cap for BLAS/OpenMP pools; None leaves them alone
     threads: int = 1  # task threads in each worker process (the process engine)
     elastic: bool = False  # the pool may give workers more threads (engine="auto")
+    #: multiprocessing's authentication key of the caller, so that Manager proxies
+    #: passed to tasks connect from workers however they were started.
+    authkey: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False)
@@ -130,11 +133,12 @@ class Engine(abc.ABC):
         """Replace the slot's idle worker with a fresh one (``worker_ready`` follows)."""
 
     @abc.abstractmethod
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         """End every worker; with ``wait``, return only when they are gone.
 
         Workers finish their current chunk first, unless ``now``: then it is abandoned
-        (processes are killed; threads are interrupted and not waited for).
+        (processes are killed — sent SIGTERM instead if ``gently`` — threads are
+        interrupted and not waited for).
         """
 
     def forget(self, fn: FunctionRef) -> None:  # noqa: B027 - optional hook

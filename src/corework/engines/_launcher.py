@@ -110,7 +110,7 @@ def _handle_request(ctrl: socket.socket, children: set[int], own_fds: tuple[int,
                 os.close(fd)
     elif request[0] == "kill" and request[1] in children:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(request[1], signal.SIGKILL)
+            os.kill(request[1], request[2])
     return True
 
 
@@ -208,10 +208,11 @@ class LauncherClient:
                 raise CoreworkError(f"could not start a worker process: {outcome}")
         return outcomes  # type: ignore[return-value]
 
-    def kill(self, pid: int) -> None:
-        """SIGKILL a worker, if it is still the launcher's child (so never a stranger)."""
+    def kill(self, pid: int, signum: int = signal.SIGKILL) -> None:
+        """Send a worker ``signum`` (SIGKILL), if it is still the launcher's child (so
+        never a stranger)."""
         with self._lock, contextlib.suppress(OSError):
-            self._ctrl.send(pickle.dumps(("kill", pid)))
+            self._ctrl.send(pickle.dumps(("kill", pid, int(signum))))
 
     def wait_exit(self, pid: int, timeout: float) -> int | None:
         """The exit code of worker ``pid`` (negative: killed by that signal), or None."""

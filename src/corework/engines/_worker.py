@@ -47,7 +47,7 @@ from typing import Any
 from .. import _segments
 from .._channel import Channel, Message
 from .._errors import SerializationError
-from .._transport import CallKind, Failure, pack_result
+from .._transport import CallKind, Failure, pack_result, run_initializer
 from ._base import ChunkReport, WorkerSetup
 from ._runner import run_chunk
 
@@ -86,9 +86,13 @@ def _serve(channel: Channel) -> int:
     except EOFError:
         return 0
     _limit_native_threads(setup.native_threads)
+    if setup.authkey is not None:
+        import multiprocessing.process
+
+        multiprocessing.process.current_process().authkey = setup.authkey
     if setup.initializer is not None:
         try:
-            setup.initializer(*setup.initargs)
+            run_initializer(setup.initializer, setup.initargs)
         except BaseException as exc:
             channel.send(("init_failed",), pack_result(Failure.capture(exc)))
             return 3

@@ -250,7 +250,7 @@ class DaskEngine(Engine):
                 "pass workers=N to queue work until they come") from None
         return max(1, int(sum(self._client.nthreads().values())))
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         """Close the client (and the LocalCluster this engine started).
 
         With ``now``, running tasks are stopped too: an own LocalCluster is closed (its

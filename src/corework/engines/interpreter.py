@@ -141,11 +141,8 @@ class InterpreterEngine(Engine):
             if not self._boot(slot, interp, out_fd):
                 return
             self._events.worker_ready(slot.index)
-            while (work := slot.inbox.get()) is not _STOP:
-                report = self._run(slot, interp, out_fd, work)
-                if slot.retired:
-                    return  # kill() or restart() has already handed the slot on
-                self._events.chunk_done(slot.index, report)
+            while self._run_next(slot, interp, out_fd):
+                pass
         except BaseException as exc:  # no task may wait for ever on a dead slot
             if not slot.retired:
                 self._events.engine_broken(exc)
@@ -157,6 +154,18 @@ class InterpreterEngine(Engine):
                 self._runtime.destroy(interp)
             os.close(slot.kill_r)
             os.close(out_fd)
+
+    def _run_next(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
+        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
+        outlives this call (a thread waiting for work holds no task's data)."""
+        work = slot.inbox.get()
+        if work is _STOP:
+            return False
+        report = self._run(slot, interp, out_fd, work)
+        if slot.retired:
+            return False  # kill() or restart() has already handed the slot on
+        self._events.chunk_done(slot.index, report)
+        return True
 
     def _boot(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
         self._runtime.run(interp, _BOOT, {
@@ -228,7 +237,7 @@ class InterpreterEngine(Engine):
         self._slots[slot] = _Slot(slot)
         self._start_thread(self._slots[slot])
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         abandoned = set()
         for slot in self._slots:
             if now:

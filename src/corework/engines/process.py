@@ -23,6 +23,7 @@ are suspects (``WorkerCrashed.shared``: nobody knows which task brought it down)
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -197,20 +198,21 @@ class ProcessEngine(Engine):
                 self._launcher = get_launcher()  # a new one, if that one is gone
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         with self._lock:
             self._stopping = True
             workers = list(self._workers.values())
         for worker in workers:
             if now:
-                worker.launcher.kill(worker.pid)
+                worker.launcher.kill(worker.pid, signal.SIGTERM if gently else signal.SIGKILL)
                 continue
             with worker.send_lock, contextlib.suppress(OSError):
                 worker.conn.send(("stop",))
         self._wake()
         if wait and threading.current_thread() is not self._reader:
             self._reader.join()
-            for gone in self._exited:
+            while self._exited:  # once: a second stop() has nothing more to wait for
+                gone = self._exited.pop()
                 self.exit_codes[gone.pid] = gone.launcher.wait_exit(gone.pid,
                                                                     EXIT_REPORT_TIMEOUT)
 

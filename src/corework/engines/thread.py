@@ -83,17 +83,26 @@ class ThreadEngine(Engine):
         if not self._initialize(slot.index):
             return
         self._events.worker_ready(slot.index)
-        while (work := slot.inbox.get()) is not _STOP:
-            self._cap_native_threads()
-            with slot.lock:
-                slot.running = work.id
-            report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
-            with slot.lock:
-                slot.running = None
-            _checkpoint()
-            if slot.retired:
-                return
-            self._events.chunk_done(slot.index, report)
+        while self._run_next(slot):
+            pass
+
+    def _run_next(self, slot: _Slot) -> bool:
+        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
+        outlives this call (a thread waiting for work holds no task's data)."""
+        work = slot.inbox.get()
+        if work is _STOP:
+            return False
+        self._cap_native_threads()
+        with slot.lock:
+            slot.running = work.id
+        report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
+        with slot.lock:
+            slot.running = None
+        _checkpoint()
+        if slot.retired:
+            return False
+        self._events.chunk_done(slot.index, report)
+        return True
 
     def _cap_native_threads(self) -> None:
         """Cap BLAS/OpenMP pools that tasks loaded since the start (numpy imported inside
@@ -149,7 +158,7 @@ class ThreadEngine(Engine):
         """Threads hold no memory of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         with self._native_lock:  # stop() may come more than once
             limits, self._native_limits = self._native_limits, _STOPPED
             if limits not in (None, _STOPPED):
