@@ -20,7 +20,7 @@ from corework.engines import default_workers, gil_enabled
 from tests.helpers import ROOT_ENV, cpu_task
 
 with_gil = pytest.mark.skipif(not gil_enabled(), reason="the GIL's rules: this CPython has "
-                              "none (auto runs threads in one process: see the no-GIL test)")
+                              "none (see the no-GIL test)")
 
 
 def io_task(x):
@@ -88,8 +88,7 @@ def test_waiting_work_gets_threads_for_the_tasks_in_flight():
     assert _auto.threads_for(waiting, processes, 8) * processes >= 8  # every task at once
     assert _auto.threads_for(waiting, processes, 10_000) * processes <= _auto.WAITING_MOST + cores
     cpu = _auto.decide(figures(samples=2, delay=0.01, cpu_share=1.0), gil=True)
-    if gil_enabled():
-        assert _auto.threads_for(cpu, processes, 10_000) == 1
+    assert _auto.threads_for(cpu, processes, 10_000) == 1
 
 
 def test_every_task_runs_in_a_worker_process_never_here():
@@ -122,9 +121,9 @@ def test_an_explicit_workers_is_honoured_for_waiting_tasks():
 
 
 @pytest.mark.skipif(gil_enabled(), reason="for CPython without a GIL")
-def test_without_a_gil_one_process_runs_python_code_on_threads():
-    places = cw.map(where, range(4), workers=2)
-    assert len({pid for pid, _ in places}) == 1 and os.getpid() not in dict(places)
+def test_without_a_gil_cpu_work_still_runs_a_task_per_process():
+    assert cw.map(cpu_task, [300_000] * 4, workers=2) == [cpu_task(300_000)] * 4
+    assert not _auto.remembered(cpu_task).waits
 
 
 @with_gil

@@ -115,7 +115,7 @@ def threads_for(verdict: Verdict, processes: int, total: int | None) -> int:
     more than WAITING_MOST, nor than there are tasks; the rest one task per core."""
     cores = default_workers()
     if not verdict.waits:
-        return 1 if gil_enabled() else max(1, math.ceil(cores / processes))
+        return 1
     share = max(verdict.figures.get("busy", 0.0), cores / WAITING_MOST)
     wanted = min(WAITING_MOST, math.ceil(cores / share))
     if total is not None:
@@ -125,12 +125,16 @@ def threads_for(verdict: Verdict, processes: int, total: int | None) -> int:
 
 def shape(workers: int | None, verdict: Verdict | None,
           total: int | None) -> tuple[int, int]:
-    """(worker processes, task threads each) for a map on auto. An explicit ``workers``
-    is how many tasks run at once; without a GIL, one process runs them all on threads."""
-    count = workers if workers is not None else default_workers()
-    processes, threads = (count, 1) if gil_enabled() else (1, count)
+    """(worker processes, task threads each) for a map on auto: a process per core (or
+    per ``workers``, which is how many tasks run at once), threads for waiting tasks.
+
+    Free-threaded CPython too: one process could run every task on threads, but then a
+    crash costs every task running in it, and each of them runs again alone before one
+    is blamed — a process per task keeps the cost of a crash at one task."""
+    processes = workers if workers is not None else default_workers()
+    threads = 1
     if verdict is not None and workers is None:
-        threads = max(threads, threads_for(verdict, processes, total))
+        threads = threads_for(verdict, processes, total)
     return processes, threads
 
 

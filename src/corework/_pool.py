@@ -23,7 +23,6 @@ from .engines import (
     WorkerSetup,
     create_engine,
     default_workers,
-    gil_enabled,
     resolve_engine_name,
 )
 
@@ -114,8 +113,7 @@ class Pool(concurrent.futures.Executor):
     """A pool of workers on one engine; a drop-in ``concurrent.futures.Executor``.
 
     ``engine`` is ``"process"``, ``"thread"``, ``"interpreter"``, ``"dask"`` or ``"auto"``
-    (worker processes: a task that crashes costs that task, never this program; on a
-    free-threaded CPython, one worker process whose ``workers`` threads run in parallel).
+    (worker processes: a task that crashes costs that task, never this program).
     ``threads`` (process engine) runs that many task threads in each worker process: for
     tasks that wait (I/O) or run native code, still isolated from the caller; a process
     that dies with several tasks in it has each of them re-run alone before one is
@@ -151,8 +149,6 @@ class Pool(concurrent.futures.Executor):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
         if start_method is not None and self.engine != "process":
             raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
-        if threads is None and engine == "auto" and not gil_enabled():
-            count, threads = 1, count  # no GIL: one process's threads run Python in parallel
         per_worker = parse_threads(threads)
         if max_tasks_per_worker is not None:
             parse_chunksize(max_tasks_per_worker, "max_tasks_per_worker")

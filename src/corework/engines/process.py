@@ -283,7 +283,8 @@ class ProcessEngine(Engine):
             self._shares_sent.update(items.share_ids)
             probe = self._probe_for(worker)
         with worker.send_lock:
-            if worker.reported:  # the scheduler requeues it when the successor is ready
+            if worker.reported:  # it never runs: its loss (to come) or the successor's
+                worker.unsent.add(thread)  # readiness puts it back in the queue
                 return
             worker.running[thread] = work.id
             worker.loading.pop(thread, None)
@@ -485,15 +486,20 @@ class ProcessEngine(Engine):
             self._doom(worker.launcher)
         with worker.send_lock:  # from here on, sends to it are orphans, not losses
             worker.reported = True
-            losses = self._losses(worker, code)
+            death = self._death(worker, code)
         if not worker.ready:
             self._failed_starts[worker.index] = self._failed_starts.get(worker.index, 0) + 1
             if self._failed_starts[worker.index] >= FAILED_STARTS_LIMIT:
                 self._forget(worker)  # workers cannot start: replacing them would loop
-                self._events.engine_broken(losses[0][1])
+                self._events.engine_broken(death.error_for(0))
                 return
-        for slot, error in losses:
-            self._events.worker_lost(slot, error)
+        # Idle slots first, so that nothing is sent to them while the losses are told;
+        # each error is made as its loss is told: a chunk sent meanwhile was an orphan.
+        threads = sorted(range(max(worker.threads, 1)), key=lambda t: t in worker.running)
+        for thread in threads:
+            with worker.send_lock:
+                error = death.error_for(thread)
+            self._events.worker_lost(self._slot(worker, thread), error)
         self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
@@ -517,35 +523,44 @@ class ProcessEngine(Engine):
             with worker.send_lock:
                 worker.doomed = True
 
-    def _losses(self, worker: _Worker, code: int | None) -> list[tuple[int, WorkerCrashed]]:
-        """One error per slot of a dead worker, saying what the death means for its chunk."""
+    def _death(self, worker: _Worker, code: int | None) -> _Death:
         how = describe_exit(code) if code is not None or worker.launcher.alive else (
             "its launcher (the process that starts workers ended, and its workers with it)")
-        what = f"worker process {worker.pid} died with {how}"
-        killed = worker.killed_for
-        suspects = [t for t in worker.running if self._slot(worker, t) != killed]
-        losses = []
-        for thread in range(max(worker.threads, 1)):
-            slot = self._slot(worker, thread)
-            if killed is not None and slot != killed:
-                error = WorkerCrashed(f"{what}: it was stopped to end another of its tasks",
-                                      exitcode=code, collateral=True)
-            elif worker.over_limit is not None and self.memory_limit is not None:
-                error = MemoryLimitExceeded(
-                    f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, "
-                    f"over its memory_limit of {_format_bytes(self.memory_limit)}, and was "
-                    "killed", exitcode=code, shared=len(suspects) > 1)
-            else:
-                started = thread not in worker.unsent and thread not in worker.loading
-                error = WorkerCrashed(what, exitcode=code, started=started,
-                                      shared=len(suspects) > 1)
-            losses.append((slot, error))
-        return losses
+        return _Death(worker, code, how, self.memory_limit, self.workers)
 
     def _forget(self, worker: _Worker) -> None:
         with self._lock:
             if self._workers.get(worker.index) is worker:
                 del self._workers[worker.index]
+
+
+class _Death:
+    """What a worker's death means for the chunk of each of its threads."""
+
+    def __init__(self, worker: _Worker, code: int | None, how: str,
+                 memory_limit: int | None, workers: int) -> None:
+        self.worker = worker
+        self.code = code
+        self.what = f"worker process {worker.pid} died with {how}"
+        self.memory_limit = memory_limit
+        self.killed = None if worker.killed_for is None else worker.killed_for // workers
+        running = [t for t in worker.running if t != self.killed]
+        self.shared = len(running) > 1  # several chunks ran in it: which one was it?
+
+    def error_for(self, thread: int) -> WorkerCrashed:
+        """With the worker's send lock held: the error of the chunk ``thread`` ran (a
+        chunk sent after the death was seen counts as never started)."""
+        worker, code = self.worker, self.code
+        if self.killed is not None and thread != self.killed:
+            return WorkerCrashed(f"{self.what}: it was stopped to end another of its tasks",
+                                 exitcode=code, collateral=True)
+        if worker.over_limit is not None and self.memory_limit is not None:
+            return MemoryLimitExceeded(
+                f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, over "
+                f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
+                exitcode=code, shared=self.shared)
+        started = thread not in worker.unsent and thread not in worker.loading
+        return WorkerCrashed(self.what, exitcode=code, started=started, shared=self.shared)
 
 
 def _body(message: Message) -> Any:
