@@ -54,10 +54,6 @@ if sys.version_info >= (3, 12):
 #: The standard library's start methods, and the corework start method each runs on.
 _START_METHODS = {"fork": "fork", "spawn": "spawn", "forkserver": "fork"}
 
-#: Where the standard library's executors log a failed initializer.
-_LOGGER = logging.getLogger("concurrent.futures")
-
-
 def _cpu_count() -> int:
     """The CPU count the standard library's executors size themselves by on this Python."""
     count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13+: affinity-aware
@@ -77,45 +73,49 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
         raise TypeError("initializer must be a callable")
 
 
-class _Initializer:
-    """Runs a worker's initializer the way the standard library's workers do: the thread
-    gets its name first, and an initializer that raises is logged to the
-    ``concurrent.futures`` logger at CRITICAL before the pool breaks. Picklable (by
-    reference), so it also runs inside process workers."""
+def _initializer_class() -> type[Any]:
+    """The class of the initializers the executors run (see :func:`_initializer`).
 
-    def __init__(self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
-                 thread_names: str | None = None) -> None:
-        self.initializer = initializer
-        self.initargs = initargs
-        self.thread_names = thread_names
-        self._numbers = itertools.count()
-        self._lock = threading.Lock()
+    Made in a function so that cloudpickle sends it by value: a sub-interpreter cannot
+    import corework (its C extensions do not load there), yet must run it."""
 
-    def __call__(self) -> None:
-        if self.thread_names is not None:
-            with self._lock:
-                number = next(self._numbers)
-            threading.current_thread().name = f"{self.thread_names}_{number}"
-        if self.initializer is None:
-            return
-        try:
-            self.initializer(*self.initargs)
-        except BaseException:
-            _LOGGER.critical("Exception in initializer:", exc_info=True)
-            raise
+    class Initializer:
+        """Runs a worker's initializer the way the standard library's workers do: the
+        thread gets its name first, and an initializer that raises is logged to the
+        ``concurrent.futures`` logger at CRITICAL before the pool breaks."""
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_numbers"], state["_lock"]  # process workers name no threads
-        return state
+        def __init__(self, initializer: Callable[..., object] | None,
+                     initargs: tuple[Any, ...], thread_names: str | None) -> None:
+            self.initializer = initializer
+            self.initargs = initargs
+            self.thread_names = thread_names  # set only where workers are our threads
+            self.numbers = itertools.count()
+            self.lock = threading.Lock()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._numbers = itertools.count()
-        self._lock = threading.Lock()
+        def __call__(self) -> None:
+            if self.thread_names is not None:
+                with self.lock:
+                    number = next(self.numbers)
+                threading.current_thread().name = f"{self.thread_names}_{number}"
+            if self.initializer is None:
+                return
+            try:
+                self.initializer(*self.initargs)
+            except BaseException:
+                logging.getLogger("concurrent.futures").critical(
+                    "Exception in initializer:", exc_info=True)
+                raise
 
-    def __repr__(self) -> str:
-        return repr(self.initializer)
+        def __reduce__(self) -> tuple[Any, ...]:  # (a lock does not pickle)
+            return type(self), (self.initializer, self.initargs, None)
+
+        def __repr__(self) -> str:
+            return repr(self.initializer)
+
+    return Initializer
+
+
+_Initializer = _initializer_class()
 
 
 class _Executor(Pool):
@@ -131,8 +131,7 @@ class _Executor(Pool):
                native_threads: int | Literal["auto"] | None = None) -> None:
         self._max_workers = max_workers
         setup: Callable[..., object] | None = initializer
-        if engine != "interpreter" and (initializer is not None or thread_names is not None):
-            # (in a sub-interpreter, corework itself cannot be imported to unpickle it)
+        if initializer is not None or thread_names is not None:
             setup, initargs = _Initializer(initializer, tuple(initargs), thread_names), ()
         Pool.__init__(self, max_workers, engine=engine, initializer=setup, initargs=initargs,
                       start_method=start_method, max_tasks_per_worker=max_tasks_per_child,

@@ -33,6 +33,10 @@ from . import swap
 
 #: Children one engine may need (each after a test that hung or crashed its child).
 MAX_CHILDREN = 20
+#: Seconds a child may take to exit once every test has run (pools left to the garbage
+#: collector, and those the exit hooks finish, must not hold the interpreter's exit).
+EXIT_GRACE = 30.0
+HUNG_AT_EXIT = -1000
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -85,9 +89,19 @@ def run_engine(engine: str, args: argparse.Namespace, log: Path) -> EngineRun:
                            "--test-timeout", str(args.test_timeout)]
                 command += [arg for pattern in args.patterns for arg in ("-k", pattern)]
                 run.children += 1
-                code = _run_child(command, out, deadline)
+                code = _run_child(command, out, deadline, events)
                 current, last, ended = _read_events(events, run)
                 if ended:
+                    if code == HUNG_AT_EXIT:
+                        run.outcomes["(interpreter exit after the last test)"] = {
+                            "status": "fail", "seconds": EXIT_GRACE, "altered": False,
+                            "detail": f"the child did not exit within {EXIT_GRACE:g} s of "
+                                      "its last test; faulthandler dumped the stacks into "
+                                      "the log\n"}
+                    elif code:
+                        run.outcomes["(interpreter exit after the last test)"] = {
+                            "status": "fail", "seconds": 0.0, "altered": False,
+                            "detail": f"the child ended with {_describe(code)}\n"}
                     break
                 if current is None:  # it died between tests: in a fixture or a cleanup
                     current = f"(after {last or 'no test'}: fixtures and cleanups)"
@@ -109,25 +123,45 @@ def run_engine(engine: str, args: argparse.Namespace, log: Path) -> EngineRun:
     return run
 
 
-def _run_child(command: list[str], out: Any, deadline: float) -> int | None:
-    """Run one child; its exit code, or None if it was killed at ``deadline``."""
+def _run_child(command: list[str], out: Any, deadline: float, events: Path) -> int | None:
+    """Run one child; its exit code, or None if it was killed at ``deadline``, or
+    HUNG_AT_EXIT if it reported its last test but did not exit in EXIT_GRACE seconds."""
     child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
+    ended_at = None
     try:
-        return child.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGABRT)  # faulthandler: a last dump of the stacks
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        return None
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return child.wait(timeout=1.0)
+            now = time.monotonic()
+            if ended_at is None and _ended(events):
+                ended_at = now
+            if ended_at is not None and now > ended_at + EXIT_GRACE:
+                _stop(child)
+                return HUNG_AT_EXIT
+            if now > deadline:
+                _stop(child)
+                return None
     finally:
         with contextlib.suppress(ProcessLookupError):  # anything the child left behind
             os.killpg(child.pid, signal.SIGKILL)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """SIGABRT first: faulthandler dumps every thread's stack into the log."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGABRT)
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def _ended(events: Path) -> bool:
+    with open(events, encoding="utf-8") as file:
+        return any(line.startswith('{"event": "end"') for line in file)
 
 
 def _read_events(path: Path, run: EngineRun) -> tuple[str | None, str | None, bool]:

@@ -1,10 +1,14 @@
 """The CPython tests that do not count, each with its reason.
 
-Only two kinds belong here: tests of CPython's private internals (they read or mock
+Two kinds belong here: tests of CPython's private internals (they read or mock
 attributes such as ``_processes``, ``_threads`` or ``_executor_manager_thread``, which
 corework's executors do not have), and tests of one start method corework does not have
 (``forkserver``: corework's launcher plays its part, so those classes would rerun the
-fork ones). Every other test counts, and must pass.
+fork ones). And a third, for the interpreter engine only where CPython has no
+interpreter-pool tests (3.12, 3.13) and its thread-pool tests stand in: the thread-pool
+tests whose task shares a live object with the test (a lock, an Event, a list it fills,
+the pool itself), which a sub-interpreter cannot share — 3.14's own interpreter-pool
+tests leave those out for that reason. Every other test counts, and must pass.
 
 A pattern is matched (``fnmatch``) against ``TestClass.test_method``; ``engines`` limits
 an entry to those engines.
@@ -28,6 +32,7 @@ class Skip:
 
 _PROCESS = ("process",)
 _THREADS = ("thread", "interpreter")  # interpreter: where it runs the thread-pool tests
+_SHARES = "the task shares a live object with the test ({}): sub-interpreters share nothing"
 
 SKIPS = (
     # ---- one start method
@@ -59,6 +64,15 @@ SKIPS = (
     Skip("*.test_gh105829_should_not_deadlock_if_wakeup_pipe_full", "mocks CPython's "
          "_ExecutorManagerThread.run and _ThreadWakeup (corework has neither: it would "
          "pass without testing anything)", _PROCESS),
+    # ---- interpreter engine on the thread-pool tests: tasks that need shared objects
+    Skip("ThreadPoolExecutorTest.test_map_submits_without_iteration",
+         _SHARES.format("a list the tasks append to"), ("interpreter",)),
+    Skip("ThreadPoolExecutorTest.test_executor_map_current_future_cancel",
+         _SHARES.format("a threading.Event and a log list"), ("interpreter",)),
+    Skip("ThreadPoolExecutorTest.test_hang_global_shutdown_lock",
+         _SHARES.format("the pool itself, which the task submits to"), ("interpreter",)),
+    Skip("ThreadPoolWaitTests.test_pending_calls_race",
+         _SHARES.format("a threading.Event"), ("interpreter",)),
 )
 
 
