@@ -26,8 +26,10 @@ What differs from the standard library, and why:
   default, so that ``workers`` processes each running numpy do not oversubscribe the
   machine). The thread and interpreter executors leave the caller's native thread pools
   alone, as the standard library does.
-* Two private attributes that code written for the standard library is known to read
-  are kept: ``_max_workers`` and ``_broken``. No other private attribute is.
+* Of the standard library's private attributes, those that code written for it is known
+  to read are kept: ``_max_workers``, ``_broken`` (False, or why the pool cannot run
+  tasks), ``_mp_context`` and ``_thread_name_prefix``. No other (``_processes``,
+  ``_threads``, ...) is.
 """
 
 from __future__ import annotations
