@@ -94,6 +94,7 @@ class _Result(unittest.TextTestResult):
         super().stopTest(test)
         self.events.write(event="outcome", test=short_id(test), status=self._status,
                           detail=self._detail, summary=self._summary,
+                          file=type(test).__module__.rpartition(".")[2],
                           seconds=time.monotonic() - self._started,
                           altered=bool(support.environment_altered))
 

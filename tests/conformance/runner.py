@@ -206,8 +206,11 @@ def report(run: EngineRun, log: Path, verbose: bool) -> None:
         if verbose:
             print("      " + "\n      ".join(detail))
     by_file: dict[str, float] = defaultdict(float)
-    for name, outcome in run.outcomes.items():
-        by_file[name.split(".")[0]] += float(outcome.get("seconds", 0.0))
+    for outcome in run.outcomes.values():
+        by_file[str(outcome.get("file", "(between tests)"))] += float(outcome["seconds"])
+    print("   time per test file: " + ", ".join(
+        f"{name} {seconds:.0f} s" for name, seconds in sorted(by_file.items(),
+                                                               key=lambda item: -item[1])))
     slowest = sorted(run.outcomes.items(), key=lambda item: -float(item[1]["seconds"]))[:3]
     print("   slowest: " + ", ".join(f"{name} {float(o['seconds']):.1f} s"
                                       for name, o in slowest))
