@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     _Result.events = events
     _Result.test_timeout = args.test_timeout
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=_Result)
+    # corework's launcher, forked now while this process has one thread, as a user's
+    # script gets it (faulthandler's timer is a thread: later it would have to be spawned)
+    from corework.engines import start_launcher
+
+    start_launcher()
     faulthandler.dump_traceback_later(args.test_timeout, exit=True)  # to the first test
     runner.run(chosen)
     faulthandler.cancel_dump_traceback_later()
