@@ -56,6 +56,7 @@ if sys.version_info >= (3, 12):
 #: The standard library's start methods, and the corework start method each runs on.
 _START_METHODS = {"fork": "fork", "spawn": "spawn", "forkserver": "fork"}
 
+
 def _cpu_count() -> int:
     """The CPU count the standard library's executors size themselves by on this Python."""
     count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13+: affinity-aware
@@ -76,7 +77,7 @@ def _check_initializer(initializer: Callable[..., object] | None) -> None:
 
 
 def _initializer_class() -> type[Any]:
-    """The class of the initializers the executors run (see :func:`_initializer`).
+    """The class of the initializer every drop-in executor gives its workers.
 
     Made in a function so that cloudpickle sends it by value: a sub-interpreter cannot
     import corework (its C extensions do not load there), yet must run it."""
