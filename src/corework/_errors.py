@@ -108,7 +108,17 @@ class Cancelled(CoreworkError, concurrent.futures.CancelledError):
 class SerializationError(CoreworkError, TypeError, pickle.PicklingError):
     """A function, argument or result cannot be pickled (or unpickled) to cross a process
     boundary; also a ``pickle.PicklingError``, as code written for ``concurrent.futures``
-    expects."""
+    expects.
+
+    ``stage`` says where: ``"pickle-argument"`` (here, at submit), ``"unpickle-argument"``
+    (in the worker), ``"pickle-result"`` (in the worker), ``"unpickle-result"`` (here);
+    ``original`` is what pickling raised there, when it could travel."""
+
+    def __init__(self, message: str, *, stage: str | None = None,
+                 original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.original = original
 
 
 class InitializerFailed(CoreworkError, concurrent.futures.BrokenExecutor):

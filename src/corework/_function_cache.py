@@ -2,9 +2,10 @@
 pickles ``fn`` once, and each worker receives it once.
 
 The cache never keeps a task's data alive: it holds a function only weakly (a closure
-holds its data; once the caller drops it, its entry goes), keeps what the engine made of
-it (its id and pickled form), and hands out a new :class:`FunctionRef` each time. Bound
-methods are not cached: each ``obj.method`` is a new object, and it holds ``obj``.
+holds its data; once the caller drops it, its entry goes at the next miss), keeps what
+the engine made of it (its id and pickled form), and hands out a new
+:class:`FunctionRef` each time. Bound methods are not cached: each ``obj.method`` is a
+new object, and it holds ``obj``.
 """
 
 from __future__ import annotations
@@ -43,16 +44,12 @@ class FunctionCache:
                 return FunctionRef(entry[0], fn, entry[1])
         ref = self._prepare(fn)
         with self._lock:
+            for dead in [k for k in self._entries if isinstance(k, _Weak) and k.dead()]:
+                del self._entries[dead]
             self._entries[key] = (ref.id, ref.blob)
             while len(self._entries) > FUNCTION_CACHE_SIZE:
                 self._entries.popitem(last=False)
-        if isinstance(key, _Weak):
-            weakref.finalize(fn, self._drop, key).atexit = False
         return ref
-
-    def _drop(self, key: Any) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
 
 
 def _key(fn: Callable[..., Any]) -> Any:
@@ -83,3 +80,6 @@ class _Weak:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, _Weak) and self.ref() is not None
                 and self.ref() is other.ref())
+
+    def dead(self) -> bool:
+        return self.ref() is None

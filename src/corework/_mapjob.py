@@ -177,7 +177,7 @@ class MapJob:
                 if values:
                     yield values
                 if error is not None:
-                    raise error
+                    raise self._scheduler.translate(error)
         finally:
             self.cancel()
 

@@ -334,7 +334,16 @@ def _forget(scheduler: Scheduler) -> None:
         _live.discard(scheduler)
 
 
+_exiting = threading.Event()
+
+
+def exiting() -> bool:
+    """Whether the end of the program has begun shutting pools down."""
+    return _exiting.is_set()
+
+
 def _shutdown_live_pools() -> None:
+    _exiting.set()
     with _live_lock:
         schedulers = list(_live)
     for scheduler in schedulers:

@@ -72,18 +72,30 @@ class Scheduler:
         self._alone: deque[Chunk] = deque()  # suspects: each runs with nothing beside it
         self._isolating: int | None = None  # the slot group that runs them, one at a time
         self._idle: list[int] = []
+        # Slots whose first worker is still starting, and the chunk promised to each: as
+        # in concurrent.futures, work handed to a worker counts as started at once (so
+        # shutdown(cancel_futures=True) just after submit() leaves it to run).
+        self._booting: dict[int, Chunk | None] = dict.fromkeys(range(engine.slots))
         self._running: dict[int, Chunk] = {}
         self._deadlines: dict[int, float] = {}  # slot -> when its chunk times out
         self._delayed: list[tuple[float, int, Chunk]] = []  # retries waiting for backoff
         self._watchdog: threading.Thread | None = None
         self._ids = itertools.count()
-        self._functions = FunctionCache(self._prepare)
+        self._functions = FunctionCache(functools.partial(_prepare, engine, self._ids))
         self._closed = False
         self._stop_when_quiet = False
         self._settling = 0  # chunks taken off a slot whose outcome is not yet handed on
         self._stopped = False
         self._broken: BaseException | None = None
+        #: Applied to every error a future or a map hands out (the drop-in executors of
+        #: corework.futures give the standard library's exception types this way).
+        self.translate: Callable[[BaseException], BaseException] = _as_is
+        #: Told why, once, when the pool breaks (before its pending futures fail).
+        self.on_broken: Callable[[BaseException], None] | None = None
         engine.start(self)
+        with self._lock:  # an engine may settle its size as it starts (a Dask cluster's)
+            for slot in [slot for slot in self._booting if slot >= engine.slots]:
+                del self._booting[slot]
 
     @property
     def workers(self) -> int:
@@ -103,10 +115,7 @@ class Scheduler:
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
         if reuse:
             return self._functions.get(fn)
-        return self._prepare(fn)
-
-    def _prepare(self, fn: Callable[..., Any]) -> FunctionRef:
-        return self.engine.prepare(fn, next(self._ids))
+        return _prepare(self.engine, self._ids, fn)
 
     def make_chunk(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
                    sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
@@ -124,7 +133,7 @@ class Scheduler:
                     kwargs: dict[str, Any], policy: TaskPolicy | None = None) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` as one task; its outcome lands in the Future."""
         self.check_open()
-        sink = _FutureSink(Future())
+        sink = _FutureSink(Future(), self.translate)
         sink.future._kill = functools.partial(self._kill_by_ref, weakref.ref(sink))
         ref = self.function(fn, reuse=True)
         self.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0, sink,
@@ -161,6 +170,15 @@ class Scheduler:
             return
         self._send(starts)
 
+    def _promise_to_booting(self) -> None:
+        """With the lock held: give each starting slot without one a chunk to run first."""
+        for slot, promised in self._booting.items():
+            if promised is None:
+                chunk = self._take(self._pending)
+                if chunk is None:
+                    return
+                self._booting[slot] = chunk
+
     def _queue_front(self, chunk: Chunk) -> None:
         """With the lock held: queue a chunk to run before new work."""
         (self._alone if chunk.alone else self._pending).appendleft(chunk)
@@ -176,6 +194,8 @@ class Scheduler:
                 self._idle.remove(slot)
                 self._start_on(slot, chunk)
                 starts.append((slot, chunk))
+        if self._booting and self._pending:
+            self._promise_to_booting()
         self._notify_if_quiet()  # claim() may have dropped the last chunks
         return starts
 
@@ -249,7 +269,7 @@ class Scheduler:
     def _busy(self) -> bool:
         """With the lock held: is any submitted work not yet settled?"""
         return bool(self._pending or self._alone or self._running or self._delayed
-                    or self._settling)
+                    or self._settling or any(self._booting.values()))
 
     def _notify_if_quiet(self) -> None:
         if not self._busy():
@@ -262,6 +282,9 @@ class Scheduler:
     def worker_ready(self, slot: int) -> None:
         with self._lock:
             self._tasks_run[slot] = 0
+            promised = self._booting.pop(slot, None)
+            if promised is not None:  # claimed already: it goes first, and here
+                self._pending.appendleft(promised)
             orphan = self._running.pop(slot, None)
             if orphan is not None:  # sent to a predecessor already reported dead: never ran
                 self._deadlines.pop(slot, None)
@@ -296,6 +319,9 @@ class Scheduler:
         with self._lock:
             if slot in self._idle:  # an idle worker died: the slot waits for its successor
                 self._idle.remove(slot)
+            promised = self._booting.pop(slot, None)
+            if promised is not None:  # its worker never started: it never ran
+                self._pending.appendleft(promised)
             lost = self._finish_on(slot)
         if lost is None:
             return
@@ -313,6 +339,8 @@ class Scheduler:
             orphans = self._drop_all()
             self._stop_soon()  # its workers can run nothing more
         with _reporting():
+            if self.on_broken is not None:
+                self.on_broken(error)
             for chunk in orphans:
                 chunk.sink.fail(chunk, error)
 
@@ -424,6 +452,10 @@ class Scheduler:
                 if owner(chunk.sink) is sink:
                     queue.remove(chunk)
                     return chunk
+        for slot, promised in self._booting.items():
+            if promised is not None and owner(promised.sink) is sink:
+                self._booting[slot] = None
+                return promised
         for entry in self._delayed:
             if owner(entry[2].sink) is sink:
                 self._delayed.remove(entry)
@@ -509,6 +541,7 @@ class Scheduler:
             self._mark_stopped()
         self.engine.stop(wait=True)
         self._join_watchdog()
+        self.engine.detach()
 
     def terminate(self, reason: str, *, gently: bool = False) -> None:
         """Stop now: cancel what waits, abandon what runs (killing its workers, or sending
@@ -521,11 +554,14 @@ class Scheduler:
         for chunk in orphans:
             chunk.sink.fail(chunk, Cancelled(reason))
         self._join_watchdog()
+        self.engine.detach()
 
     def _drop_all(self) -> list[Chunk]:
         """With the lock held: forget every chunk not yet settled, and return them."""
         orphans = [*self._alone, *self._pending, *self._running.values(),
-                   *(c for _, _, c in self._delayed)]
+                   *(c for _, _, c in self._delayed),
+                   *(c for c in self._booting.values() if c is not None)]
+        self._booting.clear()
         self._pending.clear()
         self._alone.clear()
         self._isolating = None
@@ -555,8 +591,10 @@ class Scheduler:
 class _FutureSink:
     """Sends a single-task chunk's outcome to its Future."""
 
-    def __init__(self, future: Future[Any]) -> None:
+    def __init__(self, future: Future[Any],
+                 translate: Callable[[BaseException], BaseException]) -> None:
         self.future = future
+        self.translate = translate
 
     def claim(self, chunk: Chunk) -> bool:
         return self.future.set_running_or_notify_cancel()
@@ -570,8 +608,8 @@ class _FutureSink:
             if failure is None:
                 self.future.set_result(report.results[0])
             else:
-                self.future.set_exception(
-                    task_exception(failure, chunk.describe(0), report.remote))
+                self.future.set_exception(self.translate(
+                    task_exception(failure, chunk.describe(0), report.remote)))
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
         with _callbacks_of(self.future):
@@ -580,7 +618,7 @@ class _FutureSink:
                     self.future.set_running_or_notify_cancel()  # else wait() never sees it
                 return
             if not self.future.done():
-                self.future.set_exception(chunk.blame(error))
+                self.future.set_exception(self.translate(chunk.blame(error)))
 
 
 @contextlib.contextmanager
@@ -605,6 +643,16 @@ def _reporting() -> Iterator[None]:
         yield
     finally:
         _local.reporting -= 1
+
+
+def _prepare(engine: Engine, ids: Iterator[int], fn: Callable[..., Any]) -> FunctionRef:
+    """``fn`` made ready by the engine, under a new id (no reference to the scheduler:
+    the function cache holds this, and a cycle would keep a pool's data alive)."""
+    return engine.prepare(fn, next(ids))
+
+
+def _as_is(error: BaseException) -> BaseException:
+    return error
 
 
 def _with_attempts(error: BaseException, attempts: int) -> BaseException:

@@ -13,8 +13,11 @@ happened even when it cannot be rebuilt.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import enum
+import functools
 import io
 import mmap
 import os
@@ -24,11 +27,11 @@ import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
-from . import _segments
+from . import _inherited, _segments
 from ._errors import SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -67,6 +70,7 @@ class Layout:
 
     buffers: tuple[tuple[int, int, int], ...] = ()
     segments: tuple[tuple[str | None, int, bool], ...] = ()
+    passed: int = 0  # descriptors after the segments' that multiprocessing objects hold
 
 
 NO_LAYOUT = Layout()
@@ -99,24 +103,31 @@ class Packed:
 
 
 def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
-         in_band: bool = False) -> Packed:
+         in_band: bool = False, spawning: bool = False) -> Packed:
     """Pickle ``obj``; buffers of ``inline_below`` bytes or more go into shared memory.
 
     Buffers that lie in a share are sent as references to it, whatever their size.
     ``by_value`` pickles with cloudpickle (functions and arguments); otherwise the
     standard pickle is tried first (faster for plain data: results) and cloudpickle after.
     ``in_band`` is plain cloudpickle, for receivers that cannot map segments (or import
-    corework: sub-interpreters).
+    corework: sub-interpreters). With ``spawning``, multiprocessing's queues and locks
+    may be in ``obj`` (a worker's setup: see ``_inherited``).
     """
     if in_band:
         return Packed(cloudpickle.dumps(obj, protocol=PROTOCOL))
     collector = _BufferCollector(inline_below)
+    spawner = _inherited.Spawning() if spawning else None
     try:
-        data = _dumps(obj, by_value, collector)
+        with spawner or contextlib.nullcontext():
+            data = _dumps(obj, by_value, collector, spawning)
     except BaseException:
         collector.discard()
         raise
-    return collector.seal(data)
+    packed = collector.seal(data)
+    if spawner is None or not spawner.fds:
+        return packed
+    layout = dataclasses.replace(packed.layout, passed=len(spawner.fds))
+    return Packed(packed.data, layout, [*packed.fds, *spawner.fds], [packed, spawner])
 
 
 def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:
@@ -125,6 +136,11 @@ def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:
     The message's own segment is mapped copy-on-write (reads share the sender's pages;
     writes stay private); shares are mapped once per process, read-only unless writable.
     """
+    passed = list(fds[len(fds) - layout.passed:]) if layout.passed else []
+    fds = fds[:len(fds) - layout.passed]
+    if passed:
+        with _inherited.receiving(passed):
+            return unpack(data, dataclasses.replace(layout, passed=0), fds)
     if not layout.segments:
         return pickle.loads(data)
     mappings = []
@@ -208,9 +224,23 @@ class _BufferCollector:
         self.__init__(self.inline_below)  # type: ignore[misc]
 
 
+def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, but with its file name kept (cloudpickle
+    writes ``<dynamic-code>``), so that a worker's traceback shows the file and line."""
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg
+                              for arg in args)
+
+
+
 class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with memoryviews offered as out-of-band buffers, and functions of
-    ``__main__`` given one shared namespace where they are loaded (see MainNamespace)."""
+    """cloudpickle, with memoryviews offered as out-of-band buffers, code objects keeping
+    their file names, and functions of ``__main__`` given one shared namespace where they
+    are loaded (see MainNamespace)."""
+
+    if hasattr(cloudpickle.cloudpickle, "_code_reduce"):  # cloudpickle's own, private
+        dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_its_file},
+                                              cloudpickle.Pickler.dispatch_table)
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = _reduce_memoryview(obj)
@@ -281,7 +311,8 @@ class _ByReferencePickler(pickle.Pickler):
         return NotImplemented if reduced is None else reduced
 
 
-def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
+def _dumps(obj: Any, by_value: bool, collector: _BufferCollector,
+           spawning: bool = False) -> bytes:
     file = io.BytesIO()
     if not by_value:
         try:
@@ -290,8 +321,23 @@ def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
         except Exception:
             collector.discard()
             file = io.BytesIO()
-    _ByValuePickler(file, PROTOCOL, buffer_callback=collector).dump(obj)
+    pickler_class = _spawning_pickler() if spawning else _ByValuePickler
+    pickler_class(file, PROTOCOL, buffer_callback=collector).dump(obj)
     return file.getvalue()
+
+
+@functools.cache
+def _spawning_pickler() -> type[_ByValuePickler]:
+    """Our by-value pickler with multiprocessing's own reductions (its connections and
+    sockets travel as descriptors: see ``_inherited``), made on first use."""
+    from multiprocessing.reduction import ForkingPickler
+
+    class SpawningPickler(_ByValuePickler):
+        dispatch_table: ClassVar[Any] = collections.ChainMap(
+            ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+            _ByValuePickler.dispatch_table)
+
+    return SpawningPickler
 
 
 def sent_as(fn: Any) -> Any:
@@ -394,15 +440,18 @@ def shaped_view(buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -
 _PICKLING_ERRORS = (Exception, SystemExit, GeneratorExit)
 
 
-def pack_for_workers(obj: Any, what: str, in_band: bool = False) -> Packed:
+def pack_for_workers(obj: Any, what: str, in_band: bool = False,
+                     spawning: bool = False) -> Packed:
     """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
-        return pack(obj, by_value=True, in_band=in_band)
+        return pack(obj, by_value=True, in_band=in_band, spawning=spawning)
     except _PICKLING_ERRORS as exc:
-        raise SerializationError(
-            f"cannot send {what} to a worker process: {exc}. Make sure everything it "
-            "refers to can be pickled, or use engine='thread'."
-        ) from exc
+        hint = ("Make sure everything it refers to can be pickled, or use engine='thread'"
+                if "fork context" not in str(exc) else
+                "Make multiprocessing objects for it with multiprocessing.get_context("
+                "'spawn'): corework's workers are not forked from this process")
+        raise SerializationError(f"cannot send {what} to a worker process: {exc}. {hint}.",
+                                 stage="pickle-argument", original=exc) from exc
 
 
 def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Packed:
@@ -418,8 +467,7 @@ def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Pa
         raise SerializationError(
             f"cannot send the arguments of {where} to a worker process: {exc}. "
             "Pass picklable arguments (or create the object inside the task), "
-            "or use engine='thread'."
-        ) from exc
+            "or use engine='thread'.", stage="pickle-argument", original=exc) from exc
 
 
 def _first_unpicklable(items: Sequence[Any]) -> int | None:

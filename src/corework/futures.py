@@ -47,6 +47,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ._errors import (
+    InitializerFailed,
+    PoolClosed,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashed,
+)
+from ._future import Future
 from ._pool import Pool
 
 __all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor"]
@@ -139,6 +147,27 @@ class _Executor(Pool):
         Pool.__init__(self, max_workers, engine=engine, initializer=setup, initargs=initargs,
                       start_method=start_method, max_tasks_per_worker=max_tasks_per_child,
                       native_threads=native_threads)
+        self._scheduler.translate = type(self)._stdlib_error  # no cycle through the pool
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """As the standard library's: arguments that cannot be pickled fail the future
+        (a ``PicklingError`` from ``result()``), and a pool shut down raises RuntimeError."""
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except SerializationError as exc:
+            if exc.stage != "pickle-argument":
+                raise
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            return failed
+        except PoolClosed:
+            when = "interpreter shutdown" if _exiting() else "shutdown"
+            raise RuntimeError(f"cannot schedule new futures after {when}") from None
+
+    @staticmethod
+    def _stdlib_error(error: BaseException) -> BaseException:
+        """The exception the standard library's executor would give for ``error``."""
+        return error
 
     @property
     def _broken(self) -> Any:  # the standard library's bool | str
@@ -211,15 +240,61 @@ class ProcessPoolExecutor(_Executor, concurrent.futures.process.ProcessPoolExecu
                     start_method=_START_METHODS[method],
                     max_tasks_per_child=max_tasks_per_child, native_threads="auto")
 
-    if sys.version_info >= (3, 14):
-        def terminate_workers(self) -> None:
-            """Stop now: pending work is cancelled, running workers are killed (corework
-            kills them either way: a worker is killed, not asked to stop)."""
-            self.kill()
+    @staticmethod
+    def _stdlib_error(error: BaseException) -> BaseException:
+        """A dead worker, or data that could not be loaded where it arrived, breaks a
+        standard-library process pool (``BrokenProcessPool``); what pickling a result
+        raised in the worker reaches the caller as is; a worker's traceback is the
+        standard library's ``_RemoteTraceback``. corework's own types stay true too."""
+        if isinstance(error, WorkerCrashed):
+            error = _like(error, _WorkerDied(str(error), exitcode=error.exitcode))
+        elif isinstance(error, SerializationError):
+            if error.stage in ("unpickle-argument", "unpickle-function", "unpickle-result"):
+                error = _like(error, _LoadFailed(str(error), stage=error.stage,
+                                                 original=error.original))
+            elif error.stage == "pickle-result" and error.original is not None:
+                error = _like(error, error.original)
+        if isinstance(error.__cause__, RemoteTraceback):
+            text: Any = str(error.__cause__)  # typeshed says a traceback: it is the text
+            error.__cause__ = concurrent.futures.process._RemoteTraceback(text)
+        return error
 
-        def kill_workers(self) -> None:
-            """Stop now: pending work is cancelled, running workers are killed."""
-            self.kill()
+
+class _WorkerDied(WorkerCrashed, concurrent.futures.process.BrokenProcessPool):
+    """A worker process died: corework's ``WorkerCrashed`` and the standard library's
+    ``BrokenProcessPool`` (only that task is lost, and the pool goes on)."""
+
+
+class _LoadFailed(SerializationError, concurrent.futures.process.BrokenProcessPool):
+    """A task's arguments or result could not be unpickled where they arrived: corework's
+    ``SerializationError`` and the standard library's ``BrokenProcessPool``."""
+
+
+def _like(old: BaseException, new: BaseException) -> BaseException:
+    """``new``, with ``old``'s notes, cause and traceback."""
+    if new is not old:
+        notes = getattr(old, "__notes__", None)
+        if notes:
+            new.__notes__ = list(notes)  # type: ignore[attr-defined]
+        new.__cause__ = new.__cause__ or old.__cause__
+        new.__traceback__ = old.__traceback__
+    return new
+
+
+def _log_initializer_failure(error: BaseException) -> None:
+    """Log a worker's failed initializer here, as the standard library's executors do
+    (a sub-interpreter's own log goes to that interpreter's logging, not this one's)."""
+    if isinstance(error, InitializerFailed):
+        cause = error.__cause__ or error
+        logging.getLogger("concurrent.futures").critical(
+            "Exception in initializer:", exc_info=(type(cause), cause, cause.__traceback__))
+
+
+def _exiting() -> bool:
+    """Whether the program's end has shut corework's pools down already."""
+    from . import _pool
+
+    return _pool.exiting()
 
 
 class ThreadPoolExecutor(_Executor, concurrent.futures.thread.ThreadPoolExecutor):
@@ -264,6 +339,11 @@ if sys.version_info >= (3, 12):
 
         def _engine(self) -> str:
             return "interpreter"
+
+        def _start(self, *args: Any, **kwargs: Any) -> None:
+            super()._start(*args, **kwargs)
+            self._scheduler.on_broken = _log_initializer_failure
+
 
         def _names(self) -> str | None:
             return None

@@ -141,8 +141,29 @@ class Engine(abc.ABC):
         interrupted and not waited for).
         """
 
-    def forget(self, fn: FunctionRef) -> None:  # noqa: B027 - optional hook
-        """The scheduler will send no more chunks of ``fn``."""
+    def detach(self) -> None:
+        """The scheduler is done with this stopped engine: the engine lets go of it (so
+        neither keeps the other, and a pool's data, alive), and drops any late event."""
+        self._events: EngineEvents = _DETACHED
+
+
+class _Detached:
+    """The events of an engine whose scheduler has let go of it: nobody listens."""
+
+    def worker_ready(self, slot: int) -> None:
+        pass
+
+    def chunk_done(self, slot: int, report: ChunkReport) -> None:
+        pass
+
+    def worker_lost(self, slot: int, error: BaseException) -> None:
+        pass
+
+    def engine_broken(self, error: BaseException) -> None:
+        pass
+
+
+_DETACHED = _Detached()
 
 
 def default_workers() -> int:

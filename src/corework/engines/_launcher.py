@@ -133,7 +133,7 @@ def _start_worker(fd: int, mode: str, ctrl: socket.socket, own_fds: tuple[int, i
             _exec_worker(fd)
         code = _worker.serve_fd(fd)
     finally:
-        _worker.flush_std_streams()
+        _worker.finish_process()
         os._exit(code)
 
 

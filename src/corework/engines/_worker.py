@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import queue
 import signal
 import statistics
@@ -323,9 +324,22 @@ class _CannotLoad:
 def _fail_all(chunk_id: int, exc: BaseException, what: str) -> ChunkReport:
     error = SerializationError(
         f"the worker could not unpickle the task's {what}: {type(exc).__name__}: {exc}"
-        f"{_unpickling_hint(exc)}")
+        f"{_unpickling_hint(exc)}",
+        stage="unpickle-function" if what == "function" else "unpickle-argument",
+        original=_portable(exc))
     error.__cause__ = exc
     return ChunkReport(chunk_id, [], error=Failure.capture(error))
+
+
+def _portable(exc: BaseException) -> BaseException | None:
+    """``exc`` if it survives pickling, to travel inside the error that names the stage
+    (its traceback text travels anyway)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except BaseException:
+        return None
+    exc.__traceback__ = None
+    return exc
 
 
 def _unpickling_hint(exc: BaseException) -> str:
@@ -344,7 +358,7 @@ def _replace_unpicklable(report: ChunkReport) -> None:
             error = SerializationError(
                 f"the task's result {type(value).__qualname__} could not be pickled in the "
                 f"worker to send it back: {type(exc).__name__}: {exc}. Return plain data, "
-                "or use engine='thread'.")
+                "or use engine='thread'.", stage="pickle-result", original=_portable(exc))
             error.__cause__ = exc
             report.failures[position] = Failure.capture(error)
     for position, failure in list(report.failures.items()):
@@ -388,9 +402,19 @@ def flush_std_streams() -> None:
             pass
 
 
+def finish_process() -> None:
+    """What a worker does on its way out, as a ``multiprocessing`` child does: its
+    queues flush what tasks (or an initializer) put in them, then the std streams."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(BaseException):
+            util._exit_function()
+    flush_std_streams()
+
+
 def main() -> None:
     """Entry point of a spawned (exec'd) worker: ``python -c ... FD``."""
     sys.path[:] = json.loads(os.environ.pop("COREWORK_SYS_PATH", "[]")) or sys.path
     code = serve_fd(int(sys.argv[1]))
-    flush_std_streams()
+    finish_process()
     sys.exit(code)

@@ -197,7 +197,7 @@ class InterpreterEngine(Engine):
         except BaseException as exc:  # a result whose unpickling raises here (SystemExit too)
             return ChunkReport(work.id, [], error=_serialization_failure(
                 f"the task's result could not be unpickled here, in the caller: "
-                f"{type(exc).__name__}: {exc}", exc), remote=True)
+                f"{type(exc).__name__}: {exc}", exc, "unpickle-result"), remote=True)
         return ChunkReport(
             work.id, results, {at: _failure(f) for at, f in failures.items()}, seconds,
             _load_failure(*error) if error is not None else None, remote=True)
@@ -268,8 +268,9 @@ def _read(fd: int) -> bytes:
     return os.pread(fd, size, 0) if size else b""
 
 
-def _serialization_failure(message: str, cause: BaseException | None) -> Failure:
-    error = SerializationError(message)
+def _serialization_failure(message: str, cause: BaseException | None,
+                           stage: str) -> Failure:
+    error = SerializationError(message, stage=stage, original=cause)
     error.__cause__ = cause
     return Failure(error, "SerializationError", message, "")
 
@@ -281,7 +282,7 @@ def _load_failure(what: str, plain: tuple[Any, ...]) -> Failure:
         return failure  # it says what to do already
     message = (f"the sub-interpreter could not unpickle the task's {what}: "
                f"{failure.type_name}: {failure.message}")
-    return _serialization_failure(message, failure.exc)
+    return _serialization_failure(message, failure.exc, "unpickle-argument")
 
 
 def _failure(plain: tuple[Any, ...]) -> Failure:
@@ -299,7 +300,7 @@ def _failure(plain: tuple[Any, ...]) -> Failure:
         exc = ImportError(message)
         type_name = "ImportError"
     if exc is None and type_name == "SerializationError":  # made in there, as plain text
-        exc = SerializationError(message)
+        exc = SerializationError(message, stage="pickle-result")
     if exc is not None:
         exc.__traceback__ = None
     return Failure(exc, type_name, message, formatted)

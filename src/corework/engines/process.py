@@ -121,8 +121,8 @@ class ProcessEngine(Engine):
         self._exited: list[_Worker] = []  # workers gone, for stop(wait=True)
         self.exit_codes: dict[int, int | None] = {}  # pid -> exit code, once stopped
         self._stopping = False
-        self._setup = pack_for_workers(
-            setup, f"the initializer {setup.initializer!r} or its initargs")
+        self._setup = pack_for_workers(  # multiprocessing's queues may be in initargs
+            setup, f"the initializer {setup.initializer!r} or its initargs", spawning=True)
         self._shares_sent: set[str] = set()  # shares some worker may hold mapped
         self._released: deque[str] = deque()  # shares the caller let go of, to tell workers
 
@@ -571,7 +571,7 @@ def _body(message: Message) -> Any:
     except BaseException as exc:  # e.g. a class that can't be imported here
         error = SerializationError(
             f"the task's result could not be unpickled here, in the caller: "
-            f"{type(exc).__name__}: {exc}")
+            f"{type(exc).__name__}: {exc}", stage="unpickle-result", original=exc)
         error.__cause__ = exc
         return Failure(error, "SerializationError", str(error), "")
 
