@@ -27,7 +27,7 @@ import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import cloudpickle
 
@@ -333,7 +333,7 @@ def _spawning_pickler() -> type[_ByValuePickler]:
     from multiprocessing.reduction import ForkingPickler
 
     class SpawningPickler(_ByValuePickler):
-        dispatch_table: ClassVar[Any] = collections.ChainMap(
+        dispatch_table = collections.ChainMap(  # noqa: RUF012 - pickle reads it here
             ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
             _ByValuePickler.dispatch_table)
 
