@@ -92,13 +92,15 @@ def measure_shared(workload: Workload, peer: Peer, params: Params) -> tuple[dict
 def measure_fault(workload: Workload, peer: Peer, params: Params, bad: int) -> dict[str, Any]:
     """One outcome per task on a warm pool: the seconds until every outcome is known and
     the pool is shut down, how many of the other tasks returned their input, and what the
-    bad task gave; for a crash, also how long after it the library reported it."""
+    bad task gave; for a crash, also how long after it the library reported it. A cold
+    peer (a whole ``cw.map`` call) gets no warm-up: its pool starts inside the timed part."""
     fn, items = workload.job(params)
     stamp = crash_stamp()
     stamp.unlink(missing_ok=True)
     pool = peer.open(workload.worker_count())
     try:
-        peer.map(pool, *workload.warm())
+        if not peer.cold:
+            peer.map(pool, *workload.warm())
         start = time.perf_counter()
         outcomes = peer.outcomes(pool, fn, items)
         known = time.perf_counter() - start

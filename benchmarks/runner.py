@@ -3,6 +3,10 @@
 A case that fails or runs past its workload's limit is reported as "error" or "timeout";
 its whole process group (the pool's workers too) is killed, so nothing it leaves behind
 can slow down the cases after it.
+
+The warm workloads (pools made before the timed part) come first; the pseudo-workload
+``cold`` (in ``--workloads``, last by default) then times whole scripts from process start,
+import included, row by row (``--rows``; see :mod:`benchmarks.cold`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cold
 from .peers import PEERS, missing
 from .report import (
     CaseResult,
@@ -126,10 +131,15 @@ def _names(value: str, known: dict[str, Any]) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--workloads", type=lambda v: _names(v, WORKLOADS),
-                        default=list(WORKLOADS), help=f"comma-separated ({','.join(WORKLOADS)})")
+    workloads = {**WORKLOADS, "cold": None}
+    parser.add_argument("--workloads", type=lambda v: _names(v, workloads),
+                        default=list(workloads),
+                        help=f"comma-separated ({','.join(workloads)}); cold: the cold tables")
+    parser.add_argument("--rows", type=lambda v: _names(v, cold.ROWS), default=list(cold.ROWS),
+                        help=f"the cold tables' rows, comma-separated ({','.join(cold.ROWS)})")
     parser.add_argument("--libs", type=lambda v: _names(v, PEERS), default=list(PEERS),
-                        help=f"comma-separated ({','.join(PEERS)})")
+                        help=f"comma-separated ({','.join(PEERS)}); the cold tables take "
+                             f"{','.join(cold.LABELS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per case (5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one repeat")
     parser.add_argument("--save", type=Path, help="write results to FILE (.json or markdown)")
@@ -144,11 +154,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    began = time.monotonic()
     params, blas = calibrate()
     info, revision = machine(args.libs, blas), git_revision()  # corework as it was at the start
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
-    for workload in args.workloads:
+    loads: dict[str, float] = {}
+    for workload in [w for w in args.workloads if w != "cold"]:
+        loads[workload] = os.getloadavg()[0]
+        print(f"{workload}: load average {loads[workload]:.2f}", file=sys.stderr, flush=True)
         peers = [p for p in args.libs
                  if WORKLOADS[workload].applies(p, PEERS[p].data_only, PEERS[p].only)]
         results[workload] = run_workload(workload, peers, params, args.repeats)
@@ -159,21 +173,38 @@ def main(argv: list[str] | None = None) -> int:
     for table in (summary_table(results), auto_table(results)):
         if table:
             print(table + "\n", flush=True)
+    cold_results: cold.ColdResults = {}
+    if "cold" in args.workloads:
+        libs = [lib for lib in args.libs if lib in cold.LABELS]
+        cold_results = cold.run_cold(args.rows, libs, params, args.repeats, loads)
+        for table in cold.tables(cold_results):
+            print(table + "\n", flush=True)
+    loads["end"] = os.getloadavg()[0]
+    info["load average (1 min) before each table"] = ", ".join(
+        f"{name} {load:.2f}" for name, load in loads.items())
+    minutes = (time.monotonic() - began) / 60
+    info["run took"] = f"{minutes:.1f} min"
+    print(f"the run took {minutes:.1f} min; load average now {loads['end']:.2f}",
+          file=sys.stderr)
     if args.save:
         if "corework" in info and git_revision() != revision:
             info["corework"] += f"; src/ changed during the run, now {git_revision()}"
-        save(args.save, results, info, params, command, args.repeats)
+        save(args.save, results, cold_results, info, params, command, args.repeats)
         print(f"\nsaved to {args.save}", file=sys.stderr)
     return 0
 
 
-def save(path: Path, results: Results, info: dict[str, str], params: dict[str, int],
-         command: str, repeats: int) -> None:
+def save(path: Path, results: Results, cold_results: cold.ColdResults, info: dict[str, str],
+         params: dict[str, int], command: str, repeats: int) -> None:
     """Write the results as JSON (a ``.json`` path) or as the markdown report."""
     if path.suffix == ".json":
         data = {"command": command, "machine": info, "params": params, "repeats": repeats,
                 "results": {w: {p: vars(c) for p, c in cases.items()}
-                            for w, cases in results.items()}}
+                            for w, cases in results.items()},
+                "cold": {r: {p: vars(c) for p, c in cases.items()}
+                         for r, cases in cold_results.items()}}
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     else:
-        path.write_text(markdown(results, info, params, command, repeats), encoding="utf-8")
+        text = markdown(results, info, params, command, repeats)
+        extra = "\n\n".join(cold.tables(cold_results))
+        path.write_text(text + (f"\n{extra}\n" if extra else ""), encoding="utf-8")

@@ -186,7 +186,11 @@ WORKLOADS: dict[str, Workload] = {
                                    "os._exit in a thread would end the benchmark itself"),
             api={"mp-pool": "map", "cf-process": "submit + result()", "joblib-loky": "Parallel",
                  "mpire": "map", "pebble": "schedule + result()",
-                 "corework-process": "submit + result()"},
+                 "corework-process": "submit + result()",
+                 "corework-map-return": 'cw.map(fn, items, errors="return"), whole call',
+                 "corework-map-return-process": 'cw.map(fn, items, engine="process", '
+                                                'errors="return"), whole call',
+                 "corework-imap-return": 'cw.imap(fn, items, errors="return"), whole call'},
         ),
         Workload(
             "timeout", "8 tasks on a warm pool; task #0 sleeps 60 s, the others 20 ms; "
