@@ -8,7 +8,7 @@ the runner reads the first line if the shutdown hangs. Times are taken with
 ``time.perf_counter`` inside this process, so interpreter start and importing the library
 are not counted.
 ``python -m benchmarks.case --calibrate`` prints the machine-dependent task sizes and
-numpy's BLAS instead.
+numpy's BLAS instead; ``--blas`` only the latter.
 """
 
 from __future__ import annotations
@@ -138,6 +138,9 @@ def run(workload_name: str, peer_name: str, params: Params) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv == ["--calibrate"]:
         print(json.dumps({"params": calibrate(), "blas": blas_description()}), flush=True)
+        return 0
+    if argv == ["--blas"]:
+        print(json.dumps({"blas": blas_description()}), flush=True)
         return 0
     workload_name, peer_name, params = argv
     try:

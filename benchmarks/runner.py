@@ -112,12 +112,13 @@ def _record(case: CaseResult, result: dict[str, Any], over_budget: bool, repeats
         case.note = f"{len(case.samples)} of {repeats} repeats (time budget)"
 
 
-def calibrate() -> tuple[dict[str, int], str]:
-    """Task sizes for this machine and numpy's BLAS, measured once, in a fresh process."""
-    result = run_case_process(["--calibrate"], 120.0)
-    if "params" not in result:
+def calibrate(params: dict[str, int] | None = None) -> tuple[dict[str, int], str]:
+    """Task sizes for this machine (unless given) and numpy's BLAS, measured once, in a
+    fresh process."""
+    result = run_case_process(["--blas" if params else "--calibrate"], 120.0)
+    if "blas" not in result:
         raise SystemExit(f"calibration failed: {result}")
-    return result["params"], result["blas"]
+    return params or result["params"], result["blas"]
 
 
 def _names(value: str, known: dict[str, Any]) -> list[str]:
@@ -127,6 +128,16 @@ def _names(value: str, known: dict[str, Any]) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)}; "
                                          f"choose from {', '.join(known)}")
     return names
+
+
+def _params(value: str) -> dict[str, int]:
+    try:
+        params = {k.strip(): int(v) for k, v in (p.split("=") for p in value.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected NAME=INT,NAME=INT") from None
+    if set(params) != {"cpu_loops", "svd_size"}:
+        raise argparse.ArgumentTypeError("give cpu_loops and svd_size")
+    return params
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -140,6 +151,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--libs", type=lambda v: _names(v, PEERS), default=list(PEERS),
                         help=f"comma-separated ({','.join(PEERS)}); the cold tables take "
                              f"{','.join(cold.LABELS)}")
+    parser.add_argument("--params", type=_params, default=None,
+                        help="task sizes instead of calibrating, e.g. cpu_loops=5670383,"
+                             "svd_size=660 (to rerun some rows with the sizes of a run)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per case (5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one repeat")
     parser.add_argument("--save", type=Path, help="write results to FILE (.json or markdown)")
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     began = time.monotonic()
-    params, blas = calibrate()
+    params, blas = calibrate(args.params)
     info, revision = machine(args.libs, blas), git_revision()  # corework as it was at the start
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
