@@ -103,11 +103,14 @@ USES = {
                "    _result = time.monotonic()"),
 }
 
-#: What the default engine decided, read after the call (see corework._auto).
+#: What the default engine decided, read after the call (see corework._auto), and the
+#: shape (worker processes x task threads) it gives a map of these tasks once it knows.
 VERDICT = """
 from corework import _auto
 _v = _auto.remembered(fn)
 facts = {"engine": _v.engine, "reason": _v.reason, **_v.figures} if _v else {"engine": "?"}
+if _v and hasattr(_auto, "shape"):
+    facts["shape"] = "%d x %d" % _auto.shape(None, _v, len(items))
 """
 
 
@@ -367,13 +370,19 @@ def cold_table(results: ColdResults, metric: str = "result") -> str:
 
 
 def _verdicts(case: CaseResult) -> str:
-    """The engines auto used over the repeats, with the median of the probe's "busy"."""
-    counts: dict[str, int] = {}
-    for sample in case.samples:
-        counts[sample.get("engine", "?")] = counts.get(sample.get("engine", "?"), 0) + 1
-    busy = [s["busy"] for s in case.samples if "busy" in s]
-    shown = ", ".join(f"{engine} x{n}" for engine, n in counts.items())
-    return shown + (f" (busy {statistics.median(busy):.2f})" if busy else "")
+    """The engines auto used over the repeats, each with how many repeats, the shape
+    (processes x threads) and the median of the probe's "busy" share."""
+    shown = []
+    for engine in dict.fromkeys(s.get("engine", "?") for s in case.samples):
+        samples = [s for s in case.samples if s.get("engine", "?") == engine]
+        busy = [s["busy"] for s in samples if "busy" in s]
+        shapes = "/".join(dict.fromkeys(s["shape"] for s in samples if "shape" in s))
+        details = [f"{shapes}" if shapes else "",
+                   f"busy {statistics.median(busy):.2f}" if busy else ""]
+        details = [d for d in details if d]
+        shown.append(f"{engine} x{len(samples)}" + (f" ({', '.join(details)})" if details
+                                                     else ""))
+    return "; ".join(shown)
 
 
 def auto_table(results: ColdResults) -> str:
@@ -394,8 +403,9 @@ def auto_table(results: ColdResults) -> str:
         ratio = mine / known[best] if best and mine else None
         start = (auto.median("result") / cases[best].median("result")  # type: ignore[operator]
                  if best and mine else None)
-        for sample in auto.samples:
-            reasons.setdefault(row, set()).add(sample.get("reason", "?"))
+        for sample in auto.samples:  # one reason per engine used (the first given)
+            reasons.setdefault(row, {}).setdefault(sample.get("engine"),
+                                                   sample.get("reason", "?"))
         lines.append([row, f"{mine:.4f}" if mine else auto.status, auto.spread("call"),
                       _verdicts(auto), *(f"{known[lib]:.4f}" if lib in known else ""
                                          for lib in ("corework-process", "corework-thread")),
@@ -412,8 +422,10 @@ def auto_table(results: ColdResults) -> str:
              "whole call in a fresh process; median seconds of the call; auto / best > 1: "
              "auto slower; \"from start\": the same ratio from process start; "
              "auto / process: its cost over the engine it runs on")
-    notes = [f"- {row}: {'; '.join(sorted(why))}" for row, why in reasons.items()]
-    return f"{title}\n\n{_table(headers, lines)}\n\nWhy auto chose so:\n" + "\n".join(notes)
+    notes = [f"- {row}: {'; '.join(why.values())}" for row, why in reasons.items()]
+    return (f"{title}\n\n{_table(headers, lines)}\n\nauto used: worker processes x task "
+            "threads each, and the probe's share of time on a core. Why (corework's "
+            "words):\n" + "\n".join(notes))
 
 
 def tables(results: ColdResults) -> list[str]:
