@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import CoreworkWarning, SerializationError
-from ._transport import pack_for_workers
+from ._errors import CoreworkWarning, short_repr
+from ._transport import check_picklable
 from .engines import default_workers, gil_enabled
 
 #: How long the probe watches the first chunk at most (it decides sooner when it can).
@@ -187,20 +187,25 @@ def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int 
 def _check_picklable(fn: Callable[..., Any], items: Iterable[Any]
                      ) -> tuple[Iterable[Any], str | None]:
     """The items (the first one put back if it had to be taken), and what cannot be
-    pickled, if the function or the first item cannot."""
-    try:
-        pack_for_workers(fn, f"the function {fn!r}", in_band=True)
-    except SerializationError as exc:
-        return items, str(exc).split(". ", 1)[0]
+    pickled, if the function or the first item cannot (tried without copying their
+    buffers: a 200 MB array costs nothing here)."""
+    problem = _unpicklable(fn, f"the function {fn!r}")
+    if problem is not None:
+        return items, problem
     if isinstance(items, Sequence):
         first: list[Any] = list(items[:1])
     else:
         iterator = iter(items)
         first = list(itertools.islice(iterator, 1))
         items = itertools.chain(first, iterator)
+    if first:
+        problem = _unpicklable(first[0], f"the first item {short_repr(first[0])}")
+    return items, problem
+
+
+def _unpicklable(obj: Any, what: str) -> str | None:
     try:
-        if first:
-            pack_for_workers(first[0], f"the first item {first[0]!r}", in_band=True)
-    except SerializationError as exc:
-        return items, str(exc).split(". ", 1)[0]
-    return items, None
+        check_picklable(obj)
+    except (Exception, SystemExit, GeneratorExit) as exc:
+        return f"cannot send {what} to a worker process ({type(exc).__name__}: {exc})"
+    return None

@@ -70,7 +70,7 @@ class Scheduler:
         self._timer = threading.Condition(self._lock)  # wakes the watchdog
         self._pending: deque[Chunk] = deque()
         self._alone: deque[Chunk] = deque()  # suspects: each runs with nothing beside it
-        self._isolating: int | None = None  # the slot group that runs them, one at a time
+        self._isolating: set[int] = set()  # slot groups that run one of them each, alone
         self._idle: list[int] = []
         # Slots whose first worker is still starting, and the chunk promised to each: as
         # in concurrent.futures, work handed to a worker counts as started at once (so
@@ -206,19 +206,20 @@ class Scheduler:
     def _take_for(self, slot: int) -> Chunk | None:
         """With the lock held: the chunk the free ``slot`` runs next, if any.
 
-        Suspects run one at a time in one slot group (one worker process): once it is
-        chosen, its other slots take nothing until it is free of other chunks, and then
-        nothing beside the suspect."""
+        A suspect runs alone in a slot group (a worker process): a group chosen for one
+        takes nothing new on its other slots until it is free of other chunks, then runs
+        the suspect and nothing beside it. Groups are chosen while there are more
+        suspects waiting than groups at work on them, so several run at once."""
         group = self.engine.group(slot)
-        if self._alone and self._isolating is None:
-            self._isolating = group
-        if group == self._isolating:
+        if group not in self._isolating and len(self._isolating) < len(self._alone):
+            self._isolating.add(group)
+        if group in self._isolating:
             if any(self.engine.group(busy) == group for busy in self._running):
                 return None  # draining: the suspect waits for the others to end
             chunk = self._take(self._alone)
             if chunk is not None:
                 return chunk
-            self._isolating = None  # nothing left to run alone
+            self._isolating.discard(group)  # no suspect left for it
         return self._take(self._pending)
 
     @staticmethod
@@ -564,7 +565,7 @@ class Scheduler:
         self._booting.clear()
         self._pending.clear()
         self._alone.clear()
-        self._isolating = None
+        self._isolating.clear()
         self._running.clear()
         self._deadlines.clear()
         self._delayed.clear()

@@ -479,6 +479,16 @@ def _first_unpicklable(items: Sequence[Any]) -> int | None:
     return None
 
 
+def check_picklable(obj: Any) -> None:
+    """Pickle ``obj`` as a task's function or argument would be, copying no buffer (they
+    would go out of band); raises what pickling raises."""
+    _ByValuePickler(io.BytesIO(), PROTOCOL, buffer_callback=_leave_out).dump(obj)
+
+
+def _leave_out(buffer: pickle.PickleBuffer) -> bool:
+    return False  # out of band: not copied into the pickle (and here, nowhere)
+
+
 def pack_result(obj: Any) -> Packed:
     """Pickle a worker's message: standard pickle first, cloudpickle when that fails."""
     return pack(obj, by_value=False)

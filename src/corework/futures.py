@@ -240,6 +240,23 @@ class ProcessPoolExecutor(_Executor, concurrent.futures.process.ProcessPoolExecu
                     start_method=_START_METHODS[method],
                     max_tasks_per_child=max_tasks_per_child, native_threads="auto")
 
+    if sys.version_info >= (3, 14):  # pragma: no cover - exercised on Python 3.14
+        def terminate_workers(self) -> None:
+            """As the standard library's (through its ``_force_shutdown``)."""
+            self._force_shutdown(operation=concurrent.futures.process._TERMINATE)
+
+        def kill_workers(self) -> None:
+            """As the standard library's (through its ``_force_shutdown``)."""
+            self._force_shutdown(operation=concurrent.futures.process._KILL)
+
+        def _force_shutdown(self, operation: str) -> None:
+            if operation == concurrent.futures.process._TERMINATE:
+                Pool.terminate_workers(self)
+            elif operation == concurrent.futures.process._KILL:
+                Pool.kill_workers(self)
+            else:
+                raise ValueError(f"Unsupported operation: {operation!r}")
+
     @staticmethod
     def _stdlib_error(error: BaseException) -> BaseException:
         """A dead worker, or data that could not be loaded where it arrived, breaks a

@@ -65,6 +65,21 @@ SKIPS = (
     Skip("*.test_thread_names_default", "reads _threads to see the thread names", _THREADS),
     Skip("*.test_shutdown_deadlock_pickle", "reads _executor_manager_thread to join it",
          _PROCESS),
+    Skip("*.test_broken_process_pool_traceback", "reads _processes to pick a worker to "
+         "terminate", _PROCESS),
+    Skip("*.test_force_shutdown_workers", "reads _processes to mock a worker's "
+         "terminate() and kill()", _PROCESS),
+    Skip("*.test_force_shutdown_workers_stops_pool", "reads _processes", _PROCESS),
+    Skip("*.test_gc_during_max_tasks_worker_exit_gh152967", "joins the private "
+         "_executor_manager_thread (its stranded-worker helper)", _PROCESS),
+    Skip("*.test_shutdown_no_wait_max_tasks_gh119592", "joins the private "
+         "_executor_manager_thread (its stranded-worker helper)", _PROCESS),
+    Skip("*.test_failed_worker_replacement_breaks_pool", "patches the private "
+         "_spawn_worker and joins _executor_manager_thread", _PROCESS),
+    Skip("*.test_force_shutdown_during_max_tasks_worker_exit", "sets the private "
+         "_force_shutting_down and joins _executor_manager_thread", _PROCESS),
+    Skip("*.test_shutdown_gh_132969_case_*", "reads _executor_manager_thread to join it",
+         _PROCESS),
     # ---- private internals: failure injection into CPython's own machinery
     Skip("*.test_python_finalization_error", "mocks threading's private thread start to "
          "break CPython's _ExecutorManagerThread / queue feeder thread", _PROCESS),

@@ -280,7 +280,7 @@ def _probe(seconds: float, finished: threading.Event, task: int | None
     return {"samples": float(len(delays)),
             "delay": statistics.median(delays) if delays else 0.0,
             "switch": PROBE_SWITCH_SECONDS, "cpu_share": cpu_share,
-            "busy": cpu_share if busy is None else busy,
+            "busy": min(1.0, cpu_share if busy is None else busy),
             "wall": wall, "ended": float(finished.is_set())}
 
 
