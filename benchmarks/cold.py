@@ -106,7 +106,7 @@ USES = {
 #: What the default engine decided, read after the call (see corework._auto), and the
 #: shape (worker processes x task threads) it gives a map of these tasks once it knows.
 VERDICT = """
-from corework import _auto
+from corework.api import auto as _auto
 _v = _auto.remembered(fn)
 facts = {"engine": _v.engine, "reason": _v.reason, **_v.figures} if _v else {"engine": "?"}
 if _v and hasattr(_auto, "shape"):

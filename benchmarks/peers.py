@@ -350,13 +350,13 @@ class CoreworkAuto(CoreworkMapProcess):
     name, engine = "corework-auto", "auto"
 
     def open(self, workers: int) -> Any:
-        from corework import _auto
+        from corework.api import auto as _auto
 
         _auto._verdicts.clear()  # a fresh process has none; said here for the reader
         return super().open(workers)
 
     def facts(self, fn: Task) -> dict[str, Any]:
-        from corework import _auto
+        from corework.api import auto as _auto
         from corework.engines import gil_enabled
 
         verdict = _auto.remembered(fn)

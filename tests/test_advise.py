@@ -10,7 +10,7 @@ import time
 import pytest
 
 import corework as cw
-from corework import _advise
+from corework.api import advise as _advise
 from corework.engines import default_workers, gil_enabled
 from tests.helpers import cpu_task
 

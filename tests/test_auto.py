@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import corework as cw
-from corework import _auto
+from corework.api import auto as _auto
 from corework.engines import default_workers, gil_enabled
 from tests.helpers import ROOT_ENV, cpu_task
 

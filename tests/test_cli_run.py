@@ -436,7 +436,7 @@ def test_a_million_lines_stream_in_flat_memory(work):
 def test_status_lines_when_stderr_is_not_a_terminal(monkeypatch):
     import io
 
-    from corework import _progress
+    from corework.api import progress as _progress
 
     monkeypatch.setattr(_progress, "STATUS_EVERY", 0.01)
     out = io.StringIO()

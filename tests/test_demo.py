@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from corework.cli import _demo_chart, _demo_table
-from corework.cli import _demo_verdicts as judge
-from corework.cli._demo_experiments import Race, Results, Settings, Startup, Timing
+from corework.cli.demo import chart as _demo_chart
+from corework.cli.demo import table as _demo_table
+from corework.cli.demo import verdicts as judge
+from corework.cli.demo.experiments import Race, Results, Settings, Startup, Timing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from corework.cli._demo_verdicts import CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_MEASURED
+from corework.cli.demo.verdicts import CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_MEASURED
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 STATUSES = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURED)

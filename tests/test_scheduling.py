@@ -8,11 +8,11 @@ import threading
 import pytest
 
 import corework as cw
-from corework._chunking import ChunkSizer
-from corework._mapjob import MapJob
-from corework._scheduler import Scheduler
 from corework.engines import ChunkWork, WorkerSetup
 from corework.engines.thread import ThreadEngine
+from corework.scheduling.chunking import ChunkSizer
+from corework.scheduling.mapjob import MapJob
+from corework.scheduling.scheduler import Scheduler
 from tests.helpers import square
 
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corework as cw
-from corework import _transport
+from corework.transport import pickling as _transport
 from tests.helpers import skip_on_dask, skip_on_interpreter
 
 np = pytest.importorskip("numpy")

@@ -6,8 +6,6 @@ in shared memory once, for every task; ``advise`` measures which engine suits a 
 See the README for a tour.
 """
 
-from ._advise import Advice, advise
-from ._api import imap, map
 from ._errors import (
     Cancelled,
     CoreworkError,
@@ -22,12 +20,14 @@ from ._errors import (
     TaskTimeout,
     WorkerCrashed,
 )
-from ._future import Future
-from ._outcomes import Outcome
-from ._pool import Pool
-from ._process import Process
-from ._share import share
-from ._thread import Thread
+from .api.advise import Advice, advise
+from .api.mapping import imap, map
+from .api.pool import Pool
+from .api.process import Process
+from .api.share import share
+from .api.thread import Thread
+from .scheduling.future import Future
+from .scheduling.outcomes import Outcome
 
 __version__ = "0.1.0"
 

@@ -54,8 +54,8 @@ from ._errors import (
     SerializationError,
     WorkerCrashed,
 )
-from ._future import Future
-from ._pool import Pool
+from .api.pool import Pool
+from .scheduling.future import Future
 
 __all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor"]
 if sys.version_info >= (3, 12):
@@ -309,7 +309,7 @@ def _log_initializer_failure(error: BaseException) -> None:
 
 def _exiting() -> bool:
     """Whether the program's end has shut corework's pools down already."""
-    from . import _pool
+    from .api import pool as _pool
 
     return _pool.exiting()
 

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .._advise import advise
+from ..api.advise import advise
 from ._args import positive
 from ._records import FORMATS, format_for, open_input, read_records
 from ._target import TargetError, load_target

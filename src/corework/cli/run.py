@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._errors import RemoteTraceback, SerializationError, TaskError
-from .._outcomes import Outcome
-from .._policy import TaskPolicy
-from .._pool import Pool, parse_chunksize, parse_memory, parse_workers
-from .._progress import Progress, make_progress
+from ..api.pool import Pool, parse_chunksize, parse_memory, parse_workers
+from ..api.progress import Progress, make_progress
 from ..engines import resolve_engine_name
+from ..scheduling.outcomes import Outcome
+from ..scheduling.policy import TaskPolicy
 from ._args import positive
 from ._journal import IndexSet, Journal, JournalError
 from ._records import FORMATS, Record, format_for, json_line, open_input, read_records, write_lines

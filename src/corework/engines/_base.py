@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .._transport import CallKind, Failure
+from ..transport.pickling import CallKind, Failure
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._transport import CallKind, Failure, call_one
+from ..transport.pickling import CallKind, Failure, call_one
 from ._base import ChunkReport
 
 

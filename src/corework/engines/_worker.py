@@ -45,10 +45,10 @@ import threading
 import time
 from typing import Any
 
-from .. import _segments
-from .._channel import Channel, Message
 from .._errors import SerializationError
-from .._transport import CallKind, Failure, pack_result, run_initializer
+from ..transport import segments as _segments
+from ..transport.channel import Channel, Message
+from ..transport.pickling import CallKind, Failure, pack_result, run_initializer
 from ._base import ChunkReport, WorkerSetup
 from ._runner import run_chunk
 

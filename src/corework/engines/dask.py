@@ -68,7 +68,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _segments
 from .._errors import (
     Cancelled,
     CoreworkError,
@@ -76,7 +75,8 @@ from .._errors import (
     SerializationError,
     WorkerCrashed,
 )
-from .._transport import CallKind, Failure, dumps_by_reference, dumps_by_value
+from ..transport import segments as _segments
+from ..transport.pickling import CallKind, Failure, dumps_by_reference, dumps_by_value
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
 from ._worker import _replace_unpicklable

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import Cancelled, EngineUnavailable, InitializerFailed, SerializationError
-from .._transport import Failure, pack_for_workers, pack_items
+from ..transport.pickling import Failure, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 
 _STOP = None

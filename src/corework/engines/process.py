@@ -32,8 +32,6 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any, Protocol
 
-from .. import _segments
-from .._channel import Channel, Message
 from .._errors import (
     CoreworkError,
     InitializerFailed,
@@ -41,7 +39,9 @@ from .._errors import (
     SerializationError,
     WorkerCrashed,
 )
-from .._transport import Failure, Packed, pack_for_workers, pack_items
+from ..transport import segments as _segments
+from ..transport.channel import Channel, Message
+from ..transport.pickling import Failure, Packed, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
 from ._platform import describe_exit

@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
-from ._chunk import Chunk
-from ._chunking import ChunkSizer
-from ._errors import SerializationError
-from ._outcomes import Outcome, task_exception
-from ._policy import TaskPolicy
-from ._scheduler import Scheduler
-from ._transport import CallKind
-from .engines import ChunkReport
+from .._errors import SerializationError
+from ..engines import ChunkReport
+from ..transport.pickling import CallKind
+from .chunk import Chunk
+from .chunking import ChunkSizer
+from .outcomes import Outcome, task_exception
+from .policy import TaskPolicy
+from .scheduler import Scheduler
 
 Errors = Literal["raise", "return", "outcome"]
 ERRORS = ("raise", "return", "outcome")

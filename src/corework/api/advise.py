@@ -11,8 +11,8 @@ from typing import Any
 
 import cloudpickle
 
-from ._pool import Pool, parse_workers
-from .engines import gil_enabled
+from ..engines import gil_enabled
+from .pool import Pool, parse_workers
 
 #: Engines within this share of the fastest count as tied; the cheaper one is advised.
 TIE = 0.10

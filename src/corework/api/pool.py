@@ -12,19 +12,19 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from ._future import Future
-from ._mapjob import Errors, MapJob, parse_errors
-from ._outcomes import Outcome
-from ._policy import _UNSET, TaskPolicy
-from ._scheduler import Scheduler
-from ._transport import CallKind
-from .engines import (
+from ..engines import (
     Prober,
     WorkerSetup,
     create_engine,
     default_workers,
     resolve_engine_name,
 )
+from ..scheduling.future import Future
+from ..scheduling.mapjob import Errors, MapJob, parse_errors
+from ..scheduling.outcomes import Outcome
+from ..scheduling.policy import _UNSET, TaskPolicy
+from ..scheduling.scheduler import Scheduler
+from ..transport.pickling import CallKind
 
 __all__ = ["Pool"]
 

@@ -27,10 +27,10 @@ from typing import Any
 import cloudpickle
 import psutil
 
-from .._api import map as cw_map
-from .._pool import Pool
-from . import _demo_freethreaded
-from ._demo_freethreaded import best_of, calibrate, gil_enabled, square_loop
+from ...api.mapping import map as cw_map
+from ...api.pool import Pool
+from . import freethreaded as _demo_freethreaded
+from .freethreaded import best_of, calibrate, gil_enabled, square_loop
 
 __all__ = [
     "ENGINES",

@@ -31,8 +31,9 @@ from typing import Any
 
 import cloudpickle
 
-from . import _inherited, _segments
-from ._errors import SerializationError
+from .._errors import SerializationError
+from . import inherited as _inherited
+from . import segments as _segments
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 

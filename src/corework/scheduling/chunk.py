@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._errors import describe_task, short_repr
-from ._policy import NO_LIMITS, TaskPolicy
-from ._transport import CallKind
-from .engines import ChunkReport, ChunkWork
+from .._errors import describe_task, short_repr
+from ..engines import ChunkReport, ChunkWork
+from ..transport.pickling import CallKind
+from .policy import NO_LIMITS, TaskPolicy
 
 
 class ChunkSink(Protocol):

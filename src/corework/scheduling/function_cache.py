@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ._transport import sent_as
-from .engines import FunctionRef
+from ..engines import FunctionRef
+from ..transport.pickling import sent_as
 
 #: Task functions whose prepared form a pool keeps.
 FUNCTION_CACHE_SIZE = 64

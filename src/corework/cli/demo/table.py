@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from . import _demo_verdicts as judge
-from ._demo_experiments import (
+from . import verdicts as judge
+from .experiments import (
     CPU_TASK_SECONDS,
     ENGINES,
     IO_SLEEP,

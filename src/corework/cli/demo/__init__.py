@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..engines import default_workers
-from . import _demo_chart, _demo_table
-from ._args import positive
-from ._demo_experiments import Settings, measure
+from ...engines import default_workers
+from .._args import positive
+from . import chart as _demo_chart
+from . import table as _demo_table
+from .experiments import Settings, measure
 
 __all__ = ["add_parser", "run"]
 
@@ -102,6 +103,6 @@ def add_parser(commands: Any) -> None:
 
 
 if __name__ == "__main__":
-    from . import main
+    from .. import main
 
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -7,8 +7,8 @@ from typing import Any, TypeVar, overload
 
 import cloudpickle
 
-from . import _segments
-from ._transport import PROTOCOL, shaped_view
+from ..transport import segments as _segments
+from ..transport.pickling import PROTOCOL, shaped_view
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._transport import NO_LAYOUT, PROTOCOL, Layout, Packed, unpack
+from .pickling import NO_LAYOUT, PROTOCOL, Layout, Packed, unpack
 
 _HEADER = struct.Struct("!IQH")
 _FDS_PER_SEND = 250  # the kernel takes at most 253 per message

@@ -6,12 +6,12 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from . import _progress
-from ._auto import Prober, auto_chunks
-from ._mapjob import Errors, parse_errors
-from ._policy import TaskPolicy
-from ._pool import Pool, parse_chunksize, parse_workers
-from .engines import resolve_engine_name, start_launcher
+from ..engines import resolve_engine_name, start_launcher
+from ..scheduling.mapjob import Errors, parse_errors
+from ..scheduling.policy import TaskPolicy
+from . import progress as _progress
+from .auto import Prober, auto_chunks
+from .pool import Pool, parse_chunksize, parse_workers
 
 __all__ = ["imap", "map"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ._errors import RemoteTraceback, TaskError, add_note
-from ._transport import Failure
+from .._errors import RemoteTraceback, TaskError, add_note
+from ..transport.pickling import Failure
 
 __all__ = ["Outcome", "task_exception"]
 

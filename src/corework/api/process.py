@@ -6,8 +6,8 @@ import concurrent.futures
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import Cancelled, WorkerCrashed
-from ._pool import Pool
+from .._errors import Cancelled, WorkerCrashed
+from .pool import Pool
 
 __all__ = ["Process"]
 

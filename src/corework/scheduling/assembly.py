@@ -13,10 +13,10 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from ._chunk import Chunk
-from ._outcomes import task_exception
-from ._transport import Failure
-from .engines import ChunkReport
+from ..engines import ChunkReport
+from ..transport.pickling import Failure
+from .chunk import Chunk
+from .outcomes import task_exception
 
 
 class Assembly:

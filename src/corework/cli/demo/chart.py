@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._demo_experiments import ENGINES, Results
-from ._demo_table import ENGINE_LABELS, WORKLOAD_LABELS
-from ._demo_verdicts import Verdict
+from .experiments import ENGINES, Results
+from .table import ENGINE_LABELS, WORKLOAD_LABELS
+from .verdicts import Verdict
 
 __all__ = ["Panel", "panels", "write_html", "write_png"]
 

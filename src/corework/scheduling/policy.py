@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._errors import TaskTimeout, WorkerCrashed
-from ._transport import Failure
+from .._errors import TaskTimeout, WorkerCrashed
+from ..transport.pickling import Failure
 
 _UNSET: Any = object()
 

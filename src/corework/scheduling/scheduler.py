@@ -40,15 +40,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._assembly import Assembly, PartSink, owner
-from ._chunk import Chunk, ChunkSink
-from ._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCrashed
-from ._function_cache import FunctionCache
-from ._future import Future
-from ._outcomes import task_exception
-from ._policy import NO_LIMITS, TaskPolicy
-from ._transport import CallKind, Failure
-from .engines import ChunkReport, ChunkWork, Engine, FunctionRef
+from .._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCrashed
+from ..engines import ChunkReport, ChunkWork, Engine, FunctionRef
+from ..transport.pickling import CallKind, Failure
+from .assembly import Assembly, PartSink, owner
+from .chunk import Chunk, ChunkSink
+from .function_cache import FunctionCache
+from .future import Future
+from .outcomes import task_exception
+from .policy import NO_LIMITS, TaskPolicy
 
 #: Longest one blocked wait in shutdown(), so that Ctrl-C is seen (see _mapjob).
 SIGNAL_CHECK_SECONDS = 0.1
