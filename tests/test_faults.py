@@ -449,7 +449,8 @@ def test_an_idle_worker_that_dies_leaves_its_slot_usable():
         psutil.wait_procs([victim], timeout=60)  # dead before the next tasks are sent
         results = [pool.submit(square, x) for x in range(4)]
         assert [f.result(timeout=60) for f in results] == [0, 1, 4, 9]
-        assert pool._scheduler._idle.count(0) <= 1
+        with pool._scheduler._board as board:
+            assert board.idle.count(0) <= 1
 
 
 def test_a_retry_finishes_after_shutdown_without_wait(engine, tmp_path):
@@ -490,11 +491,16 @@ def test_kill_reaches_a_retry_waiting_in_the_queue(engine, fifo):
     with cw.Pool(1, engine=engine, retries=5, retry_on=[ConnectionError],
                  backoff=30) as pool:
         flaky = pool.submit(always_fails)
-        while not (flaky.running() and pool._scheduler._delayed):
+        while not (flaky.running() and _held_retries(pool)):
             pass  # its first attempt failed; the retry waits out its backoff
         assert flaky.kill()
         with pytest.raises(cw.Cancelled):
             flaky.result()
+
+
+def _held_retries(pool):
+    with pool._scheduler._board as board:
+        return board.timer.held()
 
 
 def test_thread_pool_kill_right_after_submit_interrupts_the_task():

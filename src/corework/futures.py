@@ -172,7 +172,7 @@ class _Executor(Pool):
     @property
     def _broken(self) -> Any:  # the standard library's bool | str
         """False, or why no task can run any more (the standard library's convention)."""
-        error = getattr(self._scheduler, "_broken", None)
+        error = self._scheduler.broken
         return False if error is None else str(error)
 
     @_broken.setter

@@ -12,7 +12,8 @@ from typing import Any
 import cloudpickle
 
 from ..engines import gil_enabled
-from .pool import Pool, parse_workers
+from .options import parse_workers
+from .pool import Pool
 
 #: Engines within this share of the fastest count as tied; the cheaper one is advised.
 TIE = 0.10

@@ -33,6 +33,7 @@ from typing import Any
 from .._errors import CoreworkWarning, short_repr
 from ..engines import default_workers, gil_enabled
 from ..transport.pickling import check_picklable
+from .options import MapOptions, PoolOptions
 
 #: How long the probe watches the first chunk at most (it decides sooner when it can).
 PROBE_SECONDS = 0.05
@@ -158,30 +159,28 @@ class Prober:
         return threads_for(verdict, self._processes, self._total)
 
 
-def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None,
-                open_pool: Callable[..., Any],
-                run: Callable[[Any, Iterable[Any]], Iterator[list[Any]]]
-                ) -> Iterator[list[Any]]:
+def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOptions, *,
+                run: Callable[[Callable[[Any], Any], Iterable[Any], MapOptions, PoolOptions],
+                              Iterator[list[Any]]]) -> Iterator[list[Any]]:
     """Map ``fn`` over ``items`` on worker processes sized as above; lists of results.
 
-    ``open_pool(workers, engine=..., threads=..., prober=...)`` is a context manager for
-    a pool; ``run(pool, items)`` maps the function there in chunks (the caller's chunking,
-    ordering and errors options applied)."""
+    ``run(fn, items, options, pool_options)`` maps the function on a pool of
+    ``pool_options`` (``options.pool`` resized here), in chunks."""
     items, unpicklable = _check_picklable(fn, items)
     if unpicklable is not None:
         warnings.warn(f"{unpicklable}; corework runs this map on threads in this process, "
                       "where a task that crashes takes the program down. Make it picklable "
                       "(a function at module level, plain-data arguments) to run it in "
                       "worker processes.", CoreworkWarning, stacklevel=4)
-        with open_pool(workers, engine="thread") as pool:
-            yield from run(pool, items)
+        yield from run(fn, items, options, options.pool.with_(engine="thread"))
         return
     total = len(items) if isinstance(items, Sequence) else None
     verdict = remembered(fn)
+    workers = options.pool.workers if options.pool.sized else None
     processes, threads = shape(workers, verdict, total)
     prober = None if verdict is not None else Prober(fn, processes, total, workers is None)
-    with open_pool(processes, engine="process", threads=threads, prober=prober) as pool:
-        yield from run(pool, items)
+    yield from run(fn, items, options, options.pool.with_(
+        workers=processes, engine="process", threads=threads, prober=prober))
 
 
 def _check_picklable(fn: Callable[..., Any], items: Iterable[Any]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from ..engines import resolve_engine_name, start_launcher
-from ..scheduling.mapjob import Errors, parse_errors
-from ..scheduling.policy import TaskPolicy
+from ..engines import start_launcher
+from ..scheduling.mapjob import Errors
 from . import progress as _progress
-from .auto import Prober, auto_chunks
-from .pool import Pool, parse_chunksize, parse_workers
+from .auto import auto_chunks
+from .options import MapOptions, PoolOptions
+from .pool import Pool
 
 __all__ = ["imap", "map"]
 
@@ -38,14 +37,14 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     ``timeout`` (seconds per task), ``retries``, ``backoff`` and ``retry_on`` are as
     for :class:`Pool`; so is ``address``, a Dask scheduler's for ``engine="dask"``.
     ``progress=True`` shows a progress bar: a widget in a Jupyter notebook, a bar on a
-    terminal, a status line every few seconds elsewhere (see ``corework._progress``).
+    terminal, a status line every few seconds elsewhere (see ``corework.api.progress``).
     """
-    _check(fn, engine, workers, chunksize, errors)
+    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
+                               ordered=ordered, timeout=timeout, retries=retries,
+                               backoff=backoff, retry_on=retry_on, errors=errors,
+                               address=address, progress=progress)
     results: list[Any] = []
-    limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
-    for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                          ordered=ordered, limits=limits, errors=errors, address=address,
-                          progress=progress):
+    for values in _chunks(fn, items, options):
         results.extend(values)  # a chunk at a time: no Python step per result
     return results
 
@@ -63,81 +62,44 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     ``next()`` and lives as long as the iteration; closing the iterator early cancels
     what has not started. The other options are as for :func:`map`.
     """
-    _check(fn, engine, workers, chunksize, errors)
-    limits = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
-    return _imap(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                 ordered=ordered, limits=limits, errors=errors, address=address,
-                 progress=progress)
+    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
+                               ordered=ordered, timeout=timeout, retries=retries,
+                               backoff=backoff, retry_on=retry_on, errors=errors,
+                               address=address, progress=progress)
+    return _imap(fn, items, options)
 
 
-def _imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str, workers: int | None,
-          chunksize: int | Literal["auto"], ordered: bool, limits: TaskPolicy,
-          errors: Errors, address: str | None, progress: bool) -> Iterator[Any]:
-    for values in _chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                          ordered=ordered, limits=limits, errors=errors, address=address,
-                          progress=progress):
+def _imap(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions
+          ) -> Iterator[Any]:
+    for values in _chunks(fn, items, options):
         yield from values
 
 
-def _chunks(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str,
-            workers: int | None, chunksize: int | Literal["auto"], ordered: bool,
-            limits: TaskPolicy, errors: Errors, address: str | None,
-            progress: bool) -> Iterator[list[Any]]:
-    """Results a chunk at a time, on ``engine``, shown on a progress display if asked."""
-    chunks = _run_chunks(fn, items, engine=engine, workers=workers, chunksize=chunksize,
-                         ordered=ordered, limits=limits, errors=errors, address=address)
-    if not progress:
+def _chunks(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions
+            ) -> Iterator[list[Any]]:
+    """Results a chunk at a time, shown on a progress display if asked; on ``engine="auto"``
+    the pool is sized by ``api/auto.py``."""
+    if options.auto:
+        chunks = auto_chunks(fn, items, options, run=_run)
+    else:
+        chunks = _run(fn, items, options, options.pool)
+    if not options.progress:
         yield from chunks
         return
-    if engine in ("auto", "process"):
+    if options.pool.engine == "process":
         start_launcher()  # before the display's thread: the launcher is then forked
-    total = _progress.length(items)
-    yield from _progress.observe(chunks, total)
+    yield from _progress.observe(chunks, _progress.length(items))
 
 
-def _run_chunks(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str,
-                workers: int | None, chunksize: int | Literal["auto"], ordered: bool,
-                limits: TaskPolicy, errors: Errors, address: str | None
-                ) -> Iterator[list[Any]]:
-    """Results a chunk at a time, on ``engine``; "auto" sizes the pool (see ``_auto``)."""
-
-    def run(pool: Pool, source: Iterable[Any]) -> Iterator[list[Any]]:
-        return pool._map_chunks(fn, source, chunksize=chunksize, ordered=ordered,
-                                errors=errors)
-
-    def open_pool(count: int | None, *, engine: str, threads: int | None = None,
-                  prober: Prober | None = None) -> contextlib.AbstractContextManager[Pool]:
-        return _own_pool(count, engine, limits, address, threads=threads, prober=prober)
-
-    if engine != "auto" or address is not None:
-        with open_pool(workers, engine=engine) as pool:
-            yield from run(pool, items)
-        return
-    yield from auto_chunks(fn, items, workers=workers, open_pool=open_pool, run=run)
-
-
-def _check(fn: object, engine: str, workers: int | None,
-           chunksize: int | Literal["auto"], errors: str) -> None:
-    """Refuse bad arguments at the call, not at the first result."""
-    if not callable(fn):
-        raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
-    resolve_engine_name(engine)
-    parse_workers(workers)
-    parse_chunksize(chunksize)
-    parse_errors(errors)
-
-
-@contextlib.contextmanager
-def _own_pool(workers: int | None, engine: str, limits: TaskPolicy,
-              address: str | None = None, *, threads: int | None = None,
-              prober: Prober | None = None) -> Iterator[Pool]:
-    """A pool for one call. Left early (an error, Ctrl-C, a closed iterator), it stops at
-    once rather than finish tasks whose results nobody will read."""
-    pool = Pool(workers, engine=engine, timeout=limits.timeout, retries=limits.retries,
-                backoff=limits.backoff, retry_on=limits.retry_on, address=address,
-                threads=threads, _prober=prober)
+def _run(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions,
+         pool_options: PoolOptions) -> Iterator[list[Any]]:
+    """Map ``fn`` on a pool of its own, a chunk's results at a time. Left early (an
+    error, Ctrl-C, a closed iterator), the pool stops at once rather than finish tasks
+    whose results nobody will read."""
+    pool = Pool._of(pool_options)
     try:
-        yield pool
+        yield from pool._map_chunks(fn, items, chunksize=options.chunksize,
+                                    ordered=options.ordered, errors=options.errors)
     except BaseException:
         pool.kill()
         raise

@@ -5,26 +5,20 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import os
-import re
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from ..engines import (
-    Prober,
-    WorkerSetup,
-    create_engine,
-    default_workers,
-    resolve_engine_name,
-)
+from ..engines import Prober, create_engine
 from ..scheduling.future import Future
 from ..scheduling.mapjob import Errors, MapJob, parse_errors
 from ..scheduling.outcomes import Outcome
-from ..scheduling.policy import _UNSET, TaskPolicy
+from ..scheduling.policy import _UNSET
 from ..scheduling.scheduler import Scheduler
 from ..transport.pickling import CallKind
+from .options import PoolOptions, parse_chunksize
 
 __all__ = ["Pool"]
 
@@ -43,70 +37,6 @@ class _Handle:
 
     def __init__(self, scheduler: Scheduler) -> None:
         weakref.finalize(self, scheduler.shutdown, wait=False).atexit = False
-
-
-def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
-    """``"auto"`` -> None (adaptive); a positive int as is; anything else is an error."""
-    if chunksize == "auto" and name == "chunksize":
-        return None
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-        allowed = "a positive int or 'auto'" if name == "chunksize" else "a positive int"
-        raise ValueError(f"{name} must be {allowed}, not {chunksize!r}")
-    return chunksize
-
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tb": 10**12, "tib": 2**40}
-
-
-def parse_memory(limit: int | str | None) -> int | None:
-    """Bytes from ``2_000_000_000``, ``"2GiB"``, ``"512 MB"`` or ``"1.5g"``."""
-    if limit is None:
-        return None
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-        return limit
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(limit))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"memory_limit must be a positive number of bytes or a size such "
-                         f"as '2GiB' or '512MB', not {limit!r}")
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
-def _authkey(engine: str) -> bytes | None:
-    """This process's multiprocessing authkey, for process workers (cheap to get)."""
-    if engine != "process":
-        return None
-    import multiprocessing.process
-
-    return bytes(multiprocessing.process.current_process().authkey)
-
-
-def parse_threads(threads: int | None) -> int:
-    if threads is None:
-        return 1
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, not {threads!r}")
-    return threads
-
-
-def parse_workers(workers: int | None) -> int:
-    if workers is None:
-        return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int or None, not {workers!r}")
-    return workers
-
-
-def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) -> int | None:
-    if native_threads == "auto":
-        return max(1, default_workers() // workers)
-    if native_threads is not None and (not isinstance(native_threads, int)
-                                       or native_threads < 1):
-        raise ValueError(
-            f"native_threads must be a positive int, 'auto' or None, not {native_threads!r}"
-        )
-    return native_threads
 
 
 class Pool(concurrent.futures.Executor):
@@ -142,34 +72,32 @@ class Pool(concurrent.futures.Executor):
                  native_threads: int | Literal["auto"] | None = "auto",
                  address: str | None = None, threads: int | None = None,
                  _prober: Prober | None = None) -> None:
-        count = parse_workers(workers)
-        self._policy = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
-        self.engine = resolve_engine_name(engine)
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
-        if start_method is not None and self.engine != "process":
-            raise ValueError(f"start_method applies to engine='process', not {self.engine!r}")
-        per_worker = parse_threads(threads)
-        if max_tasks_per_worker is not None:
-            parse_chunksize(max_tasks_per_worker, "max_tasks_per_worker")
-            if per_worker > 1 or _prober is not None:
-                raise ValueError("max_tasks_per_worker needs one task thread per worker "
-                                 "process (threads=None): a process is recycled between "
-                                 "tasks, which threads would share")
-        setup = WorkerSetup(initializer, tuple(initargs),
-                            _native_threads(native_threads, count * per_worker), per_worker,
-                            elastic=_prober is not None, authkey=_authkey(self.engine))
+        self._set_up(PoolOptions.parse(
+            workers, engine=engine, timeout=timeout, retries=retries, backoff=backoff,
+            retry_on=retry_on, memory_limit=memory_limit,
+            max_tasks_per_worker=max_tasks_per_worker, initializer=initializer,
+            initargs=initargs, start_method=start_method, native_threads=native_threads,
+            address=address, threads=threads, prober=_prober))
+
+    @classmethod
+    def _of(cls, options: PoolOptions) -> Pool:
+        """A pool of checked options (``cw.map``'s: no keywords unpacked and repacked)."""
+        pool = cls.__new__(cls)
+        pool._set_up(options)
+        return pool
+
+    def _set_up(self, options: PoolOptions) -> None:
+        self.engine = options.engine
+        self._policy = options.policy
         # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
-        if address is not None and self.engine != "dask":
-            raise ValueError(f"address applies to engine='dask', not {self.engine!r}")
         cluster: dict[str, Any] = {} if self.engine != "dask" else {
-            "address": address, "sized": workers is not None,
-            "max_tasks_per_worker": max_tasks_per_worker}
-        if _prober is not None:
-            cluster["prober"] = _prober
-        engine_ = create_engine(self.engine, count, setup, start_method,
-                                parse_memory(memory_limit), **cluster)
-        self._scheduler = Scheduler(engine_, self._policy, max_tasks_per_worker)
+            "address": options.address, "sized": options.sized,
+            "max_tasks_per_worker": options.max_tasks_per_worker}
+        if options.prober is not None:
+            cluster["prober"] = options.prober
+        engine_ = create_engine(self.engine, options.workers, options.setup(),
+                                options.start_method, options.memory_limit, **cluster)
+        self._scheduler = Scheduler(engine_, self._policy, options.max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
         self._handle = _Handle(self._scheduler)
         with _live_lock:
@@ -243,11 +171,10 @@ class Pool(concurrent.futures.Executor):
                              errors=errors))
 
     def _map_chunks(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool,
-                    chunksize: int | Literal["auto"], errors: Errors = "raise"
-                    ) -> Iterator[list[Any]]:
-        """``imap`` a chunk's results at a time (for ``cw.map``, which wants a list)."""
-        return self._job(fn, iterable, CallKind.ARG, ordered=ordered, chunksize=chunksize,
-                             errors=errors).chunks()
+                    chunksize: int | None, errors: Errors) -> Iterator[list[Any]]:
+        """``imap`` a chunk's results at a time, options checked (for ``cw.map``)."""
+        return MapJob(self._scheduler, fn, iterable, chunksize=chunksize, ordered=ordered,
+                      policy=self._policy, errors=errors).chunks()
 
     def _imap_calls(self, fn: Callable[..., Any],
                     calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._errors import RemoteTraceback, SerializationError, TaskError
-from ..api.pool import Pool, parse_chunksize, parse_memory, parse_workers
+from ..api.options import parse_chunksize, parse_memory, parse_workers
+from ..api.pool import Pool
 from ..api.progress import Progress, make_progress
 from ..engines import resolve_engine_name
 from ..scheduling.outcomes import Outcome

@@ -36,16 +36,11 @@ def _process(workers: int, setup: WorkerSetup, start_method: str | None,
 
 def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
             memory_limit: int | None) -> Engine:
-    if memory_limit is not None:
-        raise ValueError("memory_limit needs engine='process': threads share one process")
     return ThreadEngine(workers, setup)
 
 
 def _interpreter(workers: int, setup: WorkerSetup, start_method: str | None,
                  memory_limit: int | None) -> Engine:
-    if memory_limit is not None:
-        raise ValueError("memory_limit needs engine='process': sub-interpreters share one "
-                         "process")
     from .interpreter import InterpreterEngine  # only where asked for: 3.12+ only
 
     return InterpreterEngine(workers, setup)
@@ -94,12 +89,10 @@ def resolve_engine_name(name: str) -> str:
 def create_engine(name: str, workers: int, setup: WorkerSetup,
                   start_method: str | None = None, memory_limit: int | None = None,
                   **options: Any) -> Engine:
-    """A new, unstarted engine of kind ``name`` (already resolved from "auto").
+    """A new, unstarted engine of kind ``name`` (already resolved from "auto"), of
+    options checked by ``api/options.py``.
 
     ``options``: an engine's own, e.g. the dask engine's ``address``, ``sized`` and
     ``max_tasks_per_worker`` (see ``engines/dask.py``), the process engine's ``prober``.
     """
-    if setup.threads > 1 and name != "process":
-        raise ValueError(f"threads applies to engine='process' (task threads in each worker "
-                         f"process), not {name!r}")
     return _FACTORIES[name](workers, setup, start_method, memory_limit, **options)

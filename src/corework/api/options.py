@@ -1,0 +1,184 @@
+"""Every option of a pool or of a one-call map, checked once, where it enters the API.
+
+``cw.map``/``cw.imap`` and ``Pool(...)`` each turn their keywords into one frozen
+:class:`PoolOptions` (and a map's own into :class:`MapOptions`); from there the options
+travel as that object — to the engine as :meth:`PoolOptions.setup`, to the scheduler as
+``policy`` — never unpacked into keywords and packed again."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..engines import Prober, WorkerSetup, default_workers, resolve_engine_name
+from ..scheduling.mapjob import Errors, parse_errors
+from ..scheduling.policy import TaskPolicy
+
+__all__ = ["MapOptions", "PoolOptions", "parse_chunksize", "parse_memory", "parse_workers"]
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """A pool's options, valid by construction: build it with :meth:`parse`."""
+
+    workers: int
+    engine: str  # resolved: "auto" or an engine's name
+    sized: bool  # ``workers`` was given (a Dask cluster is otherwise sized by itself)
+    policy: TaskPolicy
+    memory_limit: int | None = None  # bytes
+    max_tasks_per_worker: int | None = None
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    start_method: str | None = None
+    native_threads: int | Literal["auto"] | None = "auto"
+    address: str | None = None
+    threads: int = 1
+    prober: Prober | None = None  # engine="auto": the probe's listener (see api/auto.py)
+
+    @classmethod
+    def parse(cls, workers: int | None = None, *, engine: str = "auto",
+              timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
+              retry_on: Iterable[type[BaseException]] = (),
+              memory_limit: int | str | None = None,
+              max_tasks_per_worker: int | None = None,
+              initializer: Callable[..., object] | None = None,
+              initargs: Iterable[Any] = (), start_method: str | None = None,
+              native_threads: int | Literal["auto"] | None = "auto",
+              address: str | None = None, threads: int | None = None,
+              prober: Prober | None = None) -> PoolOptions:
+        """Check every option (one clear error naming the first bad one)."""
+        name = resolve_engine_name(engine)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
+        if start_method is not None and name != "process":
+            raise ValueError(f"start_method applies to engine='process', not {name!r}")
+        if address is not None and name != "dask":
+            raise ValueError(f"address applies to engine='dask', not {name!r}")
+        options = cls(parse_workers(workers), name, workers is not None,
+                      TaskPolicy(timeout, retries, backoff, tuple(retry_on)),
+                      parse_memory(memory_limit), max_tasks_per_worker, initializer,
+                      tuple(initargs), start_method, native_threads, address,
+                      parse_threads(threads), prober)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        """The checks that involve several options (run again by :meth:`with_`)."""
+        if self.max_tasks_per_worker is not None:
+            parse_chunksize(self.max_tasks_per_worker, "max_tasks_per_worker")
+            if self.threads > 1 or self.prober is not None:
+                raise ValueError("max_tasks_per_worker needs one task thread per worker "
+                                 "process (threads=None): a process is recycled between "
+                                 "tasks, which threads would share")
+        if self.threads > 1 and self.engine != "process":
+            raise ValueError(f"threads applies to engine='process' (task threads in each "
+                             f"worker process), not {self.engine!r}")
+        if self.memory_limit is not None and self.engine in ("thread", "interpreter"):
+            kind = "threads" if self.engine == "thread" else "sub-interpreters"
+            raise ValueError(f"memory_limit needs engine='process': {kind} share one process")
+        _native_threads(self.native_threads, self.workers * self.threads)
+
+    def with_(self, **changes: Any) -> PoolOptions:
+        """A copy with ``changes`` (already valid values: ``auto`` sizing a pool)."""
+        options = dataclasses.replace(self, **changes)
+        options.check()
+        return options
+
+    def setup(self) -> WorkerSetup:
+        """What every worker needs before its first task."""
+        return WorkerSetup(self.initializer, self.initargs,
+                           _native_threads(self.native_threads, self.workers * self.threads),
+                           self.threads, elastic=self.prober is not None,
+                           authkey=_authkey(self.engine))
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """A one-call map's options: its pool's, and how the map cuts and hands back."""
+
+    pool: PoolOptions
+    auto: bool  # engine="auto" (and no Dask address): api/auto.py sizes the pool
+    chunksize: int | None  # None: adaptive
+    ordered: bool = True
+    errors: Errors = "raise"
+    progress: bool = False
+
+    @classmethod
+    def parse(cls, fn: object, *, workers: int | None, engine: str,
+              chunksize: int | Literal["auto"], ordered: bool, timeout: float | None,
+              retries: int, backoff: float, retry_on: Iterable[type[BaseException]],
+              errors: str, address: str | None, progress: bool) -> MapOptions:
+        """Refuse bad arguments at the call, not at the first result."""
+        if not callable(fn):
+            raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
+        pool = PoolOptions.parse(workers, engine=engine, timeout=timeout, retries=retries,
+                                 backoff=backoff, retry_on=retry_on, address=address)
+        return cls(pool, engine == "auto" and address is None, parse_chunksize(chunksize),
+                   ordered, parse_errors(errors), progress)
+
+
+def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
+    """``"auto"`` -> None (adaptive); a positive int as is; anything else is an error."""
+    if chunksize == "auto" and name == "chunksize":
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        allowed = "a positive int or 'auto'" if name == "chunksize" else "a positive int"
+        raise ValueError(f"{name} must be {allowed}, not {chunksize!r}")
+    return chunksize
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tb": 10**12, "tib": 2**40}
+
+
+def parse_memory(limit: int | str | None) -> int | None:
+    """Bytes from ``2_000_000_000``, ``"2GiB"``, ``"512 MB"`` or ``"1.5g"``."""
+    if limit is None:
+        return None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return limit
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(limit))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"memory_limit must be a positive number of bytes or a size such "
+                         f"as '2GiB' or '512MB', not {limit!r}")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_threads(threads: int | None) -> int:
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, not {threads!r}")
+    return threads
+
+
+def parse_workers(workers: int | None) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int or None, not {workers!r}")
+    return workers
+
+
+def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) -> int | None:
+    if native_threads == "auto":
+        return max(1, default_workers() // workers)
+    if native_threads is not None and (not isinstance(native_threads, int)
+                                       or native_threads < 1):
+        raise ValueError(
+            f"native_threads must be a positive int, 'auto' or None, not {native_threads!r}"
+        )
+    return native_threads
+
+
+def _authkey(engine: str) -> bytes | None:
+    """This process's multiprocessing authkey, for process workers (cheap to get)."""
+    if engine != "process":
+        return None
+    import multiprocessing.process
+
+    return bytes(multiprocessing.process.current_process().authkey)
