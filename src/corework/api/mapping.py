@@ -10,7 +10,7 @@ from ..scheduling.mapjob import Errors
 from . import progress as _progress
 from .auto import auto_chunks
 from .options import MapOptions, PoolOptions
-from .pool import Pool
+from .pool import pool_of
 
 __all__ = ["imap", "map"]
 
@@ -96,7 +96,7 @@ def _run(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions,
     """Map ``fn`` on a pool of its own, a chunk's results at a time. Left early (an
     error, Ctrl-C, a closed iterator), the pool stops at once rather than finish tasks
     whose results nobody will read."""
-    pool = Pool._of(pool_options)
+    pool = pool_of(pool_options)
     try:
         yield from pool._map_chunks(fn, items, chunksize=options.chunksize,
                                     ordered=options.ordered, errors=options.errors)

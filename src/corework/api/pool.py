@@ -79,13 +79,6 @@ class Pool(concurrent.futures.Executor):
             initargs=initargs, start_method=start_method, native_threads=native_threads,
             address=address, threads=threads, prober=_prober))
 
-    @classmethod
-    def _of(cls, options: PoolOptions) -> Pool:
-        """A pool of checked options (``cw.map``'s: no keywords unpacked and repacked)."""
-        pool = cls.__new__(cls)
-        pool._set_up(options)
-        return pool
-
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
         self._policy = options.policy
@@ -106,13 +99,13 @@ class Pool(concurrent.futures.Executor):
     @property
     def workers(self) -> int:
         """How many workers (processes, threads, sub-interpreters, Dask lanes) it has."""
-        return self._scheduler.workers
+        return self._scheduler.engine.workers
 
     @property
     def threads(self) -> int:
         """Task threads per worker process (1 but with ``threads=``, or once ``cw.map`` on
         ``engine="auto"`` saw its tasks wait); ``workers * threads`` run at once."""
-        return self._scheduler.slots // max(1, self._scheduler.workers)
+        return self._scheduler.slots // max(1, self._scheduler.engine.workers)
 
     def options(self, *, timeout: Any = _UNSET, retries: Any = _UNSET, backoff: Any = _UNSET,
                 retry_on: Any = _UNSET) -> Pool:
@@ -211,30 +204,25 @@ class Pool(concurrent.futures.Executor):
 
     def kill(self) -> None:
         """Stop now: cancel pending work, stop running tasks (killing process workers)."""
-        self._stop_now("cancelled by Pool.kill()")
+        _stop_now(self, "cancelled by Pool.kill()")
 
     def kill_workers(self) -> None:
         """Python 3.14's name for :meth:`kill`: pending work is cancelled, running tasks
         are stopped (process workers get SIGKILL), and the pool takes no more work."""
-        self._stop_now("stopped by Pool.kill_workers()")
+        _stop_now(self, "stopped by Pool.kill_workers()")
 
     def terminate_workers(self) -> None:
         """As :meth:`kill_workers`, but process workers get SIGTERM (a task may clean up
         in a signal handler of its own); Python 3.14's ``ProcessPoolExecutor`` API."""
-        self._stop_now("stopped by Pool.terminate_workers()", gently=True)
-
-    def _stop_now(self, reason: str, *, gently: bool = False) -> None:
-        with self._shutdown_lock:
-            self._scheduler.terminate(reason, gently=gently)
-        _forget(self._scheduler)
+        _stop_now(self, "stopped by Pool.terminate_workers()", gently=True)
 
     def _pids(self) -> list[int]:
         """Live worker process ids (process engine), for ``Process`` and tests."""
-        return list(getattr(self._scheduler.engine, "worker_pids", list)())
+        return self._scheduler.engine.worker_pids()
 
     def _exit_codes(self) -> dict[int, int | None]:
         """Exit codes of the workers reaped at shutdown (process engine)."""
-        return dict(getattr(self._scheduler.engine, "exit_codes", {}))
+        return dict(self._scheduler.engine.exit_codes)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
@@ -248,12 +236,25 @@ class Pool(concurrent.futures.Executor):
         return f"<corework.Pool engine={self.engine!r} workers={self.workers}{threads}>"
 
 
+def pool_of(options: PoolOptions) -> Pool:
+    """A pool of checked options (``cw.map``'s: no keywords unpacked and repacked)."""
+    pool = Pool.__new__(Pool)
+    pool._set_up(options)
+    return pool
+
+
 def _results(job: MapJob) -> Iterator[Any]:
     """``Pool.map``'s generator: its ``finally`` cancels what has not started."""
     try:
         yield from job
     finally:
         job.cancel()
+
+
+def _stop_now(pool: Pool, reason: str, *, gently: bool = False) -> None:
+    with pool._shutdown_lock:
+        pool._scheduler.terminate(reason, gently=gently)
+    _forget(pool._scheduler)
 
 
 def _forget(scheduler: Scheduler) -> None:

@@ -98,6 +98,12 @@ class Engine(abc.ABC):
     def __init__(self, workers: int, setup: WorkerSetup) -> None:
         self.workers = workers
         self.setup = setup
+        #: Worker process id -> exit code, for the processes reaped at stop (if any).
+        self.exit_codes: dict[int, int | None] = {}
+
+    def worker_pids(self) -> list[int]:
+        """Ids of the live worker processes (none for engines without their own)."""
+        return []
 
     @property
     def slots(self) -> int:

@@ -85,7 +85,7 @@ class MapJob:
                  ordered: bool = True, window: int | None = None,
                  timeout: float | None = None, policy: TaskPolicy | None = None,
                  errors: Errors = "raise") -> None:
-        scheduler.check_open()
+        scheduler.dispatch.check_open()
         self._scheduler = scheduler
         self._fn = scheduler.function(fn)
         self._kind = kind
@@ -133,7 +133,7 @@ class MapJob:
                 self._unsendable(items, first)  # failed in place; the map goes on
                 continue
             self._out.append(chunk)
-            self._scheduler.enqueue(chunk)
+            self._scheduler.dispatch.enqueue(chunk)
 
     def _unsendable(self, items: Sequence[Any], first: int) -> None:
         """Items that could not be pickled, in a mode that reports failures in place: each
@@ -149,7 +149,7 @@ class MapJob:
                 self._finish(chunk, exc)
                 continue
             self._out.append(chunk)
-            self._scheduler.enqueue(chunk)
+            self._scheduler.dispatch.enqueue(chunk)
 
     def __iter__(self) -> Iterator[Any]:
         """Every result, one at a time; a result handed out is no longer held here (so

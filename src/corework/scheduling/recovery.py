@@ -20,28 +20,24 @@ from ..engines import ChunkReport, ChunkWork, FunctionRef
 from ..transport.pickling import CallKind, Failure
 from .assembly import Assembly, PartSink
 from .chunk import Chunk, ChunkSink
+from .dispatch import Dispatch
 from .policy import TaskPolicy
 
 
-class Requeue(Protocol):
-    """How recovery puts chunks back: the scheduler's side."""
+class MakeChunk(Protocol):
+    """A new chunk, its items packed for the engine (``Scheduler.make_chunk``)."""
 
-    def requeue(self, chunk: Chunk) -> None:
-        """Queue ``chunk`` ahead of new work."""
-
-    def hold(self, chunk: Chunk, seconds: float) -> None:
-        """Queue ``chunk`` once ``seconds`` have passed."""
-
-    def make_chunk(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
-                   sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
-        """A new chunk, its items packed for the engine."""
+    def __call__(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
+                 sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk: ...
 
 
 class Recovery:
     """Decides a finished or lost chunk's fate; puts re-runs back through ``queue``."""
 
-    def __init__(self, queue: Requeue, new_id: Callable[[], int]) -> None:
+    def __init__(self, queue: Dispatch, make_chunk: MakeChunk,
+                 new_id: Callable[[], int]) -> None:
         self._queue = queue
+        self._make_chunk = make_chunk
         self._new_id = new_id
 
     def finished(self, chunk: Chunk, report: ChunkReport) -> None:
@@ -94,7 +90,7 @@ class Recovery:
     def _part(self, chunk: Chunk, assembly: Assembly, position: int) -> Chunk:
         """Task ``position`` of ``chunk`` as a chunk of its own, reporting to ``assembly``."""
         items = chunk.work.items[position:position + 1]
-        part = self._queue.make_chunk(chunk.work.fn, chunk.work.kind, items,
+        part = self._make_chunk(chunk.work.fn, chunk.work.kind, items,
                                       chunk.first + position, assembly.sink_for(position),
                                       policy=chunk.policy)
         part.attempt = chunk.attempt

@@ -21,7 +21,6 @@ done-callbacks may submit more work; whatever those raise, the scheduler goes on
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import threading
@@ -35,10 +34,11 @@ from ..transport.pickling import CallKind
 from .board import Board, Guarded
 from .chunk import Chunk, ChunkSink
 from .clock import SYSTEM_CLOCK, Clock
+from .dispatch import Dispatch
 from .function_cache import FunctionCache
 from .future import Future
 from .policy import NO_LIMITS, TaskPolicy
-from .recovery import Recovery
+from .recovery import MakeChunk, Recovery
 from .sinks import FutureSink, handing_on, is_handing_on
 from .timer import Timer
 
@@ -59,9 +59,13 @@ class Scheduler:
         self._quiet = threading.Condition(lock)  # notified when nothing is left to do
         timer = Timer(lock, clock, self._tick, self._timer_failed)
         self._board = Guarded(lock, Board(engine.slots, engine.group, timer, self._quiet))
+        self.dispatch = Dispatch(engine, self._board, self._quiet)
         self._ids = itertools.count()
         self._functions = FunctionCache(functools.partial(_prepare, engine, self._ids))
-        self._recovery = Recovery(self, functools.partial(next, self._ids))
+        #: A chunk with its arguments packed (raises SerializationError naming the task).
+        self.make_chunk: MakeChunk = _ChunkMaker(engine, self._ids, policy)
+        self._recovery = Recovery(self.dispatch, self.make_chunk,
+                                  functools.partial(next, self._ids))
         #: Applied to every error a future or a map hands out (the drop-in executors of
         #: corework.futures give the standard library's exception types this way).
         self.translate: Callable[[BaseException], BaseException] = _as_is
@@ -71,10 +75,6 @@ class Scheduler:
         with self._board as board:  # an engine may settle its size as it starts (Dask's)
             for slot in [slot for slot in board.booting if slot >= engine.slots]:
                 del board.booting[slot]
-
-    @property
-    def workers(self) -> int:
-        return self.engine.workers
 
     @property
     def slots(self) -> int:
@@ -98,14 +98,6 @@ class Scheduler:
             return self._functions.get(fn)
         return _prepare(self.engine, self._ids, fn)
 
-    def make_chunk(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
-                   sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
-        """A chunk with its arguments packed (raises SerializationError naming the task)."""
-        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items), first, sink,
-                      policy or self.policy)
-        chunk.work.payload = self.engine.pack(items, chunk.describe)
-        return chunk
-
     def unsent_work(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any]) -> ChunkWork:
         """A chunk's work that will never be sent (its items could not be packed)."""
         return ChunkWork(next(self._ids), fn, kind, items)
@@ -113,71 +105,13 @@ class Scheduler:
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any], policy: TaskPolicy | None = None) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` as one task; its outcome lands in the Future."""
-        self.check_open()
+        self.dispatch.check_open()
         sink = FutureSink(Future(), self.translate)
         sink.future._kill = functools.partial(_kill_by_ref, self, weakref.ref(sink))
         ref = self.function(fn, reuse=True)
-        self.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0, sink,
+        self.dispatch.enqueue(self.make_chunk(ref, CallKind.CALL, [(args, kwargs)], 0, sink,
                                      policy=policy))
         return sink.future
-
-    # ------------------------------------------------------------------ dispatching
-
-    def check_open(self) -> None:
-        """Raise if no new work may be submitted."""
-        with self._board as board:
-            board.check_open()
-
-    def enqueue(self, chunk: Chunk) -> None:
-        """Queue a new chunk; it starts at once if a slot is idle."""
-        with self._board as board:
-            board.check_open()
-            board.pending.append(chunk)
-            starts = self._start_idle(board)
-        self._send(starts)
-
-    def requeue(self, chunk: Chunk) -> None:
-        """Queue a re-run ahead of new work (also after shutdown, which waits for it)."""
-        with self._board as board:
-            broken = board.broken
-            if broken is None:
-                board.queue_front(chunk)
-                starts = self._start_idle(board)
-        if broken is not None:
-            chunk.sink.fail(chunk, broken)
-            return
-        self._send(starts)
-
-    def hold(self, chunk: Chunk, seconds: float) -> None:
-        """Queue a re-run once ``seconds`` have passed (a retry's backoff)."""
-        with self._board as board:
-            board.timer.hold(chunk, seconds)
-
-    def _start_idle(self, board: Board) -> list[tuple[int, Chunk]]:
-        starts = board.start_idle()
-        self._notify_if_quiet(board)  # claim() may have dropped the last chunks
-        return starts
-
-    def _send(self, starts: list[tuple[int, Chunk]]) -> None:
-        for slot, chunk in starts:
-            self.engine.send(slot, chunk.work)
-
-    def _notify_if_quiet(self, board: Board) -> None:
-        if not board.busy():
-            board.quiet.notify_all()
-            if board.stop_when_quiet:
-                self._stop_soon(board)
-
-    @contextlib.contextmanager
-    def _ending(self) -> Iterator[None]:
-        """Around handing on a chunk that ``Board.finish_on`` took off its slot."""
-        try:
-            with handing_on():
-                yield
-        finally:
-            with self._board as board:
-                board.ending -= 1
-                self._notify_if_quiet(board)
 
     # ------------------------------------------------------------------ engine events
 
@@ -192,8 +126,8 @@ class Scheduler:
                 board.timer.forget(slot)
                 board.queue_front(orphan)
             board.free(slot)
-            starts = self._start_idle(board)
-        self._send(starts)
+            starts = self.dispatch.start_idle(board)
+        self.dispatch.send(starts)
 
     def chunk_done(self, slot: int, report: ChunkReport) -> None:
         with self._board as board:
@@ -204,11 +138,11 @@ class Scheduler:
             recycle = board.worn_out(slot, done.size, self.max_tasks_per_worker)
             if not recycle:
                 board.free(slot)
-            starts = [] if recycle else self._start_idle(board)
+            starts = [] if recycle else self.dispatch.start_idle(board)
         if recycle:
             self.engine.restart(slot)
-        self._send(starts)
-        with self._ending():
+        self.dispatch.send(starts)
+        with self.dispatch.ending():
             self._recovery.finished(done, report)
 
     def worker_lost(self, slot: int, error: BaseException) -> None:
@@ -220,7 +154,7 @@ class Scheduler:
                 board.pending.appendleft(promised)
             lost = board.finish_on(slot)
         if lost is not None:
-            with self._ending():
+            with self.dispatch.ending():
                 self._recovery.lost(lost, error)
 
     def engine_broken(self, error: BaseException) -> None:
@@ -229,7 +163,7 @@ class Scheduler:
                 return
             board.broken = error
             orphans = board.drop_all()
-            self._stop_soon(board)  # its workers can run nothing more
+            self.dispatch.stop_soon(board)  # its workers can run nothing more
         with handing_on():
             if self.on_broken is not None:
                 self.on_broken(error)
@@ -250,7 +184,7 @@ class Scheduler:
             return False
         if slot is not None:
             self.engine.kill(slot)
-        with self._ending():
+        with self.dispatch.ending():
             chunk.sink.fail(chunk, Cancelled("the task was stopped by Future.kill()"))
         return True
 
@@ -263,15 +197,15 @@ class Scheduler:
             timed_out = [(slot, board.finish_on(slot)) for slot in board.timer.expired()]
             for retry in board.timer.due():
                 board.queue_front(retry)
-            starts = self._start_idle(board)
+            starts = self.dispatch.start_idle(board)
             if not timed_out and not starts:
                 board.timer.sleep()
                 return True
-        self._send(starts)
+        self.dispatch.send(starts)
         for slot, chunk in timed_out:
             self.engine.kill(slot)
             if chunk is not None:
-                with self._ending():
+                with self.dispatch.ending():
                     self._recovery.lost(chunk, TaskTimeout(
                         f"a task ran longer than its timeout of {chunk.policy.timeout:g} s; "
                         "its worker was stopped and replaced"))
@@ -299,11 +233,11 @@ class Scheduler:
         with self._board as board:
             if not wait:
                 board.stop_when_quiet = True
-                self._notify_if_quiet(board)
+                self.dispatch.notify_if_quiet(board)
                 return
             while board.busy() and board.broken is None:
                 self._quiet.wait(SIGNAL_CHECK_SECONDS)  # see mapjob: Ctrl-C stays live
-            self._mark_stopped(board)
+            self.dispatch.mark_stopped(board)
         self._end_engine(wait=True)
 
     def terminate(self, reason: str, *, gently: bool = False) -> None:
@@ -312,22 +246,11 @@ class Scheduler:
         with self._board as board:
             board.closed = True
             orphans = board.drop_all()
-            self._mark_stopped(board)
+            self.dispatch.mark_stopped(board)
         self.engine.stop(wait=True, now=True, gently=gently)
         for chunk in orphans:
             chunk.sink.fail(chunk, Cancelled(reason))
         self._end_engine(wait=False)
-
-    def _stop_soon(self, board: Board) -> None:
-        """Let the engine's workers finish and exit (no waiting)."""
-        if not board.stopped:
-            self._mark_stopped(board)
-            self.engine.stop(wait=False)
-
-    def _mark_stopped(self, board: Board) -> None:
-        """No more dispatching; the timer thread ends."""
-        board.stopped = True
-        board.timer.interrupt()
 
     def _end_engine(self, *, wait: bool) -> None:
         if wait:
@@ -343,6 +266,22 @@ def _kill_by_ref(scheduler: Scheduler, sink: weakref.ref[ChunkSink]) -> bool:
     nothing of its arguments (no cycle through the sink either)."""
     alive = sink()
     return alive is not None and scheduler.kill_task(alive)
+
+
+class _ChunkMaker:
+    """``Scheduler.make_chunk``: no reference to the scheduler (recovery holds this)."""
+
+    def __init__(self, engine: Engine, ids: Iterator[int], default: TaskPolicy) -> None:
+        self._engine = engine
+        self._ids = ids
+        self._default = default
+
+    def __call__(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
+                 sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
+        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items), first, sink,
+                      policy or self._default)
+        chunk.work.payload = self._engine.pack(items, chunk.describe)
+        return chunk
 
 
 def _prepare(engine: Engine, ids: Iterator[int], fn: Callable[..., Any]) -> FunctionRef:
