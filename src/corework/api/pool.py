@@ -7,6 +7,7 @@ import copy
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
@@ -145,7 +146,8 @@ class Pool(concurrent.futures.Executor):
         if buffersize is None:
             calls = list(calls)  # read now, as Executor.map does
         job = MapJob(self._scheduler, fn, calls, kind=CallKind.STAR,
-                     chunksize=parse_chunksize(chunksize), timeout=timeout,
+                     chunksize=parse_chunksize(chunksize),
+                     deadline=None if timeout is None else time.monotonic() + timeout,
                      window=sys.maxsize if buffersize is None else buffersize,
                      policy=self._policy)
         job.fill()

@@ -40,7 +40,7 @@ class Assembly:
     def sink_for(self, position: int) -> PartSink:
         return PartSink(self, position)
 
-    def settle(self, position: int, value: Any = None,
+    def record(self, position: int, value: Any = None,
                failure: Failure | BaseException | None = None, attempts: int = 1) -> None:
         """Part ``position`` is done (after ``attempts`` runs); the last one delivers the
         whole chunk."""
@@ -74,15 +74,15 @@ class PartSink:
     def deliver(self, chunk: Chunk, report: ChunkReport) -> None:
         failure = report.error or report.failures.get(0)
         if failure is None:
-            self.assembly.settle(self.position, report.results[0], attempts=chunk.attempt)
+            self.assembly.record(self.position, report.results[0], attempts=chunk.attempt)
         elif isinstance(failure, Failure):  # named here, where the attempt count is known
             error = task_exception(failure, chunk.describe(0), report.remote)
-            self.assembly.settle(self.position, failure=error, attempts=chunk.attempt)
+            self.assembly.record(self.position, failure=error, attempts=chunk.attempt)
         else:
-            self.assembly.settle(self.position, failure=failure, attempts=chunk.attempt)
+            self.assembly.record(self.position, failure=failure, attempts=chunk.attempt)
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
-        self.assembly.settle(self.position, failure=chunk.blame(error), attempts=chunk.attempt)
+        self.assembly.record(self.position, failure=chunk.blame(error), attempts=chunk.attempt)
 
 
 def owner(sink: Any) -> Any:

@@ -54,7 +54,7 @@ def _for_at_most(seconds: float | None) -> float:
     return SIGNAL_CHECK_SECONDS if seconds is None else min(seconds, SIGNAL_CHECK_SECONDS)
 
 
-class _Feed:
+class _Input:
     """Takes the next ``n`` items of the input, slicing where the input allows it."""
 
     def __init__(self, iterable: Iterable[Any]) -> None:
@@ -83,21 +83,21 @@ class MapJob:
     def __init__(self, scheduler: Scheduler, fn: Callable[..., Any], iterable: Iterable[Any], *,
                  kind: CallKind = CallKind.ARG, chunksize: int | None = None,
                  ordered: bool = True, window: int | None = None,
-                 timeout: float | None = None, policy: TaskPolicy | None = None,
+                 deadline: float | None = None, policy: TaskPolicy | None = None,
                  errors: Errors = "raise") -> None:
         scheduler.dispatch.check_open()
         self._scheduler = scheduler
         self._fn = scheduler.function(fn)
         self._kind = kind
-        self._feed = _Feed(iterable)
+        self._input = _Input(iterable)
         self._policy = policy or scheduler.policy
-        self._sizer = ChunkSizer(scheduler.slots, self._feed.total, chunksize,
+        self._sizer = ChunkSizer(scheduler.slots, self._input.total, chunksize,
                                  task_timeout=self._policy.timeout,
                                  most=scheduler.max_tasks_per_worker)
         self._ordered = ordered
         self._errors = errors
         self._fixed_window = window
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._deadline = deadline  # time.monotonic() by which every result must be in
         self._changed = threading.Condition()
         self._out: deque[Chunk] = deque()  # in input order
         self._finished: dict[int, ChunkReport | BaseException] = {}  # by chunk id
@@ -118,7 +118,7 @@ class MapJob:
     def fill(self) -> None:
         """Read input and queue chunks until the window is full or the input ends."""
         while not self._exhausted and len(self._out) < self._window:
-            items = self._feed.take(self._sizer.next_size())
+            items = self._input.take(self._sizer.next_size())
             if not items:
                 self._exhausted = True
                 return
