@@ -2,7 +2,7 @@
 
 ::
 
-    input file ─read lazily─▶ records ─(args, kwargs)─▶ Pool._imap_calls ─▶ outcomes
+    input file ─read lazily─▶ records ─(args, kwargs)─▶ Pool.imap_batches ─▶ outcomes
         │                        │ malformed: a failed record, never sent        │
         │                        ▼                                               ▼
         │                    output lines ◀────────── one JSON line per record ──┘
@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from .._errors import RemoteTraceback, SerializationError, TaskError
 from ..api.pool import Pool, parse_chunksize, parse_memory, parse_workers
-from ..api.progress import Progress, make_progress
+from ..api.progress import Progress, progress
 from ..engines import resolve_engine_name
 from ..scheduling.outcomes import Outcome
 from ..scheduling.policy import TaskPolicy
@@ -138,12 +138,12 @@ class Plan:
                 # The pool first: its launcher is forked while this process has no
                 # threads yet (the progress display may start one).
                 with Pool(**self.pool_options) as pool:
-                    progress = make_progress(self._total(), done.count, quiet=self.args.quiet,
-                                             label="corework run", unit=" records")
+                    progress_ = progress(self._total(), done.count, quiet=self.args.quiet,
+                                         label="corework run", unit=" records")
                     try:
-                        self._run(pool, done, out, progress)
+                        self._run(pool, done, out, progress_)
                     finally:
-                        progress.close()
+                        progress_.close()
                 if self.journal is not None:
                     write_lines(self.journal.lines(ordered=self.args.ordered), out)
         except KeyboardInterrupt:
@@ -179,8 +179,8 @@ class Plan:
         feed = Feed(self.input_stream(), done, self.tally, strict=self.args.strict)
         emit = self._emitter(out)
         try:
-            batches = pool._imap_calls(self.fn, feed.calls(), ordered=ordered,
-                                         chunksize=self.args.chunksize)
+            batches = pool.imap_batches(self.fn, feed.calls(), ordered=ordered,
+                                        chunksize=self.args.chunksize, errors="outcome")
         except SerializationError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
         for batch in batches:
