@@ -436,11 +436,12 @@ def test_a_million_lines_stream_in_flat_memory(work):
 def test_status_lines_when_stderr_is_not_a_terminal(monkeypatch):
     import io
 
+    import corework as cw
     from corework.api import progress as _progress
 
     monkeypatch.setattr(_progress, "STATUS_EVERY", 0.01)
     out = io.StringIO()
-    progress = _progress.make_progress(1000, 100, quiet=False, out=out, label="corework run")
+    progress = cw.progress(1000, 100, quiet=False, out=out, label="corework run")
     progress.advance(380, 20)
     deadline = time.monotonic() + 10
     while "corework run: 500/1,000 (50%) done, 20 failed" not in out.getvalue():
@@ -449,5 +450,5 @@ def test_status_lines_when_stderr_is_not_a_terminal(monkeypatch):
     progress.close()
     assert "ETA" in out.getvalue()
     quiet = io.StringIO()
-    _progress.make_progress(10, 0, quiet=True, out=quiet).close()
+    cw.progress(10, 0, quiet=True, out=quiet).close()
     assert quiet.getvalue() == ""

@@ -1,4 +1,4 @@
-"""``Pool._imap_calls``: every task's outcome in its place, failures included (the
+"""``Pool.imap_batches``: every task's outcome in its place, failures included (the
 iteration ``corework run`` is built on)."""
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def calls(values):
 @pytest.mark.parametrize("ordered", [True, False])
 def test_failures_are_reported_in_place_and_the_rest_go_on(engine, ordered):
     with cw.Pool(2, engine=engine) as pool:
-        outcomes = [o for chunk in pool._imap_calls(fail_on, calls(range(20)), ordered=ordered,
-                                                       chunksize=3) for o in chunk]
+        outcomes = [o for chunk in pool.imap_batches(fail_on, calls(range(20)), ordered=ordered,
+                                                     chunksize=3, errors="outcome")
+                    for o in chunk]
     if ordered:
         assert [o.index for o in outcomes] == list(range(20))
     by_index = {o.index: o for o in outcomes}
@@ -40,19 +41,22 @@ def test_failures_are_reported_in_place_and_the_rest_go_on(engine, ordered):
 
 def test_args_and_kwargs_are_spread(engine):
     with cw.Pool(2, engine=engine) as pool:
-        chunks = pool._imap_calls(add, [((1,), {"b": 2}), ((5, 6), {})], ordered=True,
-                                    chunksize="auto")
+        chunks = pool.imap_batches(add, [((1,), {"b": 2}), ((5, 6), {})], ordered=True,
+                                   chunksize="auto", errors="outcome")
         assert [o.value for chunk in chunks for o in chunk] == [3, 11]
+        assert list(pool.imap_batches(add, [((1,), {"b": 2})])) == [[3]]
 
 
 def test_crashes_count_attempts_for_successes_and_failures(tmp_path):
     marker = str(tmp_path / "marker")
     items = [((x, marker), {}) for x in range(8)]
     with cw.Pool(2, engine="process", retries=1) as pool:
-        outcomes = [o for chunk in pool._imap_calls(crash_once_at, items, ordered=True,
-                                                      chunksize=1) for o in chunk]
-        crashed = [o for chunk in pool._imap_calls(os._exit, [((3,), {})], ordered=True,
-                                                     chunksize=1) for o in chunk]
+        outcomes = [o for chunk in pool.imap_batches(crash_once_at, items, ordered=True,
+                                                     chunksize=1, errors="outcome")
+                    for o in chunk]
+        crashed = [o for chunk in pool.imap_batches(os._exit, [((3,), {})], ordered=True,
+                                                    chunksize=1, errors="outcome")
+                   for o in chunk]
     assert [o.value for o in outcomes] == list(range(8))
     assert outcomes[4].attempts == 2
     assert isinstance(crashed[0].error, cw.WorkerCrashed) and crashed[0].attempts == 2

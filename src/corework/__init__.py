@@ -3,7 +3,8 @@
 One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
 tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
 in shared memory once, for every task; ``advise`` measures which engine suits a function.
-See the README for a tour.
+For tools built on it (the ``corework`` command is one): ``ENGINES``, ``default_workers``,
+``parse_memory``, ``progress`` and ``Pool.imap_batches``. See the README for a tour.
 """
 
 from ._errors import (
@@ -22,16 +23,20 @@ from ._errors import (
 )
 from .api.advise import Advice, advise
 from .api.mapping import imap, map
+from .api.options import parse_memory
 from .api.pool import Pool
 from .api.process import Process
+from .api.progress import Progress, progress
 from .api.share import share
 from .api.thread import Thread
+from .engines import ENGINES, default_workers
 from .scheduling.future import Future
 from .scheduling.outcomes import Outcome
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "ENGINES",
     "Advice",
     "Cancelled",
     "CoreworkError",
@@ -44,6 +49,7 @@ __all__ = (
     "Pool",
     "PoolClosed",
     "Process",
+    "Progress",
     "RemoteTraceback",
     "SerializationError",
     "TaskError",
@@ -51,8 +57,11 @@ __all__ = (
     "Thread",
     "WorkerCrashed",
     "advise",
+    "default_workers",
     "imap",
     "map",
+    "parse_memory",
+    "progress",
     "share",
 )
 

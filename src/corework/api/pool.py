@@ -15,7 +15,6 @@ from typing import Any, Literal, TypeVar
 from ..engines import Prober, create_engine
 from ..scheduling.future import Future
 from ..scheduling.mapjob import Errors, MapJob, parse_errors
-from ..scheduling.outcomes import Outcome
 from ..scheduling.policy import _UNSET
 from ..scheduling.scheduler import Scheduler
 from ..transport.pickling import CallKind
@@ -171,14 +170,16 @@ class Pool(concurrent.futures.Executor):
         return MapJob(self._scheduler, fn, iterable, chunksize=chunksize, ordered=ordered,
                       policy=self._policy, errors=errors).chunks()
 
-    def _imap_calls(self, fn: Callable[..., Any],
-                    calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
-                    ordered: bool, chunksize: int | Literal["auto"]
-                    ) -> Iterator[list[Outcome[Any]]]:
-        """``fn(*args, **kwargs)`` for each ``(args, kwargs)``, a chunk of outcomes at a
-        time (for ``corework run``, which records every outcome)."""
+    def imap_batches(self, fn: Callable[..., Any],
+                     calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                     ordered: bool = True, chunksize: int | Literal["auto"] = "auto",
+                     errors: Errors = "raise") -> Iterator[list[Any]]:
+        """``fn(*args, **kwargs)`` for each ``(args, kwargs)`` pair of ``calls``, lazily;
+        yields the results a batch at a time: each list is what came back together (one
+        chunk), so a consumer can store a batch at once (``corework run`` commits each to
+        its journal). ``ordered``, ``chunksize`` and ``errors`` are as for :meth:`imap`."""
         return self._job(fn, calls, CallKind.CALL, ordered=ordered, chunksize=chunksize,
-                         errors="outcome").chunks()
+                         errors=errors).chunks()
 
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
                 chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"

@@ -1,4 +1,5 @@
-"""Progress of a map, for ``cw.map(..., progress=True)``, ``cw.imap`` and ``corework run``.
+"""Progress of a map, for ``cw.map(..., progress=True)``, ``cw.imap``, ``cw.progress()`` and
+``corework run``.
 
 An observer outside the scheduler: it counts results as they come back from the pool, a
 chunk at a time (:func:`observe` wraps the chunk iterator). Where it shows them:
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator, Sized
 from typing import IO, Any, TypeVar
 
-__all__ = ["Progress", "make_progress", "observe"]
+__all__ = ["Progress", "observe", "progress"]
 
 T = TypeVar("T")
 
@@ -27,7 +28,10 @@ STATUS_EVERY = 5.0  # seconds between status lines when stderr is not a terminal
 
 
 class Progress:
-    """Counts records; shows nothing (``--quiet``). The subclasses show the counts."""
+    """A progress display's counts: ``total`` (None: unknown), ``skipped`` (done before,
+    shown as done), ``succeeded`` and ``failed``; :meth:`advance` adds to them and
+    :meth:`close` ends the display. This base shows nothing (``quiet``); the displays
+    :func:`progress` picks are its subclasses."""
 
     def __init__(self, total: int | None, skipped: int = 0) -> None:
         self.total = total
@@ -41,6 +45,7 @@ class Progress:
         return self.skipped + self.succeeded + self.failed
 
     def advance(self, succeeded: int, failed: int) -> None:
+        """Count ``succeeded`` and ``failed`` more items done, and show it."""
         self.succeeded += succeeded
         self.failed += failed
         self._show()
@@ -142,10 +147,13 @@ class _Rich(Progress):
         self._bar.stop()
 
 
-def make_progress(total: int | None, skipped: int = 0, *, quiet: bool = False,
-                  out: IO[str] | None = None, label: str = "corework",
-                  unit: str = " tasks") -> Progress:
-    """The right display for ``out`` (stderr by default): see the module's docstring."""
+def progress(total: int | None = None, skipped: int = 0, *, quiet: bool = False,
+             out: IO[str] | None = None, label: str = "corework",
+             unit: str = " tasks") -> Progress:
+    """A progress display of ``total`` items (``skipped`` of them done before), the
+    one ``cw.map(..., progress=True)`` shows: a widget in Jupyter, a tqdm or rich bar on a
+    terminal, a status line every few seconds elsewhere (``out``: stderr by default);
+    nothing with ``quiet``. Count with :meth:`Progress.advance`, end with ``close()``."""
     out = out or sys.stderr
     if quiet:
         return Progress(total, skipped)
@@ -166,16 +174,16 @@ def make_progress(total: int | None, skipped: int = 0, *, quiet: bool = False,
 def observe(chunks: Iterator[list[T]], total: int | None) -> Iterator[list[T]]:
     """``chunks`` as they are, shown on a progress display while they are read; the
     display closes when the iteration ends, fails or is closed early."""
-    progress = make_progress(total)
+    display = progress(total)
     try:
         for values in chunks:
-            progress.advance(len(values), 0)
+            display.advance(len(values), 0)
             yield values
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # closed early: stop the work now, not when the generator is collected
-        progress.close()
+        display.close()
 
 
 def length(items: object) -> int | None:

@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from ..api.advise import advise
+import corework as cw
+
 from ._args import positive
 from ._records import FORMATS, format_for, open_input, read_records
 from ._target import TargetError, load_target
@@ -61,10 +62,10 @@ def _advise(args: argparse.Namespace) -> int:
     single = all(len(positional) == 1 and not named for positional, named in calls)
     try:
         if single:
-            advice = advise(fn, [positional[0] for positional, _ in calls],
+            advice = cw.advise(fn, [positional[0] for positional, _ in calls],
                             workers=args.workers)
         else:
-            advice = advise(Spread(fn), calls, workers=args.workers)
+            advice = cw.advise(Spread(fn), calls, workers=args.workers)
     except Exception as exc:
         print(f"corework advise: {args.target} raised on the sample: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...engines import default_workers
+import corework as cw
+
 from .._args import positive
 from . import chart as _demo_chart
 from . import table as _demo_table
@@ -40,10 +41,10 @@ QUICK_SCALE = 0.3  # --quick: smaller tasks, one run each
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    workers = args.workers or default_workers()
+    workers = args.workers or cw.default_workers()
     scale = args.scale * (QUICK_SCALE if args.quick else 1.0)
     repeats = args.repeats or (3 if args.quick else 5)
-    return Settings(workers=workers, cores=default_workers(), scale=scale, repeats=repeats)
+    return Settings(workers=workers, cores=cw.default_workers(), scale=scale, repeats=repeats)
 
 
 def _progress(part: str) -> None:

@@ -27,8 +27,8 @@ from typing import Any
 import cloudpickle
 import psutil
 
-from ...api.mapping import map as cw_map
-from ...api.pool import Pool
+import corework as cw
+
 from . import freethreaded as _demo_freethreaded
 from .freethreaded import best_of, calibrate, gil_enabled, square_loop
 
@@ -187,7 +187,7 @@ def _error(exc: BaseException) -> str:
 def probe_interpreters() -> str:
     """"" where ``engine="interpreter"`` runs a task here, else why not."""
     try:
-        cw_map(abs, [-1], engine="interpreter", workers=1)
+        cw.map(abs, [-1], engine="interpreter", workers=1)
     except Exception as exc:
         return _error(exc)
     return ""
@@ -201,7 +201,7 @@ def _workload(name: str, fn: Callable[[int], Any], size: int, *, tasks: int,
     items = [size] * tasks
     runs: dict[str, Callable[[], Any]] = {"serial": lambda: [fn(n) for n in items]}
     for engine in engines:
-        runs[engine] = functools.partial(cw_map, fn, items, engine=engine, workers=tasks,
+        runs[engine] = functools.partial(cw.map, fn, items, engine=engine, workers=tasks,
                                          chunksize=1)
     best: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -237,7 +237,7 @@ def _native(settings: Settings, engines: Sequence[str]) -> list[Timing]:
 
 def _first_result(engine: str, workers: int) -> float:
     started = time.perf_counter()
-    with Pool(workers, engine=engine) as pool:
+    with cw.Pool(workers, engine=engine) as pool:
         pool.submit(int).result()
         return time.perf_counter() - started
 
@@ -246,7 +246,7 @@ def _memory_per_worker(engine: str, workers: int) -> tuple[float, str]:
     """USS of each worker process, or for workers inside this process its RSS growth."""
     me = psutil.Process()
     before = me.memory_info().rss
-    with Pool(workers, engine=engine) as pool:
+    with cw.Pool(workers, engine=engine) as pool:
         pids = set(pool.map(_pid_after_a_pause, range(workers)))
         if pids != {os.getpid()}:
             uss = [psutil.Process(pid).memory_full_info().uss for pid in pids]
@@ -274,7 +274,7 @@ def _race(settings: Settings) -> Race:
     for guard in (contextlib.nullcontext(), threading.Lock()):
         counter = [0]
         task = functools.partial(_bump, counter, guard)
-        cw_map(task, [times] * workers, engine="thread", workers=workers, chunksize=1)
+        cw.map(task, [times] * workers, engine="thread", workers=workers, chunksize=1)
         counts.append(counter[0])
     return Race(times * workers, counts[0], counts[1])
 
