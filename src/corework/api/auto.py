@@ -32,7 +32,7 @@ from typing import Any
 
 from .._errors import CoreworkWarning, short_repr
 from ..engines import default_workers, gil_enabled
-from ..transport.pickling import check_picklable
+from ..transport.picklers import check_picklable
 
 #: How long the probe watches the first chunk at most (it decides sooner when it can).
 PROBE_SECONDS = 0.05

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from ..engines import (
+    CallKind,
     Prober,
     WorkerSetup,
     create_engine,
@@ -24,7 +25,6 @@ from ..scheduling.mapjob import Errors, MapJob, parse_errors
 from ..scheduling.outcomes import Outcome
 from ..scheduling.policy import _UNSET, TaskPolicy
 from ..scheduling.scheduler import Scheduler
-from ..transport.pickling import CallKind
 
 __all__ = ["Pool"]
 

@@ -48,8 +48,10 @@ from typing import Any
 from .._errors import SerializationError
 from ..transport import segments as _segments
 from ..transport.channel import Channel, Message
-from ..transport.pickling import CallKind, Failure, pack_result, run_initializer
-from ._base import ChunkReport, WorkerSetup
+from ..transport.failure import Failure
+from ..transport.main_namespace import run_initializer
+from ..transport.packing import pack_result
+from ._base import CallKind, ChunkReport, WorkerSetup
 from ._runner import run_chunk
 
 _NATIVE_THREAD_VARIABLES = (

@@ -76,8 +76,17 @@ from .._errors import (
     WorkerCrashed,
 )
 from ..transport import segments as _segments
-from ..transport.pickling import CallKind, Failure, dumps_by_reference, dumps_by_value
-from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ..transport.failure import Failure
+from ..transport.picklers import dumps_by_reference, dumps_by_value
+from ._base import (
+    CallKind,
+    ChunkReport,
+    ChunkWork,
+    Engine,
+    EngineEvents,
+    FunctionRef,
+    WorkerSetup,
+)
 from ._runner import run_chunk
 from ._worker import _replace_unpicklable
 

@@ -41,7 +41,8 @@ from .._errors import (
 )
 from ..transport import segments as _segments
 from ..transport.channel import Channel, Message
-from ..transport.pickling import Failure, Packed, pack_for_workers, pack_items
+from ..transport.failure import Failure
+from ..transport.packing import Packed, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
 from ._platform import describe_exit

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .._errors import RemoteTraceback, TaskError, add_note
-from ..transport.pickling import Failure
+from ..transport.failure import Failure
 
 __all__ = ["Outcome", "task_exception"]
 

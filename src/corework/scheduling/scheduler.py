@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._errors import Cancelled, CoreworkError, PoolClosed, TaskTimeout, WorkerCrashed
-from ..engines import ChunkReport, ChunkWork, Engine, FunctionRef
-from ..transport.pickling import CallKind, Failure
+from ..engines import CallKind, ChunkReport, ChunkWork, Engine, FunctionRef
+from ..transport.failure import Failure
 from .assembly import Assembly, PartSink, owner
 from .chunk import Chunk, ChunkSink
 from .function_cache import FunctionCache
