@@ -88,7 +88,7 @@ from ._base import (
     WorkerSetup,
 )
 from ._runner import run_chunk
-from ._worker import _replace_unpicklable
+from ._unpicklable import replace_unpicklable
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -170,7 +170,7 @@ class _Result:
         try:
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
         except Exception:
-            _replace_unpicklable(report)  # a result that can't be pickled fails its task only
+            replace_unpicklable(report)  # a result that can't be pickled fails its task only
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
         return cls(report.chunk_id, report.seconds, data, buffers)
 
