@@ -78,15 +78,7 @@ from .._errors import (
 from ..transport import segments as _segments
 from ..transport.failure import Failure
 from ..transport.picklers import dumps_by_reference, dumps_by_value
-from ._base import (
-    CallKind,
-    ChunkReport,
-    ChunkWork,
-    Engine,
-    EngineEvents,
-    FunctionRef,
-    WorkerSetup,
-)
+from ._base import CallKind, ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
 from ._unpicklable import replace_unpicklable
 
