@@ -20,7 +20,7 @@ import weakref
 import pytest
 
 import corework as cw
-from corework.engines import process as process_engine
+from corework.engines import _worker_handle
 from tests.helpers import ROOT_ENV, skip_on_dask
 
 
@@ -207,7 +207,7 @@ def test_serialization_errors_are_pickling_errors():
 
 @pytest.mark.timeout(30)
 def test_a_second_shutdown_returns_at_once(monkeypatch):
-    monkeypatch.setattr(process_engine, "EXIT_REPORT_TIMEOUT", 60.0)  # a stall would show
+    monkeypatch.setattr(_worker_handle, "EXIT_REPORT_TIMEOUT", 60.0)  # a stall would show
     pool = cw.Pool(2, engine="process")
     assert pool.submit(len, "ab").result() == 2
     pool.shutdown()

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corework as cw
-from corework.transport import pickling as _transport
+from corework.transport import packing
 from tests.helpers import skip_on_dask, skip_on_interpreter
 
 np = pytest.importorskip("numpy")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
 
-BIG = _transport.OUT_OF_BAND_BYTES  # arrays at least this big go out of band
+BIG = packing.OUT_OF_BAND_BYTES  # arrays at least this big go out of band
 DTYPES = ["float64", "float32", "int8", "uint16", "int64", "complex128", "bool",
           "datetime64[ns]", [("a", "i4"), ("b", "f8")]]
 
@@ -132,9 +132,9 @@ def test_pack_round_trips_any_array(array, view):
         array = array[::2]
     elif view == "transposed":
         array = array.T
-    packed = _transport.pack([array, array], by_value=True, inline_below=0)
+    packed = packing.pack([array, array], by_value=True, inline_below=0)
     received = [os.dup(fd) for fd in packed.fds]  # as a socket would hand them over
-    first, second = _transport.unpack(packed.data, packed.layout, received)
+    first, second = packing.unpack(packed.data, packed.layout, received)
     np.testing.assert_array_equal(first, array)
     expected = pickle.loads(pickle.dumps(array, protocol=5))  # what numpy itself makes
     assert first.dtype == expected.dtype and first.shape == array.shape
@@ -160,9 +160,9 @@ def test_big_arrays_round_trip_through_workers(dtype):
 
 def test_a_big_argument_travels_out_of_band():
     array = np.ones(BIG)
-    packed = _transport.pack([array], by_value=True)
+    packed = packing.pack([array], by_value=True)
     assert len(packed.data) < 1024 and len(packed.fds) == 1
-    small = _transport.pack([np.ones(10)], by_value=True)
+    small = packing.pack([np.ones(10)], by_value=True)
     assert small.fds == []
 
 
@@ -225,7 +225,7 @@ def test_shared_arrays_reach_every_task(start_method):
     assert isinstance(shared, np.ndarray) and not shared.flags.writeable
     np.testing.assert_array_equal(shared, array)
     with cw.Pool(2, engine="process", start_method=start_method) as pool:
-        packed = _transport.pack([shared], by_value=True)
+        packed = packing.pack([shared], by_value=True)
         assert len(packed.fds) == 1 and packed.share_ids  # a reference, not a copy
         assert list(pool.map(total, [shared] * 4)) == [float(array.sum())] * 4
         assert pool.submit(total, shared[BIG // 2:]).result() == float(array[BIG // 2:].sum())

@@ -3,7 +3,7 @@
 Every task runs in a worker process forked from corework's launcher, so a task that
 crashes costs that task (or a retry), never the caller — exactly as on
 ``engine="process"``. What auto adds is a measurement: the worker that runs the first
-chunk *probes* it (see ``engines/_worker._probe``: how late a thread of that process gets
+chunk *probes* it (see ``engines/_probe.probe_gil``: how late a thread of that process gets
 the GIL back while the chunk runs, and how much CPU the process burns). Then:
 
 * code that holds the GIL (pure Python) or keeps a core busy (native code) runs one task
@@ -32,7 +32,7 @@ from typing import Any
 
 from .._errors import CoreworkWarning, short_repr
 from ..engines import default_workers, gil_enabled
-from ..transport.pickling import check_picklable
+from ..transport.picklers import check_picklable
 from .options import MapOptions, PoolOptions
 
 #: How long the probe watches the first chunk at most (it decides sooner when it can).
@@ -89,7 +89,7 @@ def decide(figures: dict[str, float], gil: bool | None = None) -> Verdict:
     ``figures``: ``samples`` wake-ups, their median ``delay`` and the ``switch`` interval
     they were taken under, the share of the time the task's thread was ``busy`` (ran or
     waited for a core), and whether the chunk had ``ended`` by then (see
-    ``engines/_worker._probe``).
+    ``engines/_probe.probe_gil``).
     """
     gil = gil_enabled() if gil is None else gil
     cpu = figures.get("busy", figures.get("cpu_share", 1.0))

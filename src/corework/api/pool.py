@@ -12,12 +12,11 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
-from ..engines import Prober, create_engine
+from ..engines import CallKind, Prober, create_engine
 from ..scheduling.future import Future
 from ..scheduling.mapjob import Errors, MapJob, parse_errors
 from ..scheduling.policy import _UNSET
 from ..scheduling.scheduler import Scheduler
-from ..transport.pickling import CallKind
 from .options import PoolOptions, parse_chunksize
 
 __all__ = ["Pool"]

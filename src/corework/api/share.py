@@ -8,7 +8,7 @@ from typing import Any, TypeVar, overload
 import cloudpickle
 
 from ..transport import segments as _segments
-from ..transport.pickling import PROTOCOL, shaped_view
+from ..transport.picklers import PROTOCOL, shaped_view
 
 T = TypeVar("T")
 

@@ -6,13 +6,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._base import CallKind, ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._base import default_workers as default_workers
 from .process import Prober, ProcessEngine
 from .thread import ThreadEngine
 
 __all__ = [
     "ENGINES",
+    "CallKind",
     "ChunkReport",
     "ChunkWork",
     "Engine",

@@ -23,12 +23,22 @@ Engines know nothing of ordering, retries, deadlines or futures: those are the s
 from __future__ import annotations
 
 import abc
+import enum
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..transport.pickling import CallKind, Failure
+from ..transport.failure import Failure
+
+
+class CallKind(enum.IntEnum):
+    """How a chunk's items become calls of the task function (part of a chunk's work: the
+    scheduler chooses it, every engine's workers call by it)."""
+
+    ARG = 0  # fn(item)             -- map, imap
+    STAR = 1  # fn(*item)           -- starmap, Executor.map over several iterables
+    CALL = 2  # fn(*args, **kwargs) -- submit; item is (args, kwargs)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..transport.pickling import CallKind, Failure, call_one
-from ._base import ChunkReport
+from ..transport.failure import Failure
+from ._base import CallKind, ChunkReport
 
 
 class Interrupt(BaseException):
@@ -38,6 +38,16 @@ def run_chunk(
                 results.append(None)
                 failures[position] = Failure.capture(exc, skip=2)
     return ChunkReport(chunk_id, results, failures, time.perf_counter() - started)
+
+
+def call_one(fn: Any, kind: CallKind, item: Any) -> Any:
+    """Call ``fn`` on one chunk item the way ``kind`` says."""
+    if kind is CallKind.ARG:
+        return fn(item)
+    if kind is CallKind.STAR:
+        return fn(*item)
+    args, kwargs = item
+    return fn(*args, **kwargs)
 
 
 def _run_args(

@@ -8,7 +8,7 @@ its main thread and the others beside it, and a *reader* thread takes the caller
 messages and hands the chunks out, so the worker hears of new threads or a probe while
 its tasks run.
 
-The conversation on the worker's channel (see ``_channel``: each message a small tuple,
+The conversation on the worker's channel (see ``transport/channel``: each message a small tuple,
 some with a packed object whose large buffers come as shared-memory segments)::
 
     caller                                   worker
@@ -28,7 +28,7 @@ some with a packed object whose large buffers come as shared-memory segments)::
     ("stop",)  or end-of-file         ──▶    running chunks finish; exit 0
 
 A function is sent once per worker; later chunks name it by id. The *probe* (asked for by
-``engine="auto"``) watches how a chunk's tasks use the GIL: see :func:`_probe`.
+``engine="auto"``) watches how a chunk's tasks use the GIL: see ``_probe``.
 """
 
 from __future__ import annotations
@@ -36,21 +36,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import queue
 import signal
-import statistics
 import sys
 import threading
-import time
 from typing import Any
 
-from .._errors import SerializationError
 from ..transport import segments as _segments
 from ..transport.channel import Channel, Message
-from ..transport.pickling import CallKind, Failure, pack_result, run_initializer
-from ._base import ChunkReport, WorkerSetup
+from ..transport.failure import Failure
+from ..transport.main_namespace import run_initializer
+from ..transport.packing import pack_result
+from ._base import CallKind, ChunkReport, WorkerSetup
+from ._probe import probe_gil
 from ._runner import run_chunk
+from ._unpicklable import CannotLoad, fail_all, load_function, replace_unpicklable
 
 _NATIVE_THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -59,15 +59,6 @@ _NATIVE_THREAD_VARIABLES = (
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 #: The exit code of a worker whose own machinery failed (never a task's doing).
 BROKEN_EXIT = 70
-
-#: While probing, the GIL is handed over only this often: a task that holds it delays
-#: the probe's wake-ups by about this much, far more than a busy machine ever does.
-PROBE_SWITCH_SECONDS = 0.01
-#: The probe's sleeps between wake-ups.
-PROBE_SLEEP = 0.001
-#: Enough wake-ups to call the GIL free (each on time) or held (each late).
-PROBE_FREE_SAMPLES = 10
-PROBE_HELD_SAMPLES = 2
 
 
 def serve_fd(fd: int) -> int:
@@ -146,7 +137,7 @@ class _Worker:
             elif tag == "run":
                 self._dispatch(message)
             elif tag == "function":
-                _load_function(message, self.functions)
+                load_function(message, self.functions)
                 self._send(("loaded", message.meta[1]))
             elif tag == "threads":
                 self._add_threads(message.meta[1])
@@ -170,7 +161,7 @@ class _Worker:
         job = self._job(message)
         self.inboxes[thread].put(job)
         if probe:
-            figures = _probe(probe, job[-1], self.native_ids.get(thread))
+            figures = probe_gil(probe, job[-1], self.native_ids.get(thread))
             self._send(("probed", figures))
 
     def _add_threads(self, count: int) -> None:
@@ -200,13 +191,13 @@ class _Worker:
         self._send_report(index, report)
 
     def _run(self, message: Message, chunk_id: int, fn: Any, kind: int) -> ChunkReport:
-        if isinstance(fn, _CannotLoad):
+        if isinstance(fn, CannotLoad):
             message.discard()
-            return _fail_all(chunk_id, fn.exc, "function")
+            return fail_all(chunk_id, fn.exc, "function")
         try:
             items = message.unpack()
         except BaseException as exc:
-            return _fail_all(chunk_id, exc, "arguments")
+            return fail_all(chunk_id, exc, "arguments")
         with self.kept_lock:  # keep shares mapped for later chunks
             for share_id, _, _ in message.layout.segments:
                 if share_id is not None and share_id not in self.kept:
@@ -220,7 +211,7 @@ class _Worker:
         try:
             packed = pack_result((report.results, report.failures, report.error))
         except BaseException:
-            _replace_unpicklable(report)
+            replace_unpicklable(report)
             packed = pack_result((report.results, report.failures, report.error))
         try:
             self._send(("done", thread, report.chunk_id, report.seconds), packed)
@@ -246,128 +237,6 @@ class _Worker:
                 traceback.print_exc()
             flush_std_streams()
             os._exit(BROKEN_EXIT)
-
-
-def _probe(seconds: float, finished: threading.Event, task: int | None
-           ) -> dict[str, float]:
-    """Watch the GIL while a chunk runs on thread ``task`` (its kernel id), for up to
-    ``seconds``.
-
-    This thread sleeps 1 ms again and again and notes how late it wakes up. Waking up
-    means taking the GIL back: if the task runs Python code, it holds the GIL and hands
-    it over only every switch interval (raised to PROBE_SWITCH_SECONDS meanwhile), so
-    each wake-up is about that late; if the task waits or runs native code that released
-    the GIL, wake-ups are on time, whatever else the machine is doing. How much of the
-    time the task's thread wanted a core (ran, or waited for one: the kernel's schedstat)
-    tells waiting from native code, on a busy machine too.
-    """
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(PROBE_SWITCH_SECONDS)
-    started, cpu, wanted = time.perf_counter(), time.process_time(), _wanted(task)
-    delays: list[float] = []
-    try:
-        while (not finished.is_set() and time.perf_counter() - started < seconds
-               and not _decided(delays)):
-            asleep = time.perf_counter()
-            time.sleep(PROBE_SLEEP)
-            delays.append(time.perf_counter() - asleep - PROBE_SLEEP)
-    finally:
-        sys.setswitchinterval(interval)
-    wall = time.perf_counter() - started
-    cpu_share = (time.process_time() - cpu) / wall if wall else 1.0
-    now = _wanted(task)
-    busy = (now - wanted) / wall if now is not None and wanted is not None and wall else None
-    return {"samples": float(len(delays)),
-            "delay": statistics.median(delays) if delays else 0.0,
-            "switch": PROBE_SWITCH_SECONDS, "cpu_share": cpu_share,
-            "busy": min(1.0, cpu_share if busy is None else busy),
-            "wall": wall, "ended": float(finished.is_set())}
-
-
-def _wanted(thread: int | None) -> float | None:
-    """Seconds thread ``thread`` has run or waited to run (Linux schedstat), or None."""
-    if thread is None:
-        return None
-    try:
-        with open(f"/proc/self/task/{thread}/schedstat") as stat:
-            ran, waited = stat.read().split()[:2]
-    except (OSError, ValueError):
-        return None
-    return (int(ran) + int(waited)) / 1e9
-
-
-def _decided(delays: list[float]) -> bool:
-    """Whether the wake-ups so far already tell held from free beyond doubt."""
-    if len(delays) >= PROBE_HELD_SAMPLES and min(delays) >= PROBE_SWITCH_SECONDS / 2:
-        return True
-    return (len(delays) >= PROBE_FREE_SAMPLES
-            and statistics.median(delays) < PROBE_SWITCH_SECONDS / 8)
-
-
-def _load_function(message: Message, functions: dict[int, Any]) -> None:
-    _, fn_id, forget = message.meta
-    for old in forget:
-        functions.pop(old, None)
-    try:
-        functions[fn_id] = message.unpack()
-    except BaseException as exc:  # e.g. a module the function needs is missing here
-        functions[fn_id] = _CannotLoad(exc)
-
-
-class _CannotLoad:
-    """Stands in for a function that failed to load, so its chunks fail with the reason."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _fail_all(chunk_id: int, exc: BaseException, what: str) -> ChunkReport:
-    error = SerializationError(
-        f"the worker could not unpickle the task's {what}: {type(exc).__name__}: {exc}"
-        f"{_unpickling_hint(exc)}",
-        stage="unpickle-function" if what == "function" else "unpickle-argument",
-        original=_portable(exc))
-    error.__cause__ = exc
-    return ChunkReport(chunk_id, [], error=Failure.capture(error))
-
-
-def _portable(exc: BaseException) -> BaseException | None:
-    """``exc`` if it survives pickling, to travel inside the error that names the stage
-    (its traceback text travels anyway)."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except BaseException:
-        return None
-    exc.__traceback__ = None
-    return exc
-
-
-def _unpickling_hint(exc: BaseException) -> str:
-    if isinstance(exc, (ImportError, AttributeError)):
-        return (". Make sure the worker can import what it refers to (a module on "
-                "sys.path, a class at module level)")
-    return ""
-
-
-def _replace_unpicklable(report: ChunkReport) -> None:
-    for position, value in enumerate(report.results):
-        try:
-            pack_result(value).close()
-        except BaseException as exc:
-            report.results[position] = None
-            error = SerializationError(
-                f"the task's result {type(value).__qualname__} could not be pickled in the "
-                f"worker to send it back: {type(exc).__name__}: {exc}. Return plain data, "
-                "or use engine='thread'.", stage="pickle-result", original=_portable(exc))
-            error.__cause__ = exc
-            report.failures[position] = Failure.capture(error)
-    for position, failure in list(report.failures.items()):
-        try:
-            pack_result(failure).close()
-        except BaseException as exc:  # an exception whose text or type cannot travel
-            report.failures[position] = Failure(
-                None, getattr(failure, "type_name", "Exception"),
-                f"(its exception could not be sent back: {type(exc).__name__}: {exc})", "")
 
 
 def _limit_native_threads(limit: int | None) -> None:

@@ -76,10 +76,11 @@ from .._errors import (
     WorkerCrashed,
 )
 from ..transport import segments as _segments
-from ..transport.pickling import CallKind, Failure, dumps_by_reference, dumps_by_value
-from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ..transport.failure import Failure
+from ..transport.picklers import dumps_by_reference, dumps_by_value
+from ._base import CallKind, ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
-from ._worker import _replace_unpicklable
+from ._unpicklable import replace_unpicklable
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -161,7 +162,7 @@ class _Result:
         try:
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
         except Exception:
-            _replace_unpicklable(report)  # a result that can't be pickled fails its task only
+            replace_unpicklable(report)  # a result that can't be pickled fails its task only
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
         return cls(report.chunk_id, report.seconds, data, buffers)
 

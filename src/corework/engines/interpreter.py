@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import Cancelled, EngineUnavailable, InitializerFailed, SerializationError
-from ..transport.pickling import Failure, pack_for_workers, pack_items
+from ..transport.failure import Failure
+from ..transport.packing import pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 
 _STOP = None

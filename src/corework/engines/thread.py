@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from .._errors import Cancelled, CoreworkError, InitializerFailed
-from ..transport.pickling import Failure
+from ..transport.failure import Failure
 from ._base import ChunkWork, Engine, EngineEvents
 from ._interrupt import acknowledge, interrupt_thread
 from ._runner import Interrupt, run_chunk

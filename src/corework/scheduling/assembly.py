@@ -14,7 +14,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ..engines import ChunkReport
-from ..transport.pickling import Failure
+from ..transport.failure import Failure
 from .chunk import Chunk
 from .outcomes import task_exception
 

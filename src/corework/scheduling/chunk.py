@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import describe_task, short_repr
-from ..engines import ChunkReport, ChunkWork
-from ..transport.pickling import CallKind
+from ..engines import CallKind, ChunkReport, ChunkWork
 from .policy import NO_LIMITS, TaskPolicy
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engines import FunctionRef
-from ..transport.pickling import sent_as
+from ..transport.function_key import sent_as
 
 #: Task functions whose prepared form a pool keeps.
 FUNCTION_CACHE_SIZE = 64

@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from .._errors import SerializationError
-from ..engines import ChunkReport
-from ..transport.pickling import CallKind
+from ..engines import CallKind, ChunkReport
 from .chunk import Chunk
 from .chunking import ChunkSizer
 from .outcomes import Outcome, task_exception

@@ -1,4 +1,4 @@
-"""What a task ended with: its :class:`~corework._transport.Failure` turned into the
+"""What a task ended with: its :class:`~corework.transport.failure.Failure` turned into the
 exception the caller sees, and the :class:`Outcome` of one item of a map."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .._errors import RemoteTraceback, TaskError, add_note
-from ..transport.pickling import Failure
+from ..transport.failure import Failure
 
 __all__ = ["Outcome", "task_exception"]
 

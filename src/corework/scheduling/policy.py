@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._errors import TaskTimeout, WorkerCrashed
-from ..transport.pickling import Failure
+from ..transport.failure import Failure
 
 _UNSET: Any = object()
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .._errors import Cancelled, CoreworkError, WorkerCrashed
-from ..engines import ChunkReport, ChunkWork, FunctionRef
-from ..transport.pickling import CallKind, Failure
+from ..engines import CallKind, ChunkReport, ChunkWork, FunctionRef
+from ..transport.failure import Failure
 from .assembly import Assembly, PartSink
 from .chunk import Chunk, ChunkSink
 from .dispatch import Dispatch

@@ -29,8 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._errors import Cancelled, CoreworkError, TaskTimeout
-from ..engines import ChunkReport, ChunkWork, Engine, FunctionRef
-from ..transport.pickling import CallKind
+from ..engines import CallKind, ChunkReport, ChunkWork, Engine, FunctionRef
 from .board import Board, Guarded
 from .chunk import Chunk, ChunkSink
 from .clock import SYSTEM_CLOCK, Clock

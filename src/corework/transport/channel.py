@@ -1,7 +1,7 @@
 """A framed message channel over a Unix socket that can carry file descriptors.
 
 Each message is a small pickled ``meta`` tuple (what the message is), optionally followed
-by a :class:`~corework._transport.Packed` body and the descriptors of its shared-memory
+by a :class:`~corework.transport.packing.Packed` body and the descriptors of its shared-memory
 segments. On the wire::
 
     header (head length, body length, descriptor count) ─ descriptors ride on it (SCM_RIGHTS)
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .pickling import NO_LAYOUT, PROTOCOL, Layout, Packed, unpack
+from .packing import NO_LAYOUT, Layout, Packed, unpack
+from .picklers import PROTOCOL
 
 _HEADER = struct.Struct("!IQH")
 _FDS_PER_SEND = 250  # the kernel takes at most 253 per message

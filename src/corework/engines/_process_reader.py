@@ -1,0 +1,267 @@
+"""The process engine's reader thread: the receiving half of the engine. One thread per
+pool waits on every worker's socket, hands reports to the scheduler, tells it of a dead
+worker's losses and starts the successor; it shares the engine's state under its lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
+
+from .._errors import CoreworkError
+from ..transport.channel import Message
+from ..transport.failure import Failure
+from ._base import ChunkReport
+from ._launcher import LauncherClient
+from ._worker_handle import Death, WorkerHandle, initializer_error, unpack_body
+
+if TYPE_CHECKING:
+    from .process import ProcessEngine
+
+__all__ = ["FAILED_STARTS_LIMIT", "MEMORY_CHECK_INTERVAL", "Reader"]
+
+#: Workers of one slot that may die in a row before being ready, before the pool is
+#: declared broken: enough that one killed from outside while starting is no reason to
+#: give up, few enough that a worker that cannot start is not respawned forever.
+FAILED_STARTS_LIMIT = 10
+#: How often workers' memory is measured when a pool has a memory_limit.
+MEMORY_CHECK_INTERVAL = 0.1
+
+
+class Reader:
+    """The reader thread's work for one engine (see the module docstring)."""
+
+    def __init__(self, engine: ProcessEngine) -> None:
+        self.engine = engine
+        self.memory = _MemoryWatch(engine.memory_limit)
+        self.failed_starts: dict[int, int] = {}  # group -> workers in a row that died unready
+        self.released: deque[str] = deque()  # shares the caller let go of, to tell workers
+
+    def run(self) -> None:
+        """The reader thread. Should it fail anyway, the pool is declared broken, so that
+        every pending task fails at once rather than wait for ever."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            error = CoreworkError(
+                f"corework's reader thread for this process pool failed "
+                f"({type(exc).__name__}: {exc}); the pool's tasks cannot finish. "
+                "Please report this as a bug.")
+            error.__cause__ = exc
+            with contextlib.suppress(BaseException):
+                self.engine._events.engine_broken(error)
+            with contextlib.suppress(BaseException):
+                self.engine.stop(wait=False, now=True)
+
+    def _loop(self) -> None:
+        """Wait on every worker's socket; dispatch messages and deaths."""
+        engine = self.engine
+        while True:
+            with engine._lock:
+                if engine._stopping and not engine._workers and not engine._retiring:
+                    break
+                by_conn = {worker.conn: worker for worker in engine._workers.values()}
+                by_conn.update(engine._retiring)
+            ready = wait([*by_conn, engine._wake_r],  # type: ignore[list-item]
+                         timeout=self.memory.timeout())
+            self.memory.check(engine)
+            for conn in ready:
+                if conn is engine._wake_r:
+                    engine._wake_r.recv(4096)
+                    self._send_releases()
+                    continue
+                worker = by_conn[conn]  # type: ignore[index]
+                try:
+                    message = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._on_death(worker)
+                    continue
+                self._on_message(worker, message)
+        engine._wake_r.close()
+        engine._wake_w.close()
+
+    def share_released(self, share_id: str) -> None:
+        """A share died in the caller (called by the garbage collector: no locks here)."""
+        self.released.append(share_id)
+        self.engine._wake()
+
+    def _send_releases(self) -> None:
+        """Tell the workers to unmap the shares the caller let go of."""
+        engine = self.engine
+        released = []
+        with engine._lock:
+            while self.released:
+                share_id = self.released.popleft()
+                if share_id in engine._shares_sent:
+                    engine._shares_sent.discard(share_id)
+                    released.append(share_id)
+            workers = list(engine._workers.values())
+        if not released:
+            return
+        for worker in workers:
+            with worker.send_lock, contextlib.suppress(OSError):
+                worker.conn.send(("release", released))
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, worker: WorkerHandle, message: Message) -> None:
+        tag = message.meta[0]
+        if worker.retiring:
+            message.discard()
+            return
+        if tag == "ready":
+            self._on_ready(worker)
+        elif tag == "done":
+            self._on_done(worker, message)
+        elif tag == "loaded":
+            with worker.send_lock:
+                for thread in [t for t, f in worker.loading.items() if f == message.meta[1]]:
+                    del worker.loading[thread]
+        elif tag == "probed":
+            self._on_probed(worker, message.meta[1])
+        elif tag == "init_failed":
+            error = initializer_error(self.engine.setup, unpack_body(message))
+            self.engine._events.engine_broken(error)
+
+    def _on_ready(self, worker: WorkerHandle) -> None:
+        engine = self.engine
+        with engine._lock:
+            worker.ready = True
+            had, worker.threads = worker.threads, engine.threads
+        self.failed_starts.pop(worker.index, None)
+        if worker.threads > had:  # the pool grew while this one started
+            with worker.send_lock, contextlib.suppress(OSError):
+                worker.conn.send(("threads", worker.threads))
+        for thread in range(worker.threads):
+            engine._events.worker_ready(engine._slot(worker, thread))
+
+    def _on_done(self, worker: WorkerHandle, message: Message) -> None:
+        _, thread, chunk_id, seconds = message.meta
+        with worker.send_lock:
+            worker.running.pop(thread, None)
+        body = unpack_body(message)
+        if isinstance(body, Failure):
+            results, failures, error = [], {}, body
+        else:
+            results, failures, error = body
+        self.engine._events.chunk_done(
+            self.engine._slot(worker, thread),
+            ChunkReport(chunk_id, results, failures, seconds, error, True))
+
+    def _on_probed(self, worker: WorkerHandle, figures: dict[str, float]) -> None:
+        engine = self.engine
+        with engine._lock:
+            worker.probing = False
+            prober, engine._prober = engine._prober, None  # one probe per pool
+        threads = prober.probed(figures) if prober is not None else None
+        if threads is not None:
+            engine.grow(threads)
+
+    # ------------------------------------------------------------------ deaths
+
+    def _on_death(self, worker: WorkerHandle) -> None:
+        """Report a dead worker's slots lost (with why it died) and start its successor.
+
+        Its entry stays in the engine's workers until the successor replaces it, with its
+        socket closed: a chunk sent meanwhile fails to write, so it is known never to have
+        run.
+        """
+        engine = self.engine
+        with worker.send_lock:  # no send is writing to it now; later ones find it closed
+            worker.conn.close()
+        with engine._lock:
+            engine._retiring.pop(worker.conn, None)
+            stopping = engine._stopping
+            if worker.probing and engine._prober is not None:
+                worker.probing = False  # the next chunk sent is probed instead
+        engine._exited.append(worker)
+        if stopping or worker.retiring:
+            self._forget(worker)
+            return
+        code = worker.wait_exit()
+        engine._exited.remove(worker)
+        if not worker.launcher.alive:
+            self._doom(worker.launcher)
+        with worker.send_lock:  # from here on, sends to it are orphans, not losses
+            worker.reported = True
+            death = Death.of(worker, code, engine.memory_limit, engine.workers)
+        if not worker.ready and self._failed_to_start(worker):
+            self._forget(worker)  # workers cannot start: replacing them would loop
+            engine._events.engine_broken(death.error_for(0))
+            return
+        # Idle slots first, so that nothing is sent to them while the losses are told;
+        # each error is made as its loss is told: a chunk sent meanwhile was an orphan.
+        threads = sorted(range(max(worker.threads, 1)), key=lambda t: t in worker.running)
+        for thread in threads:
+            with worker.send_lock:
+                error = death.error_for(thread)
+            engine._events.worker_lost(engine._slot(worker, thread), error)
+        self._replace(worker)
+
+    def _failed_to_start(self, worker: WorkerHandle) -> bool:
+        """Count a worker that died unready; whether its group has failed too often."""
+        self.failed_starts[worker.index] = self.failed_starts.get(worker.index, 0) + 1
+        return self.failed_starts[worker.index] >= FAILED_STARTS_LIMIT
+
+    def _replace(self, worker: WorkerHandle) -> None:
+        engine = self.engine
+        with engine._lock:
+            stopping = engine._stopping  # losing that worker may have ended the pool's work
+        if stopping:
+            self._forget(worker)
+            return
+        try:
+            engine._start_workers([worker.index])
+        except Exception as exc:
+            self._forget(worker)
+            engine._events.engine_broken(exc)
+
+    def _doom(self, launcher: LauncherClient) -> None:
+        """A launcher died: its workers die with it (the kernel kills them), so no chunk
+        is sent to one that may not have seen its end of file yet."""
+        with self.engine._lock:
+            doomed = [w for w in self.engine._workers.values() if w.launcher is launcher]
+        for worker in doomed:
+            with worker.send_lock:
+                worker.doomed = True
+
+    def _forget(self, worker: WorkerHandle) -> None:
+        engine = self.engine
+        with engine._lock:
+            if engine._workers.get(worker.index) is worker:
+                del engine._workers[worker.index]
+
+
+class _MemoryWatch:
+    """Every MEMORY_CHECK_INTERVAL, kills the workers whose RSS is over the pool's limit."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.next_check = 0.0
+
+    def timeout(self) -> float | None:
+        """How long the reader may wait before the next check (None: no limit to watch)."""
+        if self.limit is None:
+            return None
+        return max(0.0, self.next_check - time.monotonic())
+
+    def check(self, engine: ProcessEngine) -> None:
+        """Measure the engine's workers if it is time; kill those over the limit."""
+        if self.limit is None or time.monotonic() < self.next_check:
+            return
+        import psutil
+
+        self.next_check = time.monotonic() + MEMORY_CHECK_INTERVAL
+        with engine._lock:
+            workers = list(engine._workers.values())
+        for worker in workers:
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                continue  # gone: its end of file is on its way
+            if rss > self.limit and worker.over_limit is None:
+                worker.over_limit = rss
+                worker.launcher.kill(worker.pid)
