@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._errors import InitializerFailed
 from ..transport.failure import Failure
 
 
@@ -53,6 +54,10 @@ class WorkerSetup:
     #: multiprocessing's authentication key of the caller, so that Manager proxies
     #: passed to tasks connect from workers however they were started.
     authkey: bytes | None = field(default=None, repr=False)
+    #: Names for the slot threads of the thread-hosted engines (interpreter): slot N's
+    #: thread is ``{thread_names}_{N}`` (as the standard library names its threads);
+    #: None keeps the engine's own names.
+    thread_names: str | None = None
 
 
 @dataclass(eq=False)
@@ -180,6 +185,17 @@ class _Detached:
 
 
 _DETACHED = _Detached()
+
+
+def initializer_failed(setup: WorkerSetup, where: str, failure: Failure) -> InitializerFailed:
+    """The one error of every engine whose worker's initializer raised (``where``: "in a
+    worker process", "in thread 3"...)."""
+    error = InitializerFailed(
+        f"the initializer {setup.initializer!r} raised {where}: {failure.type_name}: "
+        f"{failure.message}. No task can run in this pool.")
+    if failure.exc is not None:
+        error.__cause__ = failure.exc
+    return error
 
 
 def default_workers() -> int:

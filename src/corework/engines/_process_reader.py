@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from .._errors import CoreworkError
 from ..transport.channel import Message
 from ..transport.failure import Failure
-from ._base import ChunkReport
+from ._base import ChunkReport, initializer_failed
 from ._launcher import LauncherClient
-from ._worker_handle import Death, WorkerHandle, initializer_error, unpack_body
+from ._worker_handle import Death, WorkerHandle, unpack_body
 
 if TYPE_CHECKING:
     from .process import ProcessEngine
@@ -123,7 +123,8 @@ class Reader:
         elif tag == "probed":
             self._on_probed(worker, message.meta[1])
         elif tag == "init_failed":
-            error = initializer_error(self.engine.setup, unpack_body(message))
+            error = initializer_failed(self.engine.setup, "in a worker process",
+                                       unpack_body(message))
             self.engine._events.engine_broken(error)
 
     def _on_ready(self, worker: WorkerHandle) -> None:

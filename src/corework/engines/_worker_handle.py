@@ -7,14 +7,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .._errors import InitializerFailed, MemoryLimitExceeded, SerializationError, WorkerCrashed
+from .._errors import MemoryLimitExceeded, SerializationError, WorkerCrashed
 from ..transport.channel import Channel, Message
 from ..transport.failure import Failure
-from ._base import WorkerSetup
 from ._launcher import LauncherClient
 from ._platform import describe_exit
 
-__all__ = ["EXIT_REPORT_TIMEOUT", "Death", "WorkerHandle", "initializer_error", "unpack_body"]
+__all__ = ["EXIT_REPORT_TIMEOUT", "Death", "WorkerHandle", "unpack_body"]
 
 #: How long to wait for the launcher's report of a dead worker's exit code.
 EXIT_REPORT_TIMEOUT = 5.0
@@ -105,13 +104,3 @@ def _format_bytes(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024  # type: ignore[assignment]
     return f"{size} B"  # pragma: no cover
-
-
-def initializer_error(setup: WorkerSetup, failure: Any) -> InitializerFailed:
-    error = InitializerFailed(
-        f"the initializer {setup.initializer!r} raised in a worker process: "
-        f"{failure.type_name}: {failure.message}. No task can run in this pool."
-    )
-    if failure.exc is not None:
-        error.__cause__ = failure.exc
-    return error

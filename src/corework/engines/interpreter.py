@@ -16,23 +16,22 @@ crashed here, and it adds nothing this engine uses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
-import queue
 import re
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import Cancelled, EngineUnavailable, InitializerFailed, SerializationError
+from .._errors import EngineUnavailable, RemoteTraceback, SerializationError
 from ..transport.failure import Failure
 from ..transport.packing import pack_for_workers, pack_items
-from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._base import ChunkReport, ChunkWork, FunctionRef, WorkerSetup, initializer_failed
+from ._slots import Slot, SlotEngine
 
-_STOP = None
 _INSIDE = Path(__file__).with_name("_in_interpreter.py")
 _BOOT = """
 import importlib.util, sys
@@ -93,18 +92,13 @@ class _Runtime:
             self._module.destroy(interp)
 
 
-class _Slot:
-    """One sub-interpreter's thread, inbox, and kill pipe."""
+class _InterpreterSlot(Slot):
+    """A slot whose thread owns a sub-interpreter, with a pipe to interrupt its task."""
 
     def __init__(self, index: int) -> None:
-        self.index = index
-        self.inbox: queue.SimpleQueue[ChunkWork | None] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.running: int | None = None
-        self.retired = False  # kill() or restart() gave the slot to a new sub-interpreter
+        super().__init__(index)
         self.functions: set[int] = set()  # ids the sub-interpreter holds
         self.kill_r, self.kill_w = os.pipe()
-        self.thread: threading.Thread | None = None
 
     def interrupt(self) -> None:
         """Make the running task raise at its next line of Python (see _in_interpreter)."""
@@ -112,9 +106,11 @@ class _Slot:
             os.write(self.kill_w, b"k")
 
 
-class InterpreterEngine(Engine):
-    """Slots are threads named ``corework-interpreter-N``, each with a sub-interpreter."""
+class InterpreterEngine(SlotEngine):
+    """Slots are threads named ``corework-interpreter-N`` (or ``{setup.thread_names}_N``),
+    each with a sub-interpreter."""
 
+    thread_name = "corework-interpreter"
 
     def __init__(self, workers: int, setup: WorkerSetup) -> None:
         super().__init__(workers, setup)
@@ -123,27 +119,18 @@ class InterpreterEngine(Engine):
             (setup.initializer, setup.initargs),
             f"the initializer {setup.initializer!r} or its initargs", in_band=True).data
 
-    def start(self, events: EngineEvents) -> None:
-        self._events = events
-        self._slots = [_Slot(index) for index in range(self.workers)]
-        for slot in self._slots:
-            self._start_thread(slot)
+    def new_slot(self, index: int) -> Slot:
+        return _InterpreterSlot(index)
 
-    def _start_thread(self, slot: _Slot) -> None:
-        slot.thread = threading.Thread(target=self._serve, args=(slot,), daemon=True,
-                                       name=f"corework-interpreter-{slot.index}")
-        slot.thread.start()
-
-    def _serve(self, slot: _Slot) -> None:
+    def serve(self, slot: Slot) -> None:
+        assert isinstance(slot, _InterpreterSlot)
         out_fd = _scratch_file()
         interp = None
         try:
             interp = self._runtime.create()
-            if not self._boot(slot, interp, out_fd):
-                return
-            self._events.worker_ready(slot.index)
-            while self._run_next(slot, interp, out_fd):
-                pass
+            if self._boot(slot, interp, out_fd):
+                self._events.worker_ready(slot.index)
+                self.serve_chunks(slot, functools.partial(self._run, slot, interp, out_fd))
         except BaseException as exc:  # no task may wait for ever on a dead slot
             if not slot.retired:
                 self._events.engine_broken(exc)
@@ -156,19 +143,7 @@ class InterpreterEngine(Engine):
             os.close(slot.kill_r)
             os.close(out_fd)
 
-    def _run_next(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
-        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
-        outlives this call (a thread waiting for work holds no task's data)."""
-        work = slot.inbox.get()
-        if work is _STOP:
-            return False
-        report = self._run(slot, interp, out_fd, work)
-        if slot.retired:
-            return False  # kill() or restart() has already handed the slot on
-        self._events.chunk_done(slot.index, report)
-        return True
-
-    def _boot(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
+    def _boot(self, slot: _InterpreterSlot, interp: Any, out_fd: int) -> bool:
         self._runtime.run(interp, _BOOT, {
             "inside": str(_INSIDE), "path": "\0".join(sys.path), "kill_fd": slot.kill_r,
             "setup": self._setup_blob, "out_fd": out_fd})
@@ -176,14 +151,14 @@ class InterpreterEngine(Engine):
         if not failure:
             return True
         error = _failure(pickle.loads(failure))
-        broken = InitializerFailed(
-            f"the initializer {self.setup.initializer!r} raised in sub-interpreter "
-            f"{slot.index}: {error.type_name}: {error.message}. No task can run in this pool.")
-        broken.__cause__ = error.exc
-        self._events.engine_broken(broken)
+        if error.exc is not None and error.traceback:  # as a task's: where it raised there
+            error.exc.__cause__ = RemoteTraceback(error.traceback)
+        self._events.engine_broken(initializer_failed(
+            self.setup, f"in sub-interpreter {slot.index}", error))
         return False
 
-    def _run(self, slot: _Slot, interp: Any, out_fd: int, work: ChunkWork) -> ChunkReport:
+    def _run(self, slot: _InterpreterSlot, interp: Any, out_fd: int, work: ChunkWork
+             ) -> ChunkReport:
         fn_blob = None
         if work.fn.id not in slot.functions:
             slot.functions.add(work.fn.id)
@@ -191,8 +166,6 @@ class InterpreterEngine(Engine):
         self._runtime.run(interp, _RUN, {
             "fn_id": work.fn.id, "fn_blob": fn_blob, "star": int(work.kind),
             "items": work.payload, "out_fd": out_fd})
-        with slot.lock:
-            slot.running = None
         try:
             results, failures, seconds, error, _ = pickle.loads(_read(out_fd))
         except BaseException as exc:  # a result whose unpickling raises here (SystemExit too)
@@ -211,48 +184,6 @@ class InterpreterEngine(Engine):
 
     def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
         return pack_items(items, describe, in_band=True).data
-
-    def send(self, slot: int, work: ChunkWork) -> None:
-        target = self._slots[slot]
-        with target.lock:
-            target.running = work.id
-        target.inbox.put(work)
-
-    def kill(self, slot: int) -> None:
-        """Interrupt the slot's task at its next line of Python; a fresh sub-interpreter
-        takes the slot at once. (A task blocked in C code ends when that call returns.)"""
-        self._retire(slot)
-        self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
-
-    def restart(self, slot: int) -> None:
-        """Replace the slot's idle sub-interpreter with a fresh one (worker recycling)."""
-        self._retire(slot)
-
-    def _retire(self, slot: int) -> None:
-        old = self._slots[slot]
-        with old.lock:
-            old.retired = True
-            if old.running is not None:
-                old.interrupt()
-        old.inbox.put(_STOP)
-        self._slots[slot] = _Slot(slot)
-        self._start_thread(self._slots[slot])
-
-    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
-        abandoned = set()
-        for slot in self._slots:
-            if now:
-                with slot.lock:
-                    slot.retired = True
-                    if slot.running is not None:
-                        slot.interrupt()
-                        abandoned.add(slot.index)
-            slot.inbox.put(_STOP)
-        if wait:
-            current = threading.current_thread()
-            for slot in self._slots:
-                if slot.index not in abandoned and slot.thread not in (None, current):
-                    slot.thread.join()
 
 
 def _scratch_file() -> int:

@@ -6,18 +6,17 @@ free-threaded CPython. Nothing is pickled: functions and arguments are passed as
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 from typing import Any
 
-from .._errors import Cancelled, CoreworkError, InitializerFailed
+from .._errors import CoreworkError
 from ..transport.failure import Failure
-from ._base import ChunkWork, Engine, EngineEvents
+from ._base import ChunkReport, ChunkWork, EngineEvents, initializer_failed
 from ._interrupt import acknowledge, interrupt_thread
 from ._runner import Interrupt, run_chunk
+from ._slots import Slot, SlotEngine
 
-_STOP = None
 _STOPPED = "stopped"  # in place of the native-thread cap once the pool stops: none again
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
@@ -32,43 +31,31 @@ def _limit_native_threads(limit: int | None) -> Any:
     return threadpool_limits(limits=limit)
 
 
-def _checkpoint() -> None:
-    """A Python-level call: lets a pending ``Interrupt`` fire here, inside our ``try``."""
+class _ThreadSlot(Slot):
+    def interrupt(self) -> None:
+        """Raise ``Interrupt`` in the thread at its next bytecode."""
+        if self.thread is not None and self.thread.ident:
+            interrupt_thread(self.thread.ident, Interrupt)
 
 
-class _Slot:
-    """One thread's inbox and the chunk it is running (guarded by ``lock``)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.inbox: queue.SimpleQueue[ChunkWork | None] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.running: int | None = None  # id of the chunk being run
-        self.retired = False  # set by kill(): this thread no longer owns the slot
-        self.thread: threading.Thread | None = None
-
-
-class ThreadEngine(Engine):
+class ThreadEngine(SlotEngine):
     """Slots are threads named ``corework-thread-N``, each with its own inbox."""
 
+    thread_name = "corework-thread"
 
     def start(self, events: EngineEvents) -> None:
-        self._events = events
         self._native_lock = threading.Lock()
         self._native_limits = _limit_native_threads(self.setup.native_threads)
-        self._slots = [_Slot(index) for index in range(self.workers)]
-        for slot in self._slots:  # only now: a thread may call stop() at once
-            self._start_thread(slot)
+        super().start(events)
 
-    def _start_thread(self, slot: _Slot) -> None:
-        slot.thread = threading.Thread(
-            target=self._serve, args=(slot,), name=f"corework-thread-{slot.index}", daemon=True
-        )
-        slot.thread.start()
+    def new_slot(self, index: int) -> Slot:
+        return _ThreadSlot(index)
 
-    def _serve(self, slot: _Slot) -> None:
+    def serve(self, slot: Slot) -> None:
         try:
-            self._serve_slot(slot)
+            if self._initialize(slot.index):
+                self._events.worker_ready(slot.index)
+                self.serve_chunks(slot, self._run)
         except Interrupt:
             return  # kill() has already reported the loss and replaced this thread
         except BaseException as exc:  # corework's own failure: no task may wait for ever
@@ -79,30 +66,9 @@ class ThreadEngine(Engine):
         finally:
             acknowledge()
 
-    def _serve_slot(self, slot: _Slot) -> None:
-        if not self._initialize(slot.index):
-            return
-        self._events.worker_ready(slot.index)
-        while self._run_next(slot):
-            pass
-
-    def _run_next(self, slot: _Slot) -> bool:
-        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
-        outlives this call (a thread waiting for work holds no task's data)."""
-        work = slot.inbox.get()
-        if work is _STOP:
-            return False
+    def _run(self, work: ChunkWork) -> ChunkReport:
         self._cap_native_threads()
-        with slot.lock:
-            slot.running = work.id
-        report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
-        with slot.lock:
-            slot.running = None
-        _checkpoint()
-        if slot.retired:
-            return False
-        self._events.chunk_done(slot.index, report)
-        return True
+        return run_chunk(work.id, work.fn.fn, work.kind, work.items)
 
     def _cap_native_threads(self) -> None:
         """Cap BLAS/OpenMP pools that tasks loaded since the start (numpy imported inside
@@ -122,37 +88,10 @@ class ThreadEngine(Engine):
         except Interrupt:
             raise
         except BaseException as exc:
-            failure = Failure.capture(exc)
-            error = InitializerFailed(
-                f"the initializer {self.setup.initializer!r} raised in thread {index}: "
-                f"{failure.type_name}: {failure.message}"
-            )
-            error.__cause__ = exc
-            self._events.engine_broken(error)
+            self._events.engine_broken(initializer_failed(
+                self.setup, f"in thread {index}", Failure.capture(exc)))
             return False
         return True
-
-    def send(self, slot: int, work: ChunkWork) -> None:
-        target = self._slots[slot]
-        with target.lock:  # running from now: kill() and stop(now=True) must see it
-            target.running = work.id
-        target.inbox.put(work)
-
-    def kill(self, slot: int) -> None:
-        """Interrupt the slot's thread at its next bytecode and give the slot a new thread.
-
-        A thread blocked in C code only notices when it returns to Python; it is abandoned
-        (it exits on its own then) and the new thread takes the slot at once.
-        """
-        old = self._slots[slot]
-        with old.lock:
-            old.retired = True
-            if old.running is not None and old.thread is not None and old.thread.ident:
-                interrupt_thread(old.thread.ident, Interrupt)
-        old.inbox.put(_STOP)
-        self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
-        self._slots[slot] = _Slot(slot)
-        self._start_thread(self._slots[slot])
 
     def restart(self, slot: int) -> None:
         """Threads hold no memory of their own to recycle: the slot is ready again."""
@@ -163,17 +102,4 @@ class ThreadEngine(Engine):
             limits, self._native_limits = self._native_limits, _STOPPED
             if limits not in (None, _STOPPED):
                 limits.restore_original_limits()
-        abandoned = set()
-        for slot in self._slots:
-            if now:
-                with slot.lock:
-                    slot.retired = True
-                    if slot.running is not None and slot.thread and slot.thread.ident:
-                        interrupt_thread(slot.thread.ident, Interrupt)
-                        abandoned.add(slot.index)
-            slot.inbox.put(_STOP)
-        if wait:
-            current = threading.current_thread()
-            for slot in self._slots:
-                if slot.index not in abandoned and slot.thread not in (None, current):
-                    slot.thread.join()
+        super().stop(wait, now, gently=gently)
