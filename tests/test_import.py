@@ -99,4 +99,5 @@ def test_a_first_map_loads_only_its_engine(engine):
     other = {"process": "corework.engines.thread", "thread": "corework.engines.process"}
     assert sorted(modules & {*NOT_FOR_A_MAP, other[engine]}) == []
     if engine == "thread":
-        assert sorted(modules & {"corework.engines._launcher", "socket"}) == []
+        assert sorted(modules & {"corework.engines._launcher", "socket", "cloudpickle",
+                                 "corework.transport.picklers"}) == []
