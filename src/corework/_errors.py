@@ -29,6 +29,7 @@ __all__ = [
     "Cancelled",
     "CoreworkError",
     "CoreworkWarning",
+    "EngineUnavailable",
     "InitializerFailed",
     "MemoryLimitExceeded",
     "PoolClosed",
@@ -147,6 +148,13 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+# Named as users reach them, also where they are raised before anyone wrote
+# ``corework.TaskError`` (``corework/__init__`` imports this module only when asked).
+for _name in __all__:
+    globals()[_name].__module__ = "corework"
+del _name
 
 
 def add_note(exc: BaseException, note: str) -> None:

@@ -32,7 +32,6 @@ from typing import Any
 
 from .._errors import CoreworkWarning, short_repr
 from ..engines import default_workers, gil_enabled
-from ..transport.picklers import check_picklable
 from .options import MapOptions, PoolOptions
 
 #: How long the probe watches the first chunk at most (it decides sooner when it can).
@@ -203,6 +202,8 @@ def _check_picklable(fn: Callable[..., Any], items: Iterable[Any]
 
 
 def _unpicklable(obj: Any, what: str) -> str | None:
+    from ..transport.picklers import check_picklable  # cloudpickle: not for thread pools
+
     try:
         check_picklable(obj)
     except (Exception, SystemExit, GeneratorExit) as exc:

@@ -1,4 +1,4 @@
-"""Argument types shared by the subcommands."""
+"""Argument types and choices shared by the subcommands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["positive"]
+__all__ = ["FORMATS", "positive"]
+
+#: The input formats of ``corework run`` and ``advise`` (read by ``_records``).
+FORMATS = ("jsonl", "csv", "text")
 
 
 def positive(kind: Callable[[str], Any], *, zero: bool = False) -> Callable[[str], Any]:

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ._args import FORMATS
+
 __all__ = ["FORMATS", "Record", "format_for", "json_line", "open_input", "read_records",
            "write_lines"]
 
-FORMATS = ("jsonl", "csv", "text")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text",
                ".text": "text", ".lines": "text"}
 

@@ -10,9 +10,7 @@ from typing import Any
 
 import corework as cw
 
-from ._args import positive
-from ._records import FORMATS, format_for, open_input, read_records
-from ._target import TargetError, load_target
+from ._args import FORMATS, positive
 
 
 class Spread:
@@ -45,6 +43,10 @@ def add_parser(commands: Any) -> None:
 
 
 def _advise(args: argparse.Namespace) -> int:
+    # Imported here, not with the parser: ``corework --help`` needs neither.
+    from ._records import format_for, open_input, read_records
+    from ._target import TargetError, load_target
+
     try:
         fn = load_target(args.target)
         with open_input(args.input) as stream:

@@ -1,4 +1,7 @@
-"""Engines by name. Adding an engine means one module and one line in ``_FACTORIES``."""
+"""Engines by name. Adding an engine means one module and one line in ``_FACTORIES``.
+
+Each engine's module is imported when a pool of that kind is made: a thread pool loads
+nothing of the process engine (its launcher, sockets, worker code), nor the reverse."""
 
 from __future__ import annotations
 
@@ -6,10 +9,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._base import CallKind, ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._base import (
+    CallKind,
+    ChunkReport,
+    ChunkWork,
+    Engine,
+    EngineEvents,
+    FunctionRef,
+    Prober,
+    WorkerSetup,
+)
 from ._base import default_workers as default_workers
-from .process import Prober, ProcessEngine
-from .thread import ThreadEngine
 
 __all__ = [
     "ENGINES",
@@ -32,11 +42,15 @@ ENGINES = ("auto", "process", "thread", "interpreter", "dask")
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None,
              memory_limit: int | None, *, prober: Prober | None = None) -> Engine:
+    from .process import ProcessEngine
+
     return ProcessEngine(workers, setup, start_method or "fork", memory_limit, prober)
 
 
 def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
             memory_limit: int | None) -> Engine:
+    from .thread import ThreadEngine
+
     return ThreadEngine(workers, setup)
 
 

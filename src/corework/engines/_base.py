@@ -95,6 +95,15 @@ class ChunkReport:
     attempts: dict[int, int] = field(default_factory=dict)
 
 
+class Prober(Protocol):
+    """Watches how the first chunk's tasks use the GIL (``engine="auto"``, see _auto)."""
+
+    seconds: float
+
+    def probed(self, figures: dict[str, float]) -> int | None:
+        """The probe's figures; returns the task threads each worker should have."""
+
+
 class EngineEvents(Protocol):
     """What an engine tells the scheduler. Called from any thread; must not block long."""
 

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import pickle
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import CoreworkError
 from . import _worker
 from ._platform import is_single_threaded, prepare_for_forks, set_parent_death_signal
+
+if TYPE_CHECKING:
+    import subprocess
 
 _ENV_FD = "COREWORK_LAUNCHER_FD"
 _ENV_PATH = "COREWORK_SYS_PATH"
@@ -137,7 +138,13 @@ def _start_worker(fd: int, mode: str, ctrl: socket.socket, own_fds: tuple[int, i
         os._exit(code)
 
 
+# json and subprocess are imported where a fresh interpreter is spawned (start_method=
+# "spawn", or a caller with threads), not by every caller and forked worker.
+
+
 def _exec_worker(fd: int) -> None:
+    import json
+
     os.set_inheritable(fd, True)
     env = dict(os.environ, **{_ENV_PATH: json.dumps(sys.path)})
     argv = [sys.executable, "-c", "from corework.engines._worker import main; main()", str(fd)]
@@ -163,6 +170,8 @@ def _send(ctrl: socket.socket, message: tuple[Any, ...]) -> None:
 
 def main() -> None:
     """Entry point of a spawned launcher (see ``_spawn_launcher``)."""
+    import json
+
     sys.path[:] = json.loads(os.environ.pop(_ENV_PATH, "[]")) or sys.path
     fd = int(os.environ.pop(_ENV_FD))
     _serve(socket.socket(fileno=fd))
@@ -319,6 +328,9 @@ def _fork_launcher() -> LauncherClient:
 
 
 def _spawn_launcher() -> LauncherClient:
+    import json
+    import subprocess
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = dict(os.environ, **{_ENV_FD: str(theirs.fileno()), _ENV_PATH: json.dumps(sys.path)})
     popen = subprocess.Popen(

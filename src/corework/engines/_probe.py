@@ -4,7 +4,6 @@ thread wanted a core), so the caller can choose threads or processes from figure
 
 from __future__ import annotations
 
-import statistics
 import sys
 import threading
 import time
@@ -51,7 +50,7 @@ def probe_gil(seconds: float, finished: threading.Event, task: int | None
     now = _wanted(task)
     busy = (now - wanted) / wall if now is not None and wanted is not None and wall else None
     return {"samples": float(len(delays)),
-            "delay": statistics.median(delays) if delays else 0.0,
+            "delay": _median(delays) if delays else 0.0,
             "switch": PROBE_SWITCH_SECONDS, "cpu_share": cpu_share,
             "busy": min(1.0, cpu_share if busy is None else busy),
             "wall": wall, "ended": float(finished.is_set())}
@@ -74,4 +73,11 @@ def _decided(delays: list[float]) -> bool:
     if len(delays) >= PROBE_HELD_SAMPLES and min(delays) >= PROBE_SWITCH_SECONDS / 2:
         return True
     return (len(delays) >= PROBE_FREE_SAMPLES
-            and statistics.median(delays) < PROBE_SWITCH_SECONDS / 8)
+            and _median(delays) < PROBE_SWITCH_SECONDS / 8)
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` (a costly import for the caller and every worker)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

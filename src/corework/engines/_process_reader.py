@@ -6,10 +6,11 @@ worker's losses and starts the successor; it shares the engine's state under its
 from __future__ import annotations
 
 import contextlib
+import math
+import select
 import time
 from collections import deque
-from multiprocessing.connection import wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import CoreworkError
 from ..transport.channel import Message
@@ -65,15 +66,14 @@ class Reader:
                     break
                 by_conn = {worker.conn: worker for worker in engine._workers.values()}
                 by_conn.update(engine._retiring)
-            ready = wait([*by_conn, engine._wake_r],  # type: ignore[list-item]
-                         timeout=self.memory.timeout())
+            ready = _readable([*by_conn, engine._wake_r], self.memory.timeout())
             self.memory.check(engine)
             for conn in ready:
                 if conn is engine._wake_r:
                     engine._wake_r.recv(4096)
                     self._send_releases()
                     continue
-                worker = by_conn[conn]  # type: ignore[index]
+                worker = by_conn[conn]
                 try:
                     message = worker.conn.recv()
                 except (EOFError, OSError):
@@ -266,3 +266,16 @@ class _MemoryWatch:
             if rss > self.limit and worker.over_limit is None:
                 worker.over_limit = rss
                 worker.launcher.kill(worker.pid)
+
+
+def _readable(objects: list[Any], timeout: float | None) -> list[Any]:
+    """Those of ``objects`` (sockets, channels) ready to read or closed, waiting at most
+    ``timeout`` seconds: ``multiprocessing.connection.wait`` on Linux, without importing
+    that module (and its subprocess and tempfile) into the caller and every worker."""
+    poller = select.poll()
+    by_fd = {}
+    for obj in objects:
+        by_fd[obj.fileno()] = obj
+        poller.register(obj.fileno(), select.POLLIN)
+    milliseconds = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return [by_fd[fd] for fd, _ in poller.poll(milliseconds)]

@@ -34,7 +34,6 @@ A function is sent once per worker; later chunks name it by id. The *probe* (ask
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -283,6 +282,8 @@ def finish_process() -> None:
 
 def main() -> None:
     """Entry point of a spawned (exec'd) worker: ``python -c ... FD``."""
+    import json  # here: forked workers never need it
+
     sys.path[:] = json.loads(os.environ.pop("COREWORK_SYS_PATH", "[]")) or sys.path
     code = serve_fd(int(sys.argv[1]))
     finish_process()

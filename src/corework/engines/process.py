@@ -30,12 +30,12 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..transport import segments as _segments
 from ..transport.channel import Channel
 from ..transport.packing import Packed, pack_for_workers, pack_items
-from ._base import ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
+from ._base import ChunkWork, Engine, EngineEvents, FunctionRef, Prober, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, get_launcher
 from ._process_reader import Reader
 from ._worker_handle import WorkerHandle
@@ -48,15 +48,6 @@ FUNCTIONS_PER_WORKER = 32
 SETUP_SENT_EARLY = 32 * 1024
 #: Launchers that may die in a row while a worker is being started, before giving up.
 LAUNCHER_TRIES = 10
-
-
-class Prober(Protocol):
-    """Watches how the first chunk's tasks use the GIL (``engine="auto"``, see _auto)."""
-
-    seconds: float
-
-    def probed(self, figures: dict[str, float]) -> int | None:
-        """The probe's figures; returns the task threads each worker should have."""
 
 
 class ProcessEngine(Engine):

@@ -9,10 +9,6 @@ import pickle
 import traceback
 from typing import Any
 
-import cloudpickle
-
-from .picklers import PROTOCOL
-
 __all__ = ["Failure"]
 
 
@@ -41,6 +37,12 @@ class Failure:
         return cls(exc, type(exc).__qualname__, str(exc), tb)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Here, not at the top: the thread engine keeps its failures in the process and
+        # never needs cloudpickle (nor the picklers).
+        import cloudpickle
+
+        from .picklers import PROTOCOL
+
         exc_bytes: bytes | None = None
         try:
             blob = cloudpickle.dumps(self.exc, protocol=PROTOCOL)

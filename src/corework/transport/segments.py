@@ -25,7 +25,6 @@ import itertools
 import mmap
 import os
 import sys
-import tempfile
 import threading
 import weakref
 from collections import deque
@@ -52,6 +51,8 @@ def new_fd(size: int, name: str = _MFD_NAME) -> int:
     if create is not None:
         fd: int = create(f"{name}-{os.getpid()}", os.MFD_CLOEXEC)
     else:  # pragma: no cover - not Linux: an unlinked temporary file is just as anonymous
+        import tempfile
+
         with tempfile.TemporaryFile() as file:
             fd = os.dup(file.fileno())
     try:

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import corework as cw
 
 from .._args import positive
-from . import chart as _demo_chart
-from . import table as _demo_table
-from .experiments import Settings, measure
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .experiments import Settings
 
 __all__ = ["add_parser", "run"]
 
@@ -41,6 +41,8 @@ QUICK_SCALE = 0.3  # --quick: smaller tasks, one run each
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from .experiments import Settings
+
     workers = args.workers or cw.default_workers()
     scale = args.scale * (QUICK_SCALE if args.quick else 1.0)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -53,6 +55,8 @@ def _progress(part: str) -> None:
 
 
 def _write_chart(results: Any, found: Any, report: str, output: Path) -> list[str]:
+    from . import chart as _demo_chart
+
     output.mkdir(parents=True, exist_ok=True)
     lines = []
     try:
@@ -68,6 +72,14 @@ def _write_chart(results: Any, found: Any, report: str, output: Path) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
+    # The experiments (psutil, cloudpickle, numpy) are imported when the demo runs, not
+    # for ``corework --help``.
+    import tempfile
+    from pathlib import Path
+
+    from . import table as _demo_table
+    from .experiments import measure
+
     started = time.perf_counter()
     results = measure(_settings(args), say=_progress)
     if sys.stderr.isatty():

@@ -26,11 +26,7 @@ import argparse
 import sys
 from typing import Any
 
-from .._journal import JournalError
-from .._target import TargetError
 from . import arguments
-from .checks import UsageError
-from .plan import Plan
 
 __all__ = ["add_parser", "run"]
 
@@ -42,6 +38,12 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
+    # Imported here, not with the parser: ``corework --help`` needs none of the run.
+    from .._journal import JournalError
+    from .._target import TargetError
+    from .checks import UsageError
+    from .plan import Plan
+
     try:
         plan = Plan.from_args(args)
     except (UsageError, TargetError, JournalError) as exc:

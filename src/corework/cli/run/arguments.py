@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._args import positive
-from .._records import FORMATS
+from .._args import FORMATS, positive
 
 __all__ = ["add_parser"]
 
