@@ -22,13 +22,15 @@ How corework's promises map onto Dask (the README's "On a cluster" says the same
   ``retries=`` (re-run on an exception) is not used: corework's ``retries``/``retry_on``
   are.
 * **Timeouts and Future.kill()**: Dask cannot interrupt a running Python function, but
-  its nanny replaces a worker process that ends. The lane is free at once; in the
-  background the worker process running the task is ended (its nanny starts a new one)
-  and the task's future cancelled. Dask re-runs elsewhere whatever else that worker held,
-  as for any lost worker. A worker without a nanny (``dask worker --no-nanny``) is not
-  ended: the task then runs on there until it finishes, and a warning is logged. A
-  task's timeout counts from when corework hands it to Dask, so on a busy shared cluster
-  it includes the time the task waits for a worker thread.
+  its nanny replaces a worker process that ends. In the background the task is
+  cancelled, every worker is told never to start it, and the worker process running it
+  is ended (its nanny starts a new one); the lane is ready again once that worker is
+  back. Dask re-runs elsewhere whatever else that worker held, as for any lost worker,
+  but never the stopped task (see ``DaskEngine._stop_tasks``). A worker without a
+  nanny (``dask worker --no-nanny``) is not ended: the task then runs on there until it
+  finishes, and a warning is logged. A task's timeout counts from when corework hands it
+  to Dask, so on a busy shared cluster it includes the time the task waits for a worker
+  thread.
 * **Arguments**: Dask pickles task arguments into the task graph, which goes through the
   scheduler. Buffers of 1 MiB or more (numpy arrays, bytes in memoryviews) are scattered
   to the workers instead, straight from the caller, and the task refers to them; a
@@ -55,7 +57,6 @@ it at shutdown; Dask starts its workers with ``spawn``, so a script needs the us
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -365,11 +366,11 @@ class DaskEngine(Engine):
     def send(self, slot: int, work: ChunkWork) -> None:
         args: _Args = work.payload
         name = getattr(work.fn.fn, "__name__", "task")
+        key = f"corework-{name}-{self._token}-{next(self._keys)}"
         try:
             future = self._client.submit(
-                _run, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
-                (work.id, int(work.kind), args.data, list(args.refs)), pure=False,
-                key=f"corework-{name}-{self._token}-{next(self._keys)}")
+                _run, key, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
+                (work.id, int(work.kind), args.data, list(args.refs)), pure=False, key=key)
         except Exception as exc:  # the client was closed, or lost its scheduler
             with self._lock:
                 stopping = self._stopping
@@ -470,38 +471,74 @@ class DaskEngine(Engine):
         halt.start()
 
     def _stop_tasks(self, futures: list[Any], slot: int | None) -> None:
-        """End the worker processes running ``futures`` (their nannies start new ones at
-        once), cancel the futures, and wait for the replacements.
+        """Make sure the tasks of ``futures`` run nowhere, now or later; then ``slot``
+        is ready (once the worker processes ended for it are replaced).
+
+        In this order, because Dask re-runs the tasks of a worker that dies on another
+        one, and a hung task re-run there would wedge that worker's thread for good,
+        unseen (its event loop still answers, so Dask thinks it healthy and gives it
+        more tasks, which never start):
+
+        1. cancel the tasks, and wait until the Dask scheduler has forgotten them, so
+           that no worker is given them again (``Client.cancel`` only queues a message);
+        2. tell every worker that these tasks are stopped (a worker then never starts
+           them: a worker that received one just before the cancel skips it) and ask
+           which of them runs one now (see ``_run`` and ``_stop_keys``: both under one
+           lock, so each worker either reports the task or never starts it);
+        3. end the worker processes that run one (their nannies start new ones at once).
 
         Ending the process, rather than Dask's graceful ``restart_workers``, takes
         milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
-        close gracefully anyway."""
-        keys = {future.key for future in futures}
+        close gracefully anyway. Every step is bounded by ``RESTART_SECONDS`` in all."""
+        keys = sorted({future.key for future in futures})
+        deadline = time.monotonic() + RESTART_SECONDS
         try:
-            workers = self._client.scheduler_info(n_workers=-1)["workers"]
-            running = self._client.processing()
-            victims = {worker for worker, held in running.items() if keys & set(held)}
-            orphans = {worker for worker in victims if not workers.get(worker, {}).get("nanny")}
-            doomed = sorted(victims - orphans)
-            if doomed:
-                with contextlib.suppress(OSError):  # the connection resets as they end
-                    self._client.run(_end_worker, workers=doomed, wait=False)
             self._client.cancel(futures, force=True)
+            self._await_forgotten(keys, deadline)
+            answers = self._client.run(_stop_keys, keys, on_error="return",
+                                       callback_timeout=_left(deadline))
+            told = {worker: answer for worker, answer in answers.items()
+                    if isinstance(answer, tuple)}
+            deaf = sorted(set(answers) - set(told))
+            doomed = sorted(worker for worker, (runs, nanny) in told.items() if runs and nanny)
+            orphans = sorted(worker for worker, (runs, nanny) in told.items()
+                             if runs and not nanny)
+            if doomed:  # the connections reset as they end: errors are expected
+                self._client.run(_end_worker, workers=doomed, wait=False, on_error="ignore",
+                                 callback_timeout=_left(deadline))
             if orphans:
                 log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
-                            "(%s): they run on until they end", sorted(keys), sorted(orphans))
+                            "(%s): they run on until they end", keys, orphans)
+            if deaf:
+                log.warning("corework could not tell the Dask workers %s to stop tasks %s "
+                            "(they may run on there until they end)", deaf, keys)
             if doomed:
-                self._await_replacements(set(doomed), len(workers))
+                self._await_replacements(set(doomed), len(answers), deadline)
         except Exception as exc:
             log.warning("corework could not stop the Dask tasks %s (they may run on until "
-                        "they end): %s", sorted(keys), exc)
+                        "they end): %s", keys, exc)
         finally:
             if slot is not None:
                 self._ready(slot)
 
-    def _await_replacements(self, gone: set[str], count: int) -> None:
+    def _await_forgotten(self, keys: list[str], deadline: float) -> None:
+        """Wait until the Dask scheduler knows none of ``keys`` (their cancel arrived)."""
+        while True:
+            try:
+                known = self._client.run_on_scheduler(_known_keys, keys,
+                                                      callback_timeout=_left(deadline))
+            except Exception as exc:  # e.g. a scheduler that runs no functions
+                log.debug("corework cannot ask the Dask scheduler about %s: %s", keys, exc)
+                return  # the workers there now are told; a re-run elsewhere is possible
+            if not known:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the Dask scheduler did not drop them within "
+                                   f"{RESTART_SECONDS:g} s")
+            time.sleep(RESTART_POLL_SECONDS)
+
+    def _await_replacements(self, gone: set[str], count: int, deadline: float) -> None:
         """Wait until the scheduler has dropped ``gone`` and has ``count`` workers again."""
-        deadline = time.monotonic() + RESTART_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
                 if self._stopping:
@@ -514,6 +551,16 @@ class DaskEngine(Engine):
     def restart(self, slot: int) -> None:
         """Lanes hold no worker of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a little at least: a call that has none fails fast)."""
+    return max(0.1, deadline - time.monotonic())
+
+
+def _known_keys(keys: list[str], dask_scheduler: Any) -> list[str]:
+    """Run on the Dask scheduler: which of ``keys`` it still knows."""
+    return [key for key in keys if key in dask_scheduler.tasks]
 
 
 def _in_dask_task(distributed: Any) -> bool:
@@ -563,15 +610,40 @@ def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFaile
 _worker_lock = threading.Lock()
 _initialized: dict[str, Failure | None] = {}  # pool token -> the initializer's failure
 _functions: OrderedDict[tuple[str, int], Callable[..., Any]] = OrderedDict()
+#: Which tasks run in this process, and which were stopped (see ``_stop_keys``). Their
+#: lock is never held for long: the worker's event loop takes it.
+_keys_lock = threading.Lock()
+_running_keys: set[str] = set()
+_stopped_keys: OrderedDict[str, None] = OrderedDict()
+#: Stopped task keys a worker process remembers; a stopped task reaches a worker, if at
+#: all, within moments of being stopped, so only the latest matter.
+STOPPED_KEYS_KEPT = 4096
 
 
-def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
+def _run(key: str, pool: tuple[str, bytes | None], function: tuple[int, bytes],
          chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
          ) -> _Result | ChunkReport | _SetupFailed:
     """One chunk, in a Dask worker: set the pool up here if need be, then run it.
 
-    ``pool``: its token and setup; ``function``: its id and pickle; ``chunk``: its id,
-    call kind, pickled items and their buffers (Dask has put scattered data in place)."""
+    ``key``: the Dask task's own; ``pool``: its token and setup; ``function``: its id
+    and pickle; ``chunk``: its id, call kind, pickled items and their buffers (Dask has
+    put scattered data in place)."""
+    chunk_id = chunk[0]
+    with _keys_lock:
+        if key in _stopped_keys:  # stopped before it started here: it must not run
+            return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(
+                Cancelled("the task was stopped before it started")))
+        _running_keys.add(key)
+    try:
+        return _run_chunk(pool, function, chunk)
+    finally:
+        with _keys_lock:
+            _running_keys.discard(key)
+
+
+def _run_chunk(pool: tuple[str, bytes | None], function: tuple[int, bytes],
+               chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
+               ) -> _Result | ChunkReport | _SetupFailed:
     token, setup = pool
     fn_id, fn_blob = function
     chunk_id, kind, data, refs = chunk
@@ -615,6 +687,21 @@ def _function(token: str, fn_id: int, blob: bytes) -> Callable[..., Any]:
         while len(_functions) > FUNCTIONS_PER_WORKER:
             _functions.popitem(last=False)
     return fn
+
+
+async def _stop_keys(keys: list[str], dask_worker: Any = None) -> tuple[bool, bool]:
+    """Run by ``Client.run`` on the event loop of every worker (a coroutine, so that it
+    runs even while the worker's task threads are busy): these tasks must not start here
+    from now on. Returns whether one of them runs here now, and whether this worker has
+    a nanny (that would replace it, were it ended)."""
+    with _keys_lock:
+        for key in keys:
+            _stopped_keys[key] = None
+            _stopped_keys.move_to_end(key)
+        while len(_stopped_keys) > STOPPED_KEYS_KEPT:
+            _stopped_keys.popitem(last=False)
+        running = not _running_keys.isdisjoint(keys)
+    return running, getattr(dask_worker, "nanny", None) is not None
 
 
 async def _end_worker() -> None:
