@@ -57,6 +57,7 @@ it at shutdown; Dask starts its workers with ``spawn``, so a script needs the us
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -230,9 +231,12 @@ class DaskEngine(Engine):
             address = distributed.get_worker().scheduler.address
             distributed.secede()
         if address is None:
+            # No dashboard; the scheduler's HTTP server (it has one anyway) on a free
+            # port, not 8787, which another Dask scheduler here may have taken.
             self._cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None)
+                host="127.0.0.1", dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             address = self._cluster.scheduler_address
         try:
             self._client = distributed.Client(address, set_as_default=False)
@@ -367,6 +371,7 @@ class DaskEngine(Engine):
         args: _Args = work.payload
         name = getattr(work.fn.fn, "__name__", "task")
         key = f"corework-{name}-{self._token}-{next(self._keys)}"
+        self._keep_own_cluster_whole()
         try:
             future = self._client.submit(
                 _run, key, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
@@ -543,10 +548,23 @@ class DaskEngine(Engine):
             with self._lock:
                 if self._stopping:
                     return
+            self._keep_own_cluster_whole()
             workers = set(self._client.scheduler_info(n_workers=-1)["workers"])
             if not workers & gone and len(workers) >= count:
                 return
             time.sleep(RESTART_POLL_SECONDS)
+
+    def _keep_own_cluster_whole(self) -> None:
+        """Start again the workers that this engine's own LocalCluster gave up on.
+
+        A LocalCluster closes a worker's nanny for good when, ``distributed.deploy.
+        lost-worker-timeout`` (15 s) after that worker left, no worker of its name is
+        there: so when a worker is ended again just then (a timeout 15 s after another)
+        it is not replaced, and a cluster of one worker is left with none."""
+        cluster = self._cluster
+        if cluster is not None and len(cluster.workers) < self.workers:
+            with contextlib.suppress(Exception):  # closing: nothing to keep
+                cluster.scale(self.workers)
 
     def restart(self, slot: int) -> None:
         """Lanes hold no worker of their own to recycle: the slot is ready again."""
