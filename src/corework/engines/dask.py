@@ -517,8 +517,8 @@ class DaskEngine(Engine):
             if deaf:
                 log.warning("corework could not tell the Dask workers %s to stop tasks %s "
                             "(they may run on there until they end)", deaf, keys)
-            if doomed:
-                self._await_replacements(set(doomed), len(answers), deadline)
+            if doomed:  # as many as answered: one that did not may be on its way out
+                self._await_replacements(set(doomed), len(told), deadline)
         except Exception as exc:
             log.warning("corework could not stop the Dask tasks %s (they may run on until "
                         "they end): %s", keys, exc)
