@@ -23,6 +23,8 @@ HAVE_DASK = importlib.util.find_spec("distributed") is not None
 ENGINES = ["process", "thread"]
 if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "") != "0":
     ENGINES.append("dask")
+elif HAVE_DASK:
+    collect_ignore = ["test_dask.py"]
 GRACE_SECONDS = 10.0  # a deadlock tripwire, not a timing assumption
 ROOT = Path(__file__).resolve().parent.parent
 #: Threads Dask's client starts once per process and keeps (module-level executors).
