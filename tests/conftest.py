@@ -30,9 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Threads Dask's client starts once per process and keeps (module-level executors).
 DASK_KEPT_THREADS = ("Dask-Callback-Thread", "Dask-Offload")
 
-#: The session's Dask cluster, once started: its processes are exempt from the
-#: no-leftovers check (its nannies restart workers when tests stop tasks).
+#: The session's Dask cluster, once started: its processes, and the threads of its
+#: client here, are exempt from the no-leftovers check (its nannies restart workers when
+#: tests stop tasks).
 _cluster: DaskProcesses | None = None
+_cluster_threads: set[threading.Thread] = set()
 
 
 def _our_processes() -> set[int]:
@@ -62,7 +64,7 @@ def _is_resource_tracker(process: psutil.Process) -> bool:
 
 
 def _kept(thread: threading.Thread) -> bool:
-    return thread.name.startswith(DASK_KEPT_THREADS)
+    return thread.name.startswith(DASK_KEPT_THREADS) or thread in _cluster_threads
 
 
 def _shm_segments() -> set[str]:
@@ -138,11 +140,16 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("distributed")
     cluster = DaskProcesses(tmp_path_factory.mktemp("dask"))
     _cluster = cluster
+    before = set(threading.enumerate())
     try:
-        yield cluster.start()
+        address = cluster.start()
+        cluster.client()
+        _cluster_threads.update(set(threading.enumerate()) - before)
+        yield address
     finally:
         cluster.stop()
         _cluster = None
+        _cluster_threads.clear()
 
 
 @pytest.fixture(params=ENGINES)
@@ -155,6 +162,12 @@ def engine(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     import dask
 
-    with dask.config.set({"scheduler-address": request.getfixturevalue("dask_address")}):
+    address = request.getfixturevalue("dask_address")
+    assert _cluster is not None
+    # Each test starts on a whole cluster: a nanny may still be replacing a worker that
+    # the test before ended (and two lanes sharing the one worker left would see a task
+    # queued behind a hung one there time out too).
+    _cluster.wait_whole()
+    with dask.config.set({"scheduler-address": address}):
         yield name
 

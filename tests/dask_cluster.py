@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -42,6 +43,7 @@ class DaskProcesses:
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.address = ""
+        self._client: Any = None
 
     def start(self) -> str:
         """Start every process; return once all workers joined the scheduler."""
@@ -64,6 +66,19 @@ class DaskProcesses:
         with distributed.Client(self.address, set_as_default=False) as client:
             client.wait_for_workers(sum(self.nworkers), timeout=START_SECONDS)
         return self.address
+
+    def client(self) -> Any:
+        """A Dask client of this cluster's own (made on first use, closed by ``stop``)."""
+        import distributed
+
+        if self._client is None:
+            self._client = distributed.Client(self.address, set_as_default=False)
+        return self._client
+
+    def wait_whole(self) -> None:
+        """Until every worker is registered again (a nanny may be replacing one that a
+        test ended or killed)."""
+        self.client().wait_for_workers(sum(self.nworkers), timeout=START_SECONDS)
 
     def _popen(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([DASK, *args], cwd=ROOT, env=self.env,
@@ -98,6 +113,9 @@ class DaskProcesses:
     def stop(self) -> None:
         """SIGKILL the ``dask`` processes (workers first), then wait until every process
         of theirs is gone (see the module docstring); raise if some outlive the wait."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         for process in [*self.workers, self.scheduler]:
             if process is not None and process.poll() is None:
                 process.kill()
