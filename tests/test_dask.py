@@ -6,6 +6,7 @@ the session's cluster: see conftest.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 
 import corework as cw
 from tests.dask_cluster import DaskProcesses
-from tests.helpers import square
+from tests.helpers import add, square
 
 distributed = pytest.importorskip("distributed")
 
@@ -168,6 +169,32 @@ def test_a_writable_share_is_refused_with_a_clear_error(session_cluster):
     with cw.Pool(1, engine="dask") as pool:
         with pytest.raises(cw.SerializationError, match=r"writable cw\.share"):
             pool.submit(total, out)
+
+
+def test_a_result_slow_to_fetch_holds_up_only_its_own_task(session_cluster):
+    """Fetching a result can take long: from a worker that died after finishing the task,
+    the Dask scheduler tries to connect for 30 s. Meanwhile the other lanes' results
+    are reported (white-box: the client's gather of the first result waits for the test)."""
+    with cw.Pool(2, engine="dask") as pool:
+        client = pool._scheduler.engine._client
+        real_gather, held, release = client._gather, [], asyncio.Event()
+
+        async def gather(futures, *args, **kwargs):
+            fetched = futures if isinstance(futures, list) else [futures]
+            if any("-add-" in future.key for future in fetched):  # the slow one's
+                held.append(futures)
+                await release.wait()
+            return await real_gather(futures, *args, **kwargs)
+
+        client._gather = gather
+        try:
+            slow = pool.submit(add, 2, 3)
+            others = [pool.submit(square, x) for x in range(3, 10)]
+            assert [f.result(WAIT_SECONDS) for f in others] == [x * x for x in range(3, 10)]
+            assert held and not slow.done()
+        finally:
+            client.loop.add_callback(release.set)
+        assert slow.result(WAIT_SECONDS) == 5
 
 
 @pytest.mark.parametrize(("option", "message"), [

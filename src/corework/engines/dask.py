@@ -62,6 +62,7 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -199,6 +200,11 @@ class DaskEngine(Engine):
         self._stopping = False
         self._halts: list[threading.Thread] = []  # restarting workers to stop tasks
         self._closer: threading.Thread | None = None
+        #: Finished lanes, as (slot, chunk id, future, outcome, error); None ends it.
+        self._results: queue.SimpleQueue[tuple[int, int, Any, Any, BaseException | None]
+                                         | None] = queue.SimpleQueue()
+        self._reporter = threading.Thread(target=self._report_results,
+                                          name="corework-dask-results", daemon=True)
         self._cluster: Any = None
         self._client: Any = None
         self._setup_data: Any = None
@@ -208,6 +214,7 @@ class DaskEngine(Engine):
     def start(self, events: EngineEvents) -> None:
         self._events = events
         distributed = _distributed()
+        self._reporter.start()
         try:
             self._connect(distributed)
             if self.setup.initializer is not None:
@@ -276,7 +283,9 @@ class DaskEngine(Engine):
             self._halt(running)  # no slot to make ready: the pool is stopping
         if closer is not None:
             closer.start()
-        if wait and self._closer is not threading.current_thread():
+        # Not from the results thread (a done-callback's Pool.kill): the closer waits
+        # for that thread to end.
+        if wait and threading.current_thread() not in (self._closer, self._reporter):
             self._closer.join()
 
     def _close(self) -> None:
@@ -290,6 +299,9 @@ class DaskEngine(Engine):
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        self._results.put(None)
+        if self._reporter.is_alive() and self._reporter is not threading.current_thread():
+            self._reporter.join()
 
     # ------------------------------------------------------------------ sending
 
@@ -392,28 +404,62 @@ class DaskEngine(Engine):
     # ------------------------------------------------------------------ receiving
 
     def _on_done(self, slot: int, chunk_id: int, future: Any) -> None:
-        """A lane's future finished (on Dask's callback thread): report it."""
-        with self._lock:
-            if slot not in self._lanes or self._lanes[slot] is not future:
-                return  # killed, or the pool stopped: already accounted for
-            del self._lanes[slot]
-        if future.status == "finished":
-            self._on_finished(slot, chunk_id, future)
-        elif future.status == "error":
+        """A lane's future finished (on Dask's callback thread, which must not wait).
+
+        A result still has to be fetched from the worker that holds it, and that can
+        take long: from a worker that has just died, the Dask scheduler keeps trying to
+        connect for ``distributed.comm.timeouts.connect`` (30 s). Fetched here, on Dask's
+        one callback thread, it held up every other lane's report meanwhile, so every
+        task in flight timed out. So results are fetched on the client's event loop,
+        side by side, and reported from this engine's results thread, in the order they
+        arrive."""
+        if future.status != "finished":
+            self._results.put((slot, chunk_id, future, None, None))
+            return
+        try:
+            self._client.loop.add_callback(self._fetch, slot, chunk_id, future)
+        except Exception as exc:  # the client is closing
+            self._results.put((slot, chunk_id, future, None, exc))
+
+    async def _fetch(self, slot: int, chunk_id: int, future: Any) -> None:
+        """On the client's event loop: fetch a lane's result, then queue its report."""
+        try:
+            outcome = await self._client.gather(future, asynchronous=True)
+        except BaseException as exc:  # cancelled (stopped), lost, or not unpicklable here
+            self._results.put((slot, chunk_id, future, None, exc))
+        else:
+            self._results.put((slot, chunk_id, future, outcome, None))
+
+    def _report_results(self) -> None:
+        """The results thread: report each finished lane's chunk, until ``None``."""
+        while (item := self._results.get()) is not None:
+            slot, chunk_id, future, outcome, error = item
+            with self._lock:
+                if self._lanes.get(slot) is not future:
+                    continue  # killed, or the pool stopped: already accounted for
+                del self._lanes[slot]
+            try:
+                self._report(slot, chunk_id, future, outcome, error)
+            except BaseException as exc:  # this thread must live on: report, and go on
+                log.exception("corework could not report a Dask result")
+                with contextlib.suppress(BaseException):
+                    self._events.chunk_done(slot, _failed(chunk_id, exc))
+
+    def _report(self, slot: int, chunk_id: int, future: Any, outcome: Any,
+                error: BaseException | None) -> None:
+        if future.status == "error":
             self._on_error(slot, chunk_id, future.exception())
-        else:  # cancelled, but not by us: the scheduler forgot it (restarted, or lost us)
+        elif future.status == "cancelled":  # not by us: the scheduler forgot it
             self._lost(slot, WorkerCrashed(
                 "the Dask scheduler dropped the task (was it restarted, or the connection "
                 "to it lost?)"))
+        elif error is not None:  # e.g. a result whose class cannot be imported here
+            self._events.chunk_done(slot, _failed(chunk_id, SerializationError(
+                f"a result from a Dask worker cannot be unpickled here: {error}")))
+        else:
+            self._on_finished(slot, chunk_id, outcome)
 
-    def _on_finished(self, slot: int, chunk_id: int, future: Any) -> None:
-        try:
-            outcome = future.result()
-        except Exception as exc:  # e.g. a result whose class cannot be imported here
-            error = SerializationError(f"a result from a Dask worker cannot be unpickled "
-                                       f"here: {exc}")
-            self._events.chunk_done(slot, _failed(chunk_id, error))
-            return
+    def _on_finished(self, slot: int, chunk_id: int, outcome: Any) -> None:
         if isinstance(outcome, _SetupFailed):
             self._events.engine_broken(_initializer_error(self.setup, outcome.failure))
             return
