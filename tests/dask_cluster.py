@@ -81,9 +81,12 @@ class DaskProcesses:
         self.client().wait_for_workers(sum(self.nworkers), timeout=START_SECONDS)
 
     def _popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([DASK, *args], cwd=ROOT, env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        """A ``dask`` command; its log goes to ``<directory>/dask-<n>.log``."""
+        log = self.info.parent / f"dask-{len(self.workers) + (self.scheduler is not None)}.log"
+        with open(log, "wb") as out:
+            return subprocess.Popen([DASK, *args], cwd=ROOT, env=self.env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=out, start_new_session=True)
 
     def _address_written(self) -> bool:
         try:
