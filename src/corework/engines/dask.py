@@ -525,18 +525,23 @@ class DaskEngine(Engine):
         """Make sure the tasks of ``futures`` run nowhere, now or later; then ``slot``
         is ready (once the worker processes ended for it are replaced).
 
-        In this order, because Dask re-runs the tasks of a worker that dies on another
-        one, and a hung task re-run there would wedge that worker's thread for good,
-        unseen (its event loop still answers, so Dask thinks it healthy and gives it
-        more tasks, which never start):
+        Dask re-runs the tasks of a worker that dies on another one, and a hung task
+        re-run there would wedge that worker's thread for good, unseen: its event loop
+        still answers, so Dask takes it for healthy and gives it more tasks, which never
+        start. And ``Client.cancel`` only queues a message, so it may reach the
+        scheduler after the worker's death. Hence, in this order:
 
-        1. cancel the tasks, and wait until the Dask scheduler has forgotten them, so
-           that no worker is given them again (``Client.cancel`` only queues a message);
-        2. tell every worker that these tasks are stopped (a worker then never starts
-           them: a worker that received one just before the cancel skips it) and ask
-           which of them runs one now (see ``_run`` and ``_stop_keys``: both under one
-           lock, so each worker either reports the task or never starts it);
-        3. end the worker processes that run one (their nannies start new ones at once).
+        1. tell every worker that these tasks are stopped, and ask which runs one now
+           (``_run`` and ``_stop_keys`` take one lock, so a worker either reports the
+           task or never starts it: a re-run Dask hands it is skipped);
+        2. end the worker processes that run one (their nannies start new ones at once),
+           while the scheduler still counts them busy, so it gives them nothing new;
+        3. cancel the tasks, and wait until the scheduler has forgotten them: from then
+           on no worker is given them;
+        4. ask the workers that joined since step 1 (a replacement, say: one may have
+           been given a task before the cancel arrived), and end any that runs one.
+           (Not the others: they were told, and asking a worker that is being ended
+           would wait for Dask's connect timeout, 30 s.)
 
         Ending the process, rather than Dask's graceful ``restart_workers``, takes
         milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
@@ -544,33 +549,43 @@ class DaskEngine(Engine):
         keys = sorted({future.key for future in futures})
         deadline = time.monotonic() + RESTART_SECONDS
         try:
+            asked, ended, count = self._end_runners(keys, deadline)
             self._client.cancel(futures, force=True)
             self._await_forgotten(keys, deadline)
-            answers = self._client.run(_stop_keys, keys, on_error="return",
-                                       callback_timeout=_left(deadline))
-            told = {worker: answer for worker, answer in answers.items()
-                    if isinstance(answer, tuple)}
-            deaf = sorted(set(answers) - set(told))
-            doomed = sorted(worker for worker, (runs, nanny) in told.items() if runs and nanny)
-            orphans = sorted(worker for worker, (runs, nanny) in told.items()
-                             if runs and not nanny)
-            if doomed:  # the connections reset as they end: errors are expected
-                self._client.run(_end_worker, workers=doomed, wait=False, on_error="ignore",
-                                 callback_timeout=_left(deadline))
-            if orphans:
-                log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
-                            "(%s): they run on until they end", keys, orphans)
-            if deaf:
-                log.warning("corework could not tell the Dask workers %s to stop tasks %s "
-                            "(they may run on there until they end)", deaf, keys)
-            if doomed:  # as many as answered: one that did not may be on its way out
-                self._await_replacements(set(doomed), len(told), deadline)
+            joined = set(self._client.scheduler_info(n_workers=-1)["workers"]) - asked
+            if joined:
+                ended |= self._end_runners(keys, deadline, sorted(joined))[1]
+            if ended:
+                self._await_replacements(ended, count, deadline)
         except Exception as exc:
             log.warning("corework could not stop the Dask tasks %s (they may run on until "
                         "they end): %s", keys, exc)
         finally:
             if slot is not None:
                 self._ready(slot)
+
+    def _end_runners(self, keys: list[str], deadline: float,
+                     workers: list[str] | None = None) -> tuple[set[str], set[str], int]:
+        """Tell ``workers`` (default: every worker) that ``keys`` are stopped; end those
+        that run one. Returns the workers asked, those ended, and how many answered."""
+        answers = self._client.run(_stop_keys, keys, workers=workers, on_error="return",
+                                   callback_timeout=_left(deadline))
+        told = {worker: answer for worker, answer in answers.items()
+                if isinstance(answer, tuple)}
+        doomed = {worker for worker, (runs, nanny) in told.items() if runs and nanny}
+        orphans = sorted(worker for worker, (runs, nanny) in told.items() if runs and not nanny)
+        deaf = sorted(set(answers) - set(told))
+        if doomed:  # the connections reset as they end: errors are expected
+            self._client.run(_end_worker, workers=sorted(doomed), wait=False,
+                             on_error="ignore", callback_timeout=_left(deadline))
+        if orphans:
+            log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
+                        "(%s): they run on until they end", keys, orphans)
+        if deaf:
+            log.warning("corework could not tell the Dask workers %s to stop tasks %s "
+                        "(they may run on there until they end)", deaf, keys)
+        # As many as answered: one that did not may be on its way out.
+        return set(answers), doomed, len(told)
 
     def _await_forgotten(self, keys: list[str], deadline: float) -> None:
         """Wait until the Dask scheduler knows none of ``keys`` (their cancel arrived)."""
