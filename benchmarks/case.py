@@ -8,7 +8,7 @@ the runner reads the first line if the shutdown hangs. Times are taken with
 ``time.perf_counter`` inside this process, so interpreter start and importing the library
 are not counted.
 ``python -m benchmarks.case --calibrate`` prints the machine-dependent task sizes and
-numpy's BLAS instead.
+numpy's BLAS instead; ``--blas`` only the latter.
 """
 
 from __future__ import annotations
@@ -92,13 +92,15 @@ def measure_shared(workload: Workload, peer: Peer, params: Params) -> tuple[dict
 def measure_fault(workload: Workload, peer: Peer, params: Params, bad: int) -> dict[str, Any]:
     """One outcome per task on a warm pool: the seconds until every outcome is known and
     the pool is shut down, how many of the other tasks returned their input, and what the
-    bad task gave; for a crash, also how long after it the library reported it."""
+    bad task gave; for a crash, also how long after it the library reported it. A cold
+    peer (a whole ``cw.map`` call) gets no warm-up: its pool starts inside the timed part."""
     fn, items = workload.job(params)
     stamp = crash_stamp()
     stamp.unlink(missing_ok=True)
     pool = peer.open(workload.worker_count())
     try:
-        peer.map(pool, *workload.warm())
+        if not peer.cold:
+            peer.map(pool, *workload.warm())
         start = time.perf_counter()
         outcomes = peer.outcomes(pool, fn, items)
         known = time.perf_counter() - start
@@ -136,6 +138,9 @@ def run(workload_name: str, peer_name: str, params: Params) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv == ["--calibrate"]:
         print(json.dumps({"params": calibrate(), "blas": blas_description()}), flush=True)
+        return 0
+    if argv == ["--blas"]:
+        print(json.dumps({"blas": blas_description()}), flush=True)
         return 0
     workload_name, peer_name, params = argv
     try:

@@ -343,8 +343,9 @@ class CoreworkMapThread(CoreworkMapProcess):
 
 
 class CoreworkAuto(CoreworkMapProcess):
-    """``cw.map(fn, items, engine="auto")``: probes the first tasks on threads, then
-    picks; each repeat is a fresh process, so every repeat pays for the probe."""
+    """``cw.map(fn, items, engine="auto")``: every task in worker processes; the worker
+    running the first chunk probes it, and tasks found waiting get task threads there.
+    Each repeat is a fresh process, so every repeat pays for the probe."""
 
     name, engine = "corework-auto", "auto"
 
@@ -362,6 +363,42 @@ class CoreworkAuto(CoreworkMapProcess):
         if verdict is None:  # without a GIL auto takes threads, probes nothing, keeps nothing
             return {"engine": "?" if gil_enabled() else "thread (no GIL, no probe)"}
         return {"engine": verdict.engine, **verdict.figures}
+
+
+class CoreworkMapReturn(Peer):
+    """``cw.map(fn, items, errors="return")`` on the default engine, no ``workers=``: one
+    call, its own pool; each failed item's exception takes its place in the list. Every
+    outcome is known when the call returns, so ``at`` is that moment for all of them."""
+
+    name, module, engine = "corework-map-return", "corework", "auto"
+    requires, only, cold = module, frozenset({"crash"}), True
+
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        import corework
+
+        values = corework.map(fn, items, engine=self.engine, errors="return")
+        at = time.monotonic()
+        return [Outcome(error=v, at=at) if isinstance(v, Exception) else Outcome(v, at=at)
+                for v in values]
+
+
+class CoreworkMapReturnProcess(CoreworkMapReturn):
+    name, engine = "corework-map-return-process", "process"
+
+
+class CoreworkImapReturn(CoreworkMapReturn):
+    """``cw.imap(fn, items, errors="return")``, default engine: each outcome stamped as
+    the iterator yields it (in order), so the bad task's says when the crash came out."""
+
+    name = "corework-imap-return"
+
+    def outcomes(self, pool: Any, fn: Task, items: list[Any]) -> list[Outcome]:
+        import corework
+
+        outcomes = []
+        for v in corework.imap(fn, items, engine=self.engine, errors="return"):
+            outcomes.append(Outcome(error=v) if isinstance(v, Exception) else Outcome(v))
+        return outcomes
 
 
 class CoreworkShare(Corework):
@@ -429,7 +466,8 @@ PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (Serial, MpPool, CfProcess, CfThread, JoblibLoky, Mpire, Pebble, Corework,
               CoreworkThread, CoreworkInterpreter, CoreworkShare, CoreworkDask,
-              DaskClientMap, CoreworkMapProcess, CoreworkMapThread, CoreworkAuto)
+              DaskClientMap, CoreworkMapProcess, CoreworkMapThread, CoreworkAuto,
+              CoreworkMapReturn, CoreworkMapReturnProcess, CoreworkImapReturn)
 }
 
 

@@ -3,6 +3,10 @@
 A case that fails or runs past its workload's limit is reported as "error" or "timeout";
 its whole process group (the pool's workers too) is killed, so nothing it leaves behind
 can slow down the cases after it.
+
+The warm workloads (pools made before the timed part) come first; the pseudo-workload
+``cold`` (in ``--workloads``, last by default) then times whole scripts from process start,
+import included, row by row (``--rows``; see :mod:`benchmarks.cold`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cold
 from .peers import PEERS, missing
 from .report import (
     CaseResult,
@@ -107,12 +112,13 @@ def _record(case: CaseResult, result: dict[str, Any], over_budget: bool, repeats
         case.note = f"{len(case.samples)} of {repeats} repeats (time budget)"
 
 
-def calibrate() -> tuple[dict[str, int], str]:
-    """Task sizes for this machine and numpy's BLAS, measured once, in a fresh process."""
-    result = run_case_process(["--calibrate"], 120.0)
-    if "params" not in result:
+def calibrate(params: dict[str, int] | None = None) -> tuple[dict[str, int], str]:
+    """Task sizes for this machine (unless given) and numpy's BLAS, measured once, in a
+    fresh process."""
+    result = run_case_process(["--blas" if params else "--calibrate"], 120.0)
+    if "blas" not in result:
         raise SystemExit(f"calibration failed: {result}")
-    return result["params"], result["blas"]
+    return params or result["params"], result["blas"]
 
 
 def _names(value: str, known: dict[str, Any]) -> list[str]:
@@ -124,12 +130,30 @@ def _names(value: str, known: dict[str, Any]) -> list[str]:
     return names
 
 
+def _params(value: str) -> dict[str, int]:
+    try:
+        params = {k.strip(): int(v) for k, v in (p.split("=") for p in value.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected NAME=INT,NAME=INT") from None
+    if set(params) != {"cpu_loops", "svd_size"}:
+        raise argparse.ArgumentTypeError("give cpu_loops and svd_size")
+    return params
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--workloads", type=lambda v: _names(v, WORKLOADS),
-                        default=list(WORKLOADS), help=f"comma-separated ({','.join(WORKLOADS)})")
+    workloads = {**WORKLOADS, "cold": None}
+    parser.add_argument("--workloads", type=lambda v: _names(v, workloads),
+                        default=list(workloads),
+                        help=f"comma-separated ({','.join(workloads)}); cold: the cold tables")
+    parser.add_argument("--rows", type=lambda v: _names(v, cold.ROWS), default=list(cold.ROWS),
+                        help=f"the cold tables' rows, comma-separated ({','.join(cold.ROWS)})")
     parser.add_argument("--libs", type=lambda v: _names(v, PEERS), default=list(PEERS),
-                        help=f"comma-separated ({','.join(PEERS)})")
+                        help=f"comma-separated ({','.join(PEERS)}); the cold tables take "
+                             f"{','.join(cold.LABELS)}")
+    parser.add_argument("--params", type=_params, default=None,
+                        help="task sizes instead of calibrating, e.g. cpu_loops=5670383,"
+                             "svd_size=660 (to rerun some rows with the sizes of a run)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per case (5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one repeat")
     parser.add_argument("--save", type=Path, help="write results to FILE (.json or markdown)")
@@ -144,11 +168,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
-    params, blas = calibrate()
+    began = time.monotonic()
+    params, blas = calibrate(args.params)
     info, revision = machine(args.libs, blas), git_revision()  # corework as it was at the start
     print(f"calibration: {params}", file=sys.stderr)
     results: Results = {}
-    for workload in args.workloads:
+    loads: dict[str, float] = {}
+    for workload in [w for w in args.workloads if w != "cold"]:
+        loads[workload] = os.getloadavg()[0]
+        print(f"{workload}: load average {loads[workload]:.2f}", file=sys.stderr, flush=True)
         peers = [p for p in args.libs
                  if WORKLOADS[workload].applies(p, PEERS[p].data_only, PEERS[p].only)]
         results[workload] = run_workload(workload, peers, params, args.repeats)
@@ -159,21 +187,38 @@ def main(argv: list[str] | None = None) -> int:
     for table in (summary_table(results), auto_table(results)):
         if table:
             print(table + "\n", flush=True)
+    cold_results: cold.ColdResults = {}
+    if "cold" in args.workloads:
+        libs = [lib for lib in args.libs if lib in cold.LABELS]
+        cold_results = cold.run_cold(args.rows, libs, params, args.repeats, loads)
+        for table in cold.tables(cold_results):
+            print(table + "\n", flush=True)
+    loads["end"] = os.getloadavg()[0]
+    info["load average (1 min) before each table"] = ", ".join(
+        f"{name} {load:.2f}" for name, load in loads.items())
+    minutes = (time.monotonic() - began) / 60
+    info["run took"] = f"{minutes:.1f} min"
+    print(f"the run took {minutes:.1f} min; load average now {loads['end']:.2f}",
+          file=sys.stderr)
     if args.save:
         if "corework" in info and git_revision() != revision:
             info["corework"] += f"; src/ changed during the run, now {git_revision()}"
-        save(args.save, results, info, params, command, args.repeats)
+        save(args.save, results, cold_results, info, params, command, args.repeats)
         print(f"\nsaved to {args.save}", file=sys.stderr)
     return 0
 
 
-def save(path: Path, results: Results, info: dict[str, str], params: dict[str, int],
-         command: str, repeats: int) -> None:
+def save(path: Path, results: Results, cold_results: cold.ColdResults, info: dict[str, str],
+         params: dict[str, int], command: str, repeats: int) -> None:
     """Write the results as JSON (a ``.json`` path) or as the markdown report."""
     if path.suffix == ".json":
         data = {"command": command, "machine": info, "params": params, "repeats": repeats,
                 "results": {w: {p: vars(c) for p, c in cases.items()}
-                            for w, cases in results.items()}}
+                            for w, cases in results.items()},
+                "cold": {r: {p: vars(c) for p, c in cases.items()}
+                         for r, cases in cold_results.items()}}
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     else:
-        path.write_text(markdown(results, info, params, command, repeats), encoding="utf-8")
+        text = markdown(results, info, params, command, repeats)
+        extra = "\n\n".join(cold.tables(cold_results))
+        path.write_text(text + (f"\n{extra}\n" if extra else ""), encoding="utf-8")

@@ -1,8 +1,9 @@
-"""The benchmark workloads: task functions and what each workload runs and checks.
+"""The benchmark workloads: what each runs and checks, and the fault workloads' tasks.
 
-The task functions live here, in an importable module, so that every library can pickle
-them by reference. This module imports nothing heavy: numpy is imported inside the tasks
-that need it, so a case pays for it only where the workload uses it.
+The timed workloads' task functions are in :mod:`benchmarks.tasks`; the warm-up, crash
+and timeout tasks are here. Like that module, this one imports nothing heavy, so that
+every library can pickle its tasks by reference and a case pays for numpy only where the
+workload uses it.
 """
 
 from __future__ import annotations
@@ -17,51 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .tasks import (
+    BIGDATA_ITEMS,
+    bigdata_sums,
+    bigdata_task,
+    cpu_sum,
+    cpu_task,
+    io_task,
+    square,
+    svd_task,
+)
+
 #: Machine-dependent sizes, measured once per run by :func:`calibrate`.
 Params = dict[str, int]
 Task = Callable[[Any], Any]
 Job = tuple[Task, list[Any]]
-
-
-def square(x: int) -> int:
-    """The tiny task: there is nothing to measure but the per-call overhead."""
-    return x * x
-
-
-def cpu_task(task_id: int, loops: int) -> int:
-    """Pure-Python arithmetic that holds the GIL for the whole task."""
-    total = 0
-    for i in range(loops):
-        total += i * i
-    return total + task_id
-
-
-def svd_task(seed: int, size: int) -> tuple[int, float]:
-    """The SVD of a random ``size`` x ``size`` matrix: BLAS work that releases the GIL.
-
-    Returns the seed (to check the order of results) and the largest singular value.
-    """
-    import numpy as np
-
-    matrix = np.random.default_rng(seed).standard_normal((size, size))
-    return seed, float(np.linalg.svd(matrix)[1][0])
-
-
-def io_task(task_id: int) -> int:
-    """The classic teaching example: a little compute, then a wait that releases the GIL."""
-    for i in range(20):
-        _ = i * i
-        time.sleep(0.05)
-    return task_id
-
-
-def bigdata_task(array: Any, task_id: int) -> float:
-    """Reads the whole shared array once; returns its sum plus the task id (checkable)."""
-    return float(array.sum()) + task_id
-
-
-#: The bigdata array: 25 million float64, 200 MB.
-BIGDATA_ITEMS = 25_000_000
 
 
 def bigdata_array(params: Params) -> Any:
@@ -72,8 +43,7 @@ def bigdata_array(params: Params) -> Any:
 
 
 def _bigdata_ok(params: Params, results: list[Any]) -> bool:
-    total = BIGDATA_ITEMS * (BIGDATA_ITEMS - 1) // 2  # < 2**53: float64 sums it exactly
-    return results == [float(total + k) for k in range(4)]
+    return results == bigdata_sums(4)
 
 
 def warm_task(x: int, module: str = "") -> int:
@@ -159,11 +129,6 @@ class Workload:
         )
 
 
-def _cpu_sum(loops: int) -> int:
-    """``sum(i * i for i in range(loops))`` in closed form."""
-    return (loops - 1) * loops * (2 * loops - 1) // 6
-
-
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -176,7 +141,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "cpu", "16 pure-Python tasks of ~0.2 s on a warm pool: parallel efficiency",
             job=lambda p: (functools.partial(cpu_task, loops=p["cpu_loops"]), list(range(16))),
-            check=lambda p, r: r == [_cpu_sum(p["cpu_loops"]) + k for k in range(16)],
+            check=lambda p, r: r == [cpu_sum(p["cpu_loops"]) + k for k in range(16)],
             efficiency=True,
         ),
         Workload(
@@ -221,7 +186,11 @@ WORKLOADS: dict[str, Workload] = {
                                    "os._exit in a thread would end the benchmark itself"),
             api={"mp-pool": "map", "cf-process": "submit + result()", "joblib-loky": "Parallel",
                  "mpire": "map", "pebble": "schedule + result()",
-                 "corework-process": "submit + result()"},
+                 "corework-process": "submit + result()",
+                 "corework-map-return": 'cw.map(fn, items, errors="return"), whole call',
+                 "corework-map-return-process": 'cw.map(fn, items, engine="process", '
+                                                'errors="return"), whole call',
+                 "corework-imap-return": 'cw.imap(fn, items, errors="return"), whole call'},
         ),
         Workload(
             "timeout", "8 tasks on a warm pool; task #0 sleeps 60 s, the others 20 ms; "

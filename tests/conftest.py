@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ HAVE_DASK = importlib.util.find_spec("distributed") is not None
 #: against one session cluster (COREWORK_TEST_DASK=0 turns dask off, tests/test_dask.py
 #: included).
 ENGINES = ["process", "thread"]
+if sys.version_info >= (3, 12):
+    ENGINES.append("interpreter")
 if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "") != "0":
     ENGINES.append("dask")
 elif HAVE_DASK:

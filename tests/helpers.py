@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The environment for a child interpreter that imports this repository's tests.
+ROOT_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def square(x: int) -> int:
@@ -60,3 +65,9 @@ def skip_on_dask(engine: str, reason: str) -> None:
     """Skip an engine-bound test that does not apply to Dask, saying why."""
     if engine == "dask":
         pytest.skip(f"not on dask: {reason}")
+
+
+def skip_on_interpreter(engine: str, reason: str) -> None:
+    """Skip an engine-bound test that does not apply to sub-interpreters, saying why."""
+    if engine == "interpreter":
+        pytest.skip(f"not on sub-interpreters: {reason}")

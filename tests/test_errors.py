@@ -75,7 +75,7 @@ def test_unpicklable_arguments_are_fine_on_threads():
 def test_unpicklable_result_fails_only_its_task():
     with cw.Pool(1, engine="process") as pool:
         future = pool.submit(threading.Lock)
-        with pytest.raises(cw.SerializationError, match="cannot be pickled"):
+        with pytest.raises(cw.SerializationError, match="could not be pickled in the worker"):
             future.result()
         assert pool.submit(square, 3).result() == 9
 

@@ -9,7 +9,6 @@ import signal
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 import corework as cw
@@ -439,6 +438,8 @@ def test_a_retried_one_task_chunk_of_a_map_is_delivered_once(engine, tmp_path, o
 
 
 def test_an_idle_worker_that_dies_leaves_its_slot_usable():
+    import psutil  # here: tasks of this module run in sub-interpreters, which refuse it
+
     with cw.Pool(1, engine="process") as pool:
         assert pool.submit(square, 1).result() == 1
         victim = psutil.Process(pool._pids()[0])

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-import psutil
 import pytest
 
 import corework as cw
-from tests.helpers import add, square
+from tests.helpers import add, skip_on_interpreter, square
 
 
 def test_map_returns_results_in_input_order(engine):
@@ -47,6 +46,7 @@ def test_lambdas_and_closures_run_on_every_engine(engine):
 
 
 def test_a_task_may_itself_use_corework(engine):
+    skip_on_interpreter(engine, "a sub-interpreter cannot start the daemon threads a pool uses")
     def inner_sum(n):
         return sum(cw.map(square, range(n), engine=engine, workers=2))
 
@@ -60,6 +60,8 @@ def test_starmap_spreads_argument_tuples(engine):
 
 def test_imap_streams_ten_million_items_in_flat_memory():
     """A list of 10 million results would take ~400 MB; streaming must stay far below."""
+    import psutil  # here: tasks of this module run in sub-interpreters, which refuse it
+
     me = psutil.Process()
     before = me.memory_info().rss
     total = 0

@@ -1,4 +1,4 @@
-"""``Pool._imap_settled``: every task's outcome in its place, failures included (the
+"""``Pool._imap_calls``: every task's outcome in its place, failures included (the
 iteration ``corework run`` is built on)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def calls(values):
 @pytest.mark.parametrize("ordered", [True, False])
 def test_failures_are_reported_in_place_and_the_rest_go_on(engine, ordered):
     with cw.Pool(2, engine=engine) as pool:
-        outcomes = [o for chunk in pool._imap_settled(fail_on, calls(range(20)), ordered=ordered,
+        outcomes = [o for chunk in pool._imap_calls(fail_on, calls(range(20)), ordered=ordered,
                                                        chunksize=3) for o in chunk]
     if ordered:
         assert [o.index for o in outcomes] == list(range(20))
@@ -40,7 +40,7 @@ def test_failures_are_reported_in_place_and_the_rest_go_on(engine, ordered):
 
 def test_args_and_kwargs_are_spread(engine):
     with cw.Pool(2, engine=engine) as pool:
-        chunks = pool._imap_settled(add, [((1,), {"b": 2}), ((5, 6), {})], ordered=True,
+        chunks = pool._imap_calls(add, [((1,), {"b": 2}), ((5, 6), {})], ordered=True,
                                     chunksize="auto")
         assert [o.value for chunk in chunks for o in chunk] == [3, 11]
 
@@ -49,9 +49,9 @@ def test_crashes_count_attempts_for_successes_and_failures(tmp_path):
     marker = str(tmp_path / "marker")
     items = [((x, marker), {}) for x in range(8)]
     with cw.Pool(2, engine="process", retries=1) as pool:
-        outcomes = [o for chunk in pool._imap_settled(crash_once_at, items, ordered=True,
+        outcomes = [o for chunk in pool._imap_calls(crash_once_at, items, ordered=True,
                                                       chunksize=1) for o in chunk]
-        crashed = [o for chunk in pool._imap_settled(os._exit, [((3,), {})], ordered=True,
+        crashed = [o for chunk in pool._imap_calls(os._exit, [((3,), {})], ordered=True,
                                                      chunksize=1) for o in chunk]
     assert [o.value for o in outcomes] == list(range(8))
     assert outcomes[4].attempts == 2

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import corework as cw
 from corework import _transport
-from tests.helpers import skip_on_dask
+from tests.helpers import skip_on_dask, skip_on_interpreter
 
 np = pytest.importorskip("numpy")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
@@ -167,6 +167,8 @@ def test_a_big_argument_travels_out_of_band():
 
 
 def test_memoryviews_and_bytes_travel(engine):
+    skip_on_interpreter(engine, "shared memory reaches tasks through corework's "
+                        "segments, which sub-interpreters cannot map, and numpy")
     data = bytes(range(256)) * (BIG // 256 + 1)
     view = memoryview(np.arange(BIG // 8 * 2, dtype="float64"))
     with cw.Pool(2, engine=engine) as pool:
@@ -243,6 +245,8 @@ def test_shares_of_any_array_round_trip(data):
 
 
 def test_objects_holding_arrays_and_bytes_can_be_shared(engine):
+    skip_on_interpreter(engine, "shared memory reaches tasks through corework's "
+                        "segments, which sub-interpreters cannot map, and numpy")
     frame = {"x": np.arange(BIG), "y": np.ones((3, 4)), "name": "table"}
     shared = cw.share(frame)
     assert shared["name"] == "table" and (shared["x"] == frame["x"]).all()
@@ -258,6 +262,8 @@ def test_objects_holding_arrays_and_bytes_can_be_shared(engine):
 
 
 def test_workers_cannot_write_into_a_shared_input(engine):
+    skip_on_interpreter(engine, "shared memory reaches tasks through corework's "
+                        "segments, which sub-interpreters cannot map, and numpy")
     shared = cw.share(np.zeros(BIG))
     raw = cw.share(bytearray(100))
     with cw.Pool(2, engine=engine) as pool:
@@ -276,6 +282,8 @@ def test_a_task_writes_into_its_own_copy_of_an_ordinary_argument():
 
 
 def test_writable_shares_show_tasks_writes(engine):
+    skip_on_interpreter(engine, "shared memory reaches tasks through corework's "
+                        "segments, which sub-interpreters cannot map, and numpy")
     skip_on_dask(engine, "workers elsewhere write into copies (refused: see test_dask.py)")
     out = cw.share(np.zeros(8, dtype="int64"), writable=True)
     with cw.Pool(2, engine=engine) as pool:

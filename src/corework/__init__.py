@@ -11,6 +11,7 @@ from ._api import imap, map
 from ._errors import (
     Cancelled,
     CoreworkError,
+    CoreworkWarning,
     EngineUnavailable,
     InitializerFailed,
     MemoryLimitExceeded,
@@ -22,6 +23,7 @@ from ._errors import (
     WorkerCrashed,
 )
 from ._future import Future
+from ._outcomes import Outcome
 from ._pool import Pool
 from ._process import Process
 from ._share import share
@@ -33,10 +35,12 @@ __all__ = (
     "Advice",
     "Cancelled",
     "CoreworkError",
+    "CoreworkWarning",
     "EngineUnavailable",
     "Future",
     "InitializerFailed",
     "MemoryLimitExceeded",
+    "Outcome",
     "Pool",
     "PoolClosed",
     "Process",

@@ -1,52 +1,63 @@
-"""``engine="auto"`` for :func:`corework.map` and :func:`corework.imap`: measure, then pick.
+"""``engine="auto"`` for :func:`corework.map` and :func:`corework.imap`: safe, then sized.
 
-The first task per worker runs on threads while this module watches how much CPU the
-process burns: a task that mostly waits (I/O, sleep) leaves the cores idle; code that
-releases the GIL (numpy, hashing, compression) keeps several cores busy at once; pure
-Python holds the GIL, so several threads keep just one core busy. Threads win the first
-two cases, processes the last. The probes are not thrown away: they finish on their
-threads and their results take their places, while the rest of the input runs on the
-chosen engine. The verdict is remembered per function (its code) for the life of the
-process, so later maps skip the probe.
+Every task runs in a worker process forked from corework's launcher, so a task that
+crashes costs that task (or a retry), never the caller — exactly as on
+``engine="process"``. What auto adds is a measurement: the worker that runs the first
+chunk *probes* it (see ``engines/_worker._probe``: how late a thread of that process gets
+the GIL back while the chunk runs, and how much CPU the process burns). Then:
+
+* code that holds the GIL (pure Python) or keeps a core busy (native code) runs one task
+  per worker process, one process per core: the process engine as it is;
+* tasks that mostly *wait* (I/O, sleep) get task threads in every worker process, enough
+  for as many tasks at once as keep the waits overlapped (:func:`threads_for`).
+
+The probe costs the tasks nothing: the first chunk runs where it would run anyway, and
+the rest of the map starts at once; only the extra threads come after the verdict. The
+verdict is remembered per function (its code) for the life of the process, so later maps
+start at the right size. Only a function, or a first item, that cannot be pickled makes
+auto run the map on threads in this process instead, with a warning that names it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import statistics
+import math
 import threading
-import time
+import warnings
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines import default_workers, gil_enabled, start_launcher
+from ._errors import CoreworkWarning, short_repr
+from ._transport import check_picklable
+from .engines import default_workers, gil_enabled
 
-#: How long the probe watches the first tasks before deciding (if they have not ended).
+#: How long the probe watches the first chunk at most (it decides sooner when it can).
 PROBE_SECONDS = 0.05
-#: Less CPU than this per call (or cores busy, over the probe): the tasks mostly wait.
+#: Less CPU than this per second of a task's run: the task mostly waits.
 WAITING_SHARE = 0.5
-#: A whole input this short (seconds of serial work) is not worth starting processes for.
-TOO_LITTLE_WORK = 0.1
-#: The probe's sleeps; wake-ups that make a baseline, and a measurement.
-SLEEP = 0.001
-BASELINE_SAMPLES = 5
+#: Wake-ups at least this share of the probe's switch interval late: the GIL is held.
+GIL_HELD_SHARE = 0.5
+#: Fewer wake-ups than this: the chunk ended before it could be watched (tiny tasks).
 MIN_SAMPLES = 2
-#: Waking up this much later than before the probes started: they hold the GIL.
-GIL_HELD = 0.0015
+#: Waiting tasks run this many at once at most, on all worker processes together.
+WAITING_MOST = 64
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Which engine, why, and the figures measured."""
+    """What the probe found, why, and the figures it measured."""
 
-    engine: str
+    waits: bool  # the tasks mostly wait: run many at once on task threads
     reason: str
     figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> str:
+        """Where auto runs such tasks, in a word: "process" or "process+threads"."""
+        return "process+threads" if self.waits else "process"
 
 
 _verdicts: weakref.WeakKeyDictionary[Any, Verdict] = weakref.WeakKeyDictionary()
@@ -71,170 +82,130 @@ def _key(fn: Callable[..., Any]) -> Any:
     return getattr(fn, "__code__", fn)  # lambdas made anew each call share their code
 
 
-class Probe:
-    """Wraps the task function to time each probed call (wall and this thread's CPU)."""
+def decide(figures: dict[str, float], gil: bool | None = None) -> Verdict:
+    """The verdict from a probe's figures (a pure function, for tests).
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn
-        self.calls: list[tuple[float, float]] = []  # (wall, cpu) of each finished call
-        self._lock = threading.Lock()
-
-    def __call__(self, item: Any) -> Any:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            return self.fn(item)
-        finally:
-            done = (time.perf_counter() - wall, time.thread_time() - cpu)
-            with self._lock:
-                self.calls.append(done)
-
-    def watch(self, futures: list[Future[Any]], remaining: int | None,
-              baseline: float) -> Verdict:
-        """Watch the probed calls for PROBE_SECONDS (or until they end) and decide.
-
-        ``baseline``: this thread's wake-up delay before the probes started (see
-        :func:`wake_up_delay`)."""
-        started, cpu = time.perf_counter(), time.process_time()
-        delays = []
-        while time.perf_counter() - started < PROBE_SECONDS and not all(
-                future.done() for future in futures):
-            delays.append(wake_up_delay())
-        wall = time.perf_counter() - started
-        busy = (time.process_time() - cpu) / wall if wall else 0.0
-        running = sum(not future.done() for future in futures)
-        enough = len(delays) >= MIN_SAMPLES
-        gil_wait = statistics.median(delays) - baseline if enough else None
-        with self._lock:
-            calls = list(self.calls)
-        return decide(calls, running, busy, remaining, len(futures), gil_wait)
-
-
-def wake_up_delay() -> float:
-    """How late this thread gets back from a 1 ms sleep, in seconds.
-
-    Waking up means taking the GIL back. If other threads run Python code, they hold it
-    and hand it over only every switch interval (5 ms): the delay is milliseconds. If they
-    wait, or run native code that released it, the delay is the scheduler's alone, much
-    less even on a busy machine (that part is the baseline, measured before the probes).
+    ``figures``: ``samples`` wake-ups, their median ``delay`` and the ``switch`` interval
+    they were taken under, the share of the time the task's thread was ``busy`` (ran or
+    waited for a core), and whether the chunk had ``ended`` by then (see
+    ``engines/_worker._probe``).
     """
-    started = time.perf_counter()
-    time.sleep(SLEEP)
-    return time.perf_counter() - started - SLEEP
+    gil = gil_enabled() if gil is None else gil
+    cpu = figures.get("busy", figures.get("cpu_share", 1.0))
+    watched = figures.get("samples", 0.0) >= MIN_SAMPLES
+    shown = {key: round(value, 4) for key, value in figures.items()}
+    if not watched:
+        return Verdict(False, "the first tasks ended before they could be watched: tiny "
+                       "tasks, batched into chunks, one chunk per core", shown)
+    if gil and figures["delay"] >= figures["switch"] * GIL_HELD_SHARE:
+        return Verdict(False, "the tasks run Python code that holds the GIL: one per "
+                       "worker process, so they run in parallel", shown)
+    if cpu >= WAITING_SHARE:
+        what = ("native code that releases the GIL" if gil else
+                "code that keeps a core busy (this CPython has no GIL)")
+        return Verdict(False, f"the tasks run {what}: one per core", shown)
+    return Verdict(True, f"the tasks mostly wait (on a core {cpu:.0%} of the time): many at once, "
+                   "on threads inside the worker processes", shown)
 
 
-def baseline_delay() -> float:
-    """This thread's wake-up delay with nothing else running here (see wake_up_delay)."""
-    return statistics.median(wake_up_delay() for _ in range(BASELINE_SAMPLES))
+def threads_for(verdict: Verdict, processes: int, total: int | None) -> int:
+    """Task threads per worker process for tasks of this verdict, ``total`` of them.
 
-
-def decide(calls: list[tuple[float, float]], running: int, busy: float,  # noqa: PLR0917
-           remaining: int | None, threads: int, gil_wait: float | None) -> Verdict:
-    """The verdict from what the probe saw (a pure function, for tests).
-
-    ``calls``: (wall, cpu) of the probed calls that ended; ``running``: probes still
-    running after the window; ``busy``: cores this process kept busy meanwhile;
-    ``remaining``: tasks after the probes, if known; ``threads``: probes started;
-    ``gil_wait``: how much later than before the probes this thread got the GIL back
-    (None: too few samples, the probes ended at once).
-    """
+    Waiting tasks run as many at once as keep the cores busy (cores / CPU share), but no
+    more than WAITING_MOST, nor than there are tasks; the rest one task per core."""
     cores = default_workers()
-    figures = {"busy_cores": round(busy, 2), "threads": float(threads),
-               "running": float(running)}
-    if gil_wait is not None:
-        figures["gil_wait_ms"] = round(gil_wait * 1000, 2)
-    if not gil_enabled():
-        return Verdict("thread", "this CPython runs without a GIL: threads run Python code "
-                       "in parallel, with nothing to pickle", figures)
-    if threads <= 1 or cores <= 1:
-        return Verdict("thread", "one worker or one core: nothing runs in parallel, so "
-                       "threads, which pickle nothing, are cheapest", figures)
-    if calls:
-        wall = sum(w for w, _ in calls)
-        task = wall / len(calls)
-        figures.update(cpu_share=round(sum(c for _, c in calls) / wall, 2) if wall else 1.0,
-                       task_seconds=task)
-        if remaining is not None and task * remaining < TOO_LITTLE_WORK:
-            return Verdict("thread", f"about {task * remaining * 1000:.0f} ms of work is "
-                           "left: less than starting processes costs", figures)
-    if gil_wait is None:  # the probes ended before they could be watched: tiny tasks
-        held = figures.get("cpu_share", 1.0) >= WAITING_SHARE
-    else:
-        held = gil_wait >= GIL_HELD
-    if held:
-        return Verdict("process", "the tasks run Python code that holds the GIL, so only "
-                       "processes run them in parallel", figures)
-    if busy < WAITING_SHARE:
-        return Verdict("thread", f"the tasks kept {busy:.1f} cores busy: they mostly wait, "
-                       "and threads overlap waits cheaply", figures)
-    return Verdict("thread", f"the tasks kept {busy:.1f} cores busy and left the GIL free "
-                   "(native code): threads run them in parallel without pickling", figures)
+    if not verdict.waits:
+        return 1
+    share = max(verdict.figures.get("busy", 0.0), cores / WAITING_MOST)
+    wanted = min(WAITING_MOST, math.ceil(cores / share))
+    if total is not None:
+        wanted = min(wanted, max(total, 1))
+    return max(1, math.ceil(wanted / processes))
 
 
-def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
-                ordered: bool, open_pool: Callable[[str], Any],
-                run: Callable[[Any, Iterator[Any]], Iterator[list[Any]]]
+def shape(workers: int | None, verdict: Verdict | None,
+          total: int | None) -> tuple[int, int]:
+    """(worker processes, task threads each) for a map on auto: a process per core (or
+    per ``workers``, which is how many tasks run at once), threads for waiting tasks.
+
+    Free-threaded CPython too: one process could run every task on threads, but then a
+    crash costs every task running in it, and each of them runs again alone before one
+    is blamed — a process per task keeps the cost of a crash at one task."""
+    processes = workers if workers is not None else default_workers()
+    threads = 1
+    if verdict is not None and workers is None:
+        threads = threads_for(verdict, processes, total)
+    return processes, threads
+
+
+class Prober:
+    """Hears the probe's figures in the pool's reader thread; decides and remembers."""
+
+    seconds = PROBE_SECONDS
+
+    def __init__(self, fn: Callable[..., Any], processes: int, total: int | None,
+                 grow: bool) -> None:
+        self._fn = fn
+        self._processes = processes
+        self._total = total
+        self._grow = grow  # False: the caller gave ``workers``, which is honoured
+
+    def probed(self, figures: dict[str, float]) -> int | None:
+        verdict = decide(figures)
+        remember(self._fn, verdict)
+        if not (self._grow and verdict.waits):
+            return None
+        return threads_for(verdict, self._processes, self._total)
+
+
+def auto_chunks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None,
+                open_pool: Callable[..., Any],
+                run: Callable[[Any, Iterable[Any]], Iterator[list[Any]]]
                 ) -> Iterator[list[Any]]:
-    """Map ``fn`` over ``items`` on the engine a probe picks; yields lists of results.
+    """Map ``fn`` over ``items`` on worker processes sized as above; lists of results.
 
-    ``open_pool(engine)`` is a context manager for a pool; ``run(pool, items)`` maps the
-    function there in chunks (the caller's chunking and ordering options applied).
-    """
-    verdict = remembered(fn)
-    if verdict is None and not gil_enabled():
-        verdict = decide([], 0, 0.0, None, workers, None)  # threads, without a probe
-        remember(fn, verdict)
-    if verdict is not None:
-        with open_pool(verdict.engine) as pool:
-            yield from run(pool, iter(items))
+    ``open_pool(workers, engine=..., threads=..., prober=...)`` is a context manager for
+    a pool; ``run(pool, items)`` maps the function there in chunks (the caller's chunking,
+    ordering and errors options applied)."""
+    items, unpicklable = _check_picklable(fn, items)
+    if unpicklable is not None:
+        warnings.warn(f"{unpicklable}; corework runs this map on threads in this process, "
+                      "where a task that crashes takes the program down. Make it picklable "
+                      "(a function at module level, plain-data arguments) to run it in "
+                      "worker processes.", CoreworkWarning, stacklevel=4)
+        with open_pool(workers, engine="thread") as pool:
+            yield from run(pool, items)
         return
-    remaining = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    source = iter(items)
-    firsts = list(itertools.islice(source, workers))
-    if remaining is not None:
-        remaining -= len(firsts)
-    start_launcher()  # while this process has one thread, the launcher costs a fork
-    with open_pool("thread") as threads:
-        baseline = baseline_delay()
-        probe = Probe(fn)
-        futures = [threads.submit(probe, item) for item in firsts]
-        verdict = probe.watch(futures, remaining, baseline)
-        remember(fn, verdict)
-        if verdict.engine == "thread":
-            yield from _merge(futures, run(threads, source), ordered)
-            return
-        with open_pool(verdict.engine) as pool:
-            yield from _merge(futures, run(pool, source), ordered)
+    total = len(items) if isinstance(items, Sequence) else None
+    verdict = remembered(fn)
+    processes, threads = shape(workers, verdict, total)
+    prober = None if verdict is not None else Prober(fn, processes, total, workers is None)
+    with open_pool(processes, engine="process", threads=threads, prober=prober) as pool:
+        yield from run(pool, items)
 
 
-def _merge(firsts: list[Future[Any]], rest: Iterator[list[Any]],
-           ordered: bool) -> Iterator[list[Any]]:
-    """Chunks of results: the probes' (one each) and the rest's, in input order when
-    ``ordered`` (probes first), else as they come; the rest runs while probes finish."""
-    pending = deque(firsts)
-    held: deque[Any] = deque()  # ordered: rest results that came before the probes ended
+def _check_picklable(fn: Callable[..., Any], items: Iterable[Any]
+                     ) -> tuple[Iterable[Any], str | None]:
+    """The items (the first one put back if it had to be taken), and what cannot be
+    pickled, if the function or the first item cannot (tried without copying their
+    buffers: a 200 MB array costs nothing here)."""
+    problem = _unpicklable(fn, f"the function {fn!r}")
+    if problem is not None:
+        return items, problem
+    if isinstance(items, Sequence):
+        first: list[Any] = list(items[:1])
+    else:
+        iterator = iter(items)
+        first = list(itertools.islice(iterator, 1))
+        items = itertools.chain(first, iterator)
+    if first:
+        problem = _unpicklable(first[0], f"the first item {short_repr(first[0])}")
+    return items, problem
+
+
+def _unpicklable(obj: Any, what: str) -> str | None:
     try:
-        for value in rest:
-            if not ordered:
-                for future in [future for future in pending if future.done()]:
-                    pending.remove(future)
-                    yield [future.result()]
-                yield value
-                continue
-            while pending and pending[0].done():
-                yield [pending.popleft().result()]
-            if pending:
-                held.append(value)
-                continue
-            while held:
-                yield held.popleft()
-            yield value
-    except Exception:
-        while pending:  # the probes' tasks come first: their outcomes, errors included
-            yield [pending.popleft().result()]
-        while held:
-            yield held.popleft()
-        raise
-    while pending:
-        yield [pending.popleft().result()]
-    while held:
-        yield held.popleft()
+        check_picklable(obj)
+    except (Exception, SystemExit, GeneratorExit) as exc:
+        return f"cannot send {what} to a worker process ({type(exc).__name__}: {exc})"
+    return None

@@ -38,6 +38,7 @@ class Chunk:
     sink: ChunkSink
     policy: TaskPolicy = NO_LIMITS
     attempt: int = 1  # of every task in it
+    alone: bool = False  # a suspect: it runs in a worker process with nothing else in it
     claimed: bool = False  # its sink has agreed to run it (claim() is asked once)
 
     @property

@@ -6,9 +6,12 @@
     ├── WorkerCrashed           (also BrokenExecutor) the worker died while running a task
     │   └── MemoryLimitExceeded the worker grew past the pool's memory_limit
     ├── Cancelled               (also concurrent.futures.CancelledError) stopped on request
-    ├── SerializationError      (also TypeError) a function or argument cannot be sent
+    ├── SerializationError      (also TypeError, PicklingError) data cannot be sent
     ├── InitializerFailed       (also BrokenExecutor) a worker's initializer raised
+    ├── EngineUnavailable       (also RuntimeError) the engine cannot run here
     └── PoolClosed              (also RuntimeError) work submitted after shutdown
+
+    CoreworkWarning             (a UserWarning) e.g. auto fell back to threads
 
 A task that raises reaches the caller as its *own* exception type whenever that can be
 rebuilt, with the worker's traceback attached as ``__cause__`` (a :class:`RemoteTraceback`),
@@ -18,12 +21,14 @@ as ``concurrent.futures`` does, plus a note naming the task.
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import reprlib
 from typing import Any
 
 __all__ = [
     "Cancelled",
     "CoreworkError",
+    "CoreworkWarning",
     "InitializerFailed",
     "MemoryLimitExceeded",
     "PoolClosed",
@@ -79,10 +84,17 @@ class WorkerCrashed(CoreworkError, concurrent.futures.BrokenExecutor):
     """
 
     def __init__(self, message: str, *, exitcode: int | None = None,
-                 started: bool = True) -> None:
+                 started: bool = True, shared: bool = False,
+                 collateral: bool = False) -> None:
         super().__init__(message)
         self.exitcode = exitcode
         self.started = started  # False: the worker was dead before the task reached it
+        #: The worker process ran other tasks at the same time (threads=): which one
+        #: brought it down is not known yet.
+        self.shared = shared
+        #: The worker process was stopped on purpose to end *another* task of it (a
+        #: timeout, Future.kill()): this task is not to blame.
+        self.collateral = collateral
 
 
 class MemoryLimitExceeded(WorkerCrashed):
@@ -93,8 +105,20 @@ class Cancelled(CoreworkError, concurrent.futures.CancelledError):
     """The task was cancelled before it could finish."""
 
 
-class SerializationError(CoreworkError, TypeError):
-    """A function, argument or result cannot be pickled to cross a process boundary."""
+class SerializationError(CoreworkError, TypeError, pickle.PicklingError):
+    """A function, argument or result cannot be pickled (or unpickled) to cross a process
+    boundary; also a ``pickle.PicklingError``, as code written for ``concurrent.futures``
+    expects.
+
+    ``stage`` says where: ``"pickle-argument"`` (here, at submit), ``"unpickle-argument"``
+    (in the worker), ``"pickle-result"`` (in the worker), ``"unpickle-result"`` (here);
+    ``original`` is what pickling raised there, when it could travel."""
+
+    def __init__(self, message: str, *, stage: str | None = None,
+                 original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.original = original
 
 
 class InitializerFailed(CoreworkError, concurrent.futures.BrokenExecutor):
@@ -107,6 +131,11 @@ class EngineUnavailable(CoreworkError, RuntimeError):
 
 class PoolClosed(CoreworkError, RuntimeError):
     """Work was submitted to a pool that has been shut down."""
+
+
+class CoreworkWarning(UserWarning):
+    """Something worked, but not the way it should: e.g. ``engine="auto"`` could not
+    pickle a function and ran it on threads of this process instead."""
 
 
 class RemoteTraceback(Exception):

@@ -4,6 +4,11 @@ The input is read in the caller's thread, a chunk at a time, and only while fewe
 ``window`` chunks are out and not yet handed back. So a map over ten million items holds a
 few chunks in memory, never the whole input, and a slow first task cannot make the
 reorder buffer grow without bound.
+
+What a failed task does to the iteration is the ``errors`` mode: ``"raise"`` (its
+exception is raised at its place and the map is over), ``"return"`` (the exception takes
+its place among the results and the map goes on) or ``"outcome"`` (every item as an
+:class:`~corework._outcomes.Outcome`).
 """
 
 from __future__ import annotations
@@ -14,27 +19,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._chunk import Chunk
 from ._chunking import ChunkSizer
-from ._outcomes import task_exception
+from ._errors import SerializationError
+from ._outcomes import Outcome, task_exception
 from ._policy import TaskPolicy
 from ._scheduler import Scheduler
 from ._transport import CallKind
 from .engines import ChunkReport
 
+Errors = Literal["raise", "return", "outcome"]
+ERRORS = ("raise", "return", "outcome")
 
-@dataclass(frozen=True)
-class Settled:
-    """One task's outcome, from :meth:`MapJob.settled`: its value, or the exception it
-    ended with, and how many times it ran."""
 
-    index: int
-    value: Any = None
-    error: BaseException | None = None
-    attempts: int = 1
+def parse_errors(errors: str) -> Errors:
+    if errors not in ERRORS:
+        raise ValueError(f"errors must be one of {', '.join(map(repr, ERRORS))}, "
+                         f"not {errors!r}")
+    return errors  # type: ignore[return-value]
 
 
 #: Chunks a map keeps out (queued, running, or done but not yet handed back) per worker.
@@ -79,18 +83,20 @@ class MapJob:
     def __init__(self, scheduler: Scheduler, fn: Callable[..., Any], iterable: Iterable[Any], *,
                  kind: CallKind = CallKind.ARG, chunksize: int | None = None,
                  ordered: bool = True, window: int | None = None,
-                 timeout: float | None = None, policy: TaskPolicy | None = None) -> None:
+                 timeout: float | None = None, policy: TaskPolicy | None = None,
+                 errors: Errors = "raise") -> None:
         scheduler.check_open()
         self._scheduler = scheduler
         self._fn = scheduler.function(fn)
         self._kind = kind
         self._feed = _Feed(iterable)
         self._policy = policy or scheduler.policy
-        self._sizer = ChunkSizer(scheduler.workers, self._feed.total, chunksize,
+        self._sizer = ChunkSizer(scheduler.slots, self._feed.total, chunksize,
                                  task_timeout=self._policy.timeout,
                                  most=scheduler.max_tasks_per_worker)
         self._ordered = ordered
-        self._window = window if window is not None else WINDOW_PER_WORKER * scheduler.workers
+        self._errors = errors
+        self._fixed_window = window
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._changed = threading.Condition()
         self._out: deque[Chunk] = deque()  # in input order
@@ -102,6 +108,13 @@ class MapJob:
 
     # --------------------------------------------------------------- caller's side
 
+    @property
+    def _window(self) -> int:
+        """Chunks out at most: a few per slot (the pool may grow while the map runs)."""
+        if self._fixed_window is not None:
+            return self._fixed_window
+        return WINDOW_PER_WORKER * self._scheduler.slots
+
     def fill(self) -> None:
         """Read input and queue chunks until the window is full or the input ends."""
         while not self._exhausted and len(self._out) < self._window:
@@ -109,38 +122,62 @@ class MapJob:
             if not items:
                 self._exhausted = True
                 return
-            chunk = self._scheduler.make_chunk(self._fn, self._kind, items, self._next_index,
-                                               self, policy=self._policy)
+            first = self._next_index
             self._next_index += len(items)
+            try:
+                chunk = self._scheduler.make_chunk(self._fn, self._kind, items, first, self,
+                                                   policy=self._policy)
+            except SerializationError:
+                if self._errors == "raise":
+                    raise
+                self._unsendable(items, first)  # failed in place; the map goes on
+                continue
+            self._out.append(chunk)
+            self._scheduler.enqueue(chunk)
+
+    def _unsendable(self, items: Sequence[Any], first: int) -> None:
+        """Items that could not be pickled, in a mode that reports failures in place: each
+        is sent alone, and those that still cannot go fail at once with the reason."""
+        for position, item in enumerate(items):
+            try:
+                chunk = self._scheduler.make_chunk(self._fn, self._kind, [item],
+                                                   first + position, self, policy=self._policy)
+            except SerializationError as exc:
+                chunk = Chunk(self._scheduler.unsent_work(self._fn, self._kind, [item]),
+                              first + position, self, self._policy)
+                self._out.append(chunk)
+                self._finish(chunk, exc)
+                continue
             self._out.append(chunk)
             self._scheduler.enqueue(chunk)
 
     def __iter__(self) -> Iterator[Any]:
-        """Every result, flattened in C (no Python frame per result)."""
-        return itertools.chain.from_iterable(self.chunks())
+        """Every result, one at a time; a result handed out is no longer held here (so
+        the caller's ``del`` frees it: no stale reference)."""
+        for values in self.chunks():
+            values.reverse()
+            while values:
+                yield values.pop()
 
     def chunks(self) -> Iterator[list[Any]]:
-        """Each chunk's results as a list, in input order or as finished.
-
-        A failed task raises at its place: the results before it in its chunk come first.
-        Leaving the iteration early cancels the chunks that have not started.
+        """Each chunk's results as a list, in input order or as finished, as ``errors``
+        says: with ``"raise"`` a failed task raises at its place (the results before it
+        in its chunk come first). Leaving the iteration early cancels the chunks that
+        have not started.
         """
         try:
             for chunk, outcome in self._finished_chunks():
-                values, error = self._results(chunk, outcome)
+                if self._errors == "outcome":
+                    values, error = _outcomes(chunk, outcome), None
+                elif self._errors == "return":
+                    values, error = _in_place(chunk, outcome), None
+                else:
+                    values, error = self._results(chunk, outcome)
+                del chunk, outcome  # only the values are held while they are handed out
                 if values:
                     yield values
                 if error is not None:
-                    raise error
-        finally:
-            self.cancel()
-
-    def settled(self) -> Iterator[list[Settled]]:
-        """Each chunk's outcomes, in input order or as finished; a failed task does not
-        stop the iteration but is reported in its place, with its exception."""
-        try:
-            for chunk, outcome in self._finished_chunks():
-                yield _settled(chunk, outcome)
+                    raise self._scheduler.translate(error)
         finally:
             self.cancel()
 
@@ -215,23 +252,30 @@ class MapJob:
             self._changed.notify()
 
 
-def _settled(chunk: Chunk, outcome: ChunkReport | BaseException) -> list[Settled]:
-    """One :class:`Settled` per task of a finished chunk."""
+def _in_place(chunk: Chunk, outcome: ChunkReport | BaseException) -> list[Any]:
+    """A finished chunk's values, with each failed task's exception in its place."""
+    if isinstance(outcome, ChunkReport) and outcome.error is None and not outcome.failures:
+        return outcome.results  # the common case: nothing to look at per item
+    return [o.value if o.error is None else o.error for o in _outcomes(chunk, outcome)]
+
+
+def _outcomes(chunk: Chunk, outcome: ChunkReport | BaseException) -> list[Outcome[Any]]:
+    """One :class:`Outcome` per task of a finished chunk."""
     if isinstance(outcome, BaseException):
         error = chunk.blame(outcome)
         attempts = getattr(outcome, "attempts", chunk.attempt)
-        return [Settled(chunk.first + p, error=error, attempts=attempts)
+        return [Outcome(chunk.first + p, error=error, attempts=attempts)
                 for p in range(chunk.size)]
     if outcome.error is not None:
-        return [Settled(chunk.first + p, attempts=chunk.attempt,
+        return [Outcome(chunk.first + p, attempts=chunk.attempt,
                         error=task_exception(outcome.error, chunk.describe(p), outcome.remote))
                 for p in range(chunk.size)]
-    settled = []
+    outcomes = []
     for position, value in enumerate(outcome.results):
         failure = outcome.failures.get(position)
         raised = (None if failure is None else
                   task_exception(failure, chunk.describe(position), outcome.remote))
         attempts = getattr(raised, "attempts", None) or outcome.attempts.get(position,
                                                                              chunk.attempt)
-        settled.append(Settled(chunk.first + position, value, raised, attempts))
-    return settled
+        outcomes.append(Outcome(chunk.first + position, value, raised, attempts))
+    return outcomes

@@ -1,9 +1,17 @@
-"""Turning a task's :class:`~corework._transport.Failure` into the exception the caller sees."""
+"""What a task ended with: its :class:`~corework._transport.Failure` turned into the
+exception the caller sees, and the :class:`Outcome` of one item of a map."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
 from ._errors import RemoteTraceback, TaskError, add_note
 from ._transport import Failure
+
+__all__ = ["Outcome", "task_exception"]
+
+T = TypeVar("T")
 
 
 def task_exception(failure: Failure | BaseException, where: str,
@@ -25,3 +33,30 @@ def task_exception(failure: Failure | BaseException, where: str,
     if remote and failure.traceback:
         exc.__cause__ = RemoteTraceback(failure.traceback)
     return exc
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """How one item of a map ended (``errors="outcome"``): its position in the input,
+    its value or the exception it ended with, and how many times it ran.
+
+    Unlike ``errors="return"``, an outcome tells a task that *returned* an exception
+    object from one that raised it, and says which item it was when results come in
+    completion order (``ordered=False``).
+    """
+
+    index: int
+    value: T | None = None
+    error: BaseException | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task returned (its value is ``value``)."""
+        return self.error is None
+
+    def result(self) -> T:
+        """The value, or the task's exception raised here."""
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]

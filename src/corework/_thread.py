@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import Cancelled
-from .engines._interrupt import interrupt_thread
+from .engines._interrupt import acknowledge, interrupt_thread
 
 __all__ = ["Thread"]
 
@@ -47,6 +47,8 @@ class Thread:
                 if not self._future.done():
                     self._future.set_exception(exc)
             return
+        finally:
+            acknowledge()
         with self._lock:
             if not self._future.done():
                 self._future.set_result(value)

@@ -13,8 +13,11 @@ happened even when it cannot be rebuilt.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import enum
+import functools
 import io
 import mmap
 import os
@@ -28,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _segments
+from . import _inherited, _segments
 from ._errors import SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -67,6 +70,7 @@ class Layout:
 
     buffers: tuple[tuple[int, int, int], ...] = ()
     segments: tuple[tuple[str | None, int, bool], ...] = ()
+    passed: int = 0  # descriptors after the segments' that multiprocessing objects hold
 
 
 NO_LAYOUT = Layout()
@@ -99,24 +103,31 @@ class Packed:
 
 
 def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
-         in_band: bool = False) -> Packed:
+         in_band: bool = False, spawning: bool = False) -> Packed:
     """Pickle ``obj``; buffers of ``inline_below`` bytes or more go into shared memory.
 
     Buffers that lie in a share are sent as references to it, whatever their size.
     ``by_value`` pickles with cloudpickle (functions and arguments); otherwise the
     standard pickle is tried first (faster for plain data: results) and cloudpickle after.
     ``in_band`` is plain cloudpickle, for receivers that cannot map segments (or import
-    corework: sub-interpreters).
+    corework: sub-interpreters). With ``spawning``, multiprocessing's queues and locks
+    may be in ``obj`` (a worker's setup: see ``_inherited``).
     """
     if in_band:
         return Packed(cloudpickle.dumps(obj, protocol=PROTOCOL))
     collector = _BufferCollector(inline_below)
+    spawner = _inherited.Spawning() if spawning else None
     try:
-        data = _dumps(obj, by_value, collector)
+        with spawner or contextlib.nullcontext():
+            data = _dumps(obj, by_value, collector, spawning)
     except BaseException:
         collector.discard()
         raise
-    return collector.seal(data)
+    packed = collector.seal(data)
+    if spawner is None or not spawner.fds:
+        return packed
+    layout = dataclasses.replace(packed.layout, passed=len(spawner.fds))
+    return Packed(packed.data, layout, [*packed.fds, *spawner.fds], [packed, spawner])
 
 
 def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:
@@ -125,6 +136,11 @@ def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:
     The message's own segment is mapped copy-on-write (reads share the sender's pages;
     writes stay private); shares are mapped once per process, read-only unless writable.
     """
+    passed = list(fds[len(fds) - layout.passed:]) if layout.passed else []
+    fds = fds[:len(fds) - layout.passed]
+    if passed:
+        with _inherited.receiving(passed):
+            return unpack(data, dataclasses.replace(layout, passed=0), fds)
     if not layout.segments:
         return pickle.loads(data)
     mappings = []
@@ -208,12 +224,83 @@ class _BufferCollector:
         self.__init__(self.inline_below)  # type: ignore[misc]
 
 
+def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, but with its file name kept (cloudpickle
+    writes ``<dynamic-code>``), so that a worker's traceback shows the file and line."""
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg
+                              for arg in args)
+
+
+
 class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with memoryviews offered as out-of-band buffers."""
+    """cloudpickle, with memoryviews offered as out-of-band buffers, code objects keeping
+    their file names, and functions of ``__main__`` given one shared namespace where they
+    are loaded (see MainNamespace)."""
+
+    if hasattr(cloudpickle.cloudpickle, "_code_reduce"):  # cloudpickle's own, private
+        dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_its_file},
+                                              cloudpickle.Pickler.dispatch_table)
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = _reduce_memoryview(obj)
         return super().reducer_override(obj) if reduced is None else reduced
+
+    def _function_getnewargs(self, func: Any) -> Any:
+        code, base_globals, *rest = super()._function_getnewargs(func)
+        if func.__globals__.get("__name__") == "__main__":
+            base_globals = _MainGlobals()
+        return (code, base_globals, *rest)
+
+
+class _MainGlobals:
+    """Pickled in place of a ``__main__`` function's globals: loaded, it is the loading
+    process's one :class:`MainNamespace`."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (main_namespace, ())
+
+
+class MainNamespace(dict):  # type: ignore[type-arg]
+    """The globals of every ``__main__`` function loaded in a worker: a script's (or a
+    notebook's) functions see one another's globals there, as in one module — so a
+    global an initializer sets is seen by the tasks, as under ``multiprocessing``.
+
+    Functions sent later bring the caller's current values of the globals they use (a
+    helper redefined in a notebook cell replaces the old one), except for the names the
+    worker itself has set (:meth:`keep`), which they never overwrite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: set[str] = set()
+
+    def keep(self, names: set[str]) -> None:
+        """These names belong to the worker now (an initializer set them)."""
+        self._kept |= names
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        incoming = dict(*args, **kwargs)
+        super().update({k: v for k, v in incoming.items() if k not in self._kept})
+
+
+_main_namespace: MainNamespace | None = None
+
+
+def main_namespace() -> MainNamespace:
+    """This process's namespace for loaded ``__main__`` functions."""
+    global _main_namespace
+    if _main_namespace is None:
+        _main_namespace = MainNamespace()
+    return _main_namespace
+
+
+def run_initializer(initializer: Any, initargs: tuple[Any, ...]) -> None:
+    """Call a worker's initializer; the ``__main__`` globals it sets are the worker's."""
+    namespace = main_namespace()
+    before = dict(namespace)
+    initializer(*initargs)
+    namespace.keep({name for name, value in namespace.items()
+                    if name not in before or before[name] is not value})
 
 
 class _ByReferencePickler(pickle.Pickler):
@@ -224,7 +311,8 @@ class _ByReferencePickler(pickle.Pickler):
         return NotImplemented if reduced is None else reduced
 
 
-def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
+def _dumps(obj: Any, by_value: bool, collector: _BufferCollector,
+           spawning: bool = False) -> bytes:
     file = io.BytesIO()
     if not by_value:
         try:
@@ -233,8 +321,23 @@ def _dumps(obj: Any, by_value: bool, collector: _BufferCollector) -> bytes:
         except Exception:
             collector.discard()
             file = io.BytesIO()
-    _ByValuePickler(file, PROTOCOL, buffer_callback=collector).dump(obj)
+    pickler_class = _spawning_pickler() if spawning else _ByValuePickler
+    pickler_class(file, PROTOCOL, buffer_callback=collector).dump(obj)
     return file.getvalue()
+
+
+@functools.cache
+def _spawning_pickler() -> type[_ByValuePickler]:
+    """Our by-value pickler with multiprocessing's own reductions (its connections and
+    sockets travel as descriptors: see ``_inherited``), made on first use."""
+    from multiprocessing.reduction import ForkingPickler
+
+    class SpawningPickler(_ByValuePickler):
+        dispatch_table = collections.ChainMap(  # noqa: RUF012 - pickle reads it here
+            ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+            _ByValuePickler.dispatch_table)
+
+    return SpawningPickler
 
 
 def sent_as(fn: Any) -> Any:
@@ -332,15 +435,23 @@ def shaped_view(buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -
     return view.toreadonly() if readonly else view
 
 
-def pack_for_workers(obj: Any, what: str, in_band: bool = False) -> Packed:
+#: What pickling user data in the caller may raise and still be that data's fault (a
+#: KeyboardInterrupt is let through: in the caller's own thread it may be Ctrl-C).
+_PICKLING_ERRORS = (Exception, SystemExit, GeneratorExit)
+
+
+def pack_for_workers(obj: Any, what: str, in_band: bool = False,
+                     spawning: bool = False) -> Packed:
     """Pickle ``obj`` (by value where needed) or raise an error saying ``what`` can't go."""
     try:
-        return pack(obj, by_value=True, in_band=in_band)
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot send {what} to a worker process: {exc}. Make sure everything it "
-            "refers to can be pickled, or use engine='thread'."
-        ) from exc
+        return pack(obj, by_value=True, in_band=in_band, spawning=spawning)
+    except _PICKLING_ERRORS as exc:
+        hint = ("Make sure everything it refers to can be pickled, or use engine='thread'"
+                if "fork context" not in str(exc) else
+                "Make multiprocessing objects for it with multiprocessing.get_context("
+                "'spawn'): corework's workers are not forked from this process")
+        raise SerializationError(f"cannot send {what} to a worker process: {exc}. {hint}.",
+                                 stage="pickle-argument", original=exc) from exc
 
 
 def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Packed:
@@ -350,23 +461,32 @@ def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Pa
     """
     try:
         return pack(items, by_value=True, in_band=in_band)
-    except Exception as exc:
+    except _PICKLING_ERRORS as exc:
         position = _first_unpicklable(items)
         where = describe(position) if position is not None else "a task"
         raise SerializationError(
             f"cannot send the arguments of {where} to a worker process: {exc}. "
             "Pass picklable arguments (or create the object inside the task), "
-            "or use engine='thread'."
-        ) from exc
+            "or use engine='thread'.", stage="pickle-argument", original=exc) from exc
 
 
 def _first_unpicklable(items: Sequence[Any]) -> int | None:
     for position, item in enumerate(items):
         try:
             pack(item, by_value=True, inline_below=sys.maxsize).close()
-        except Exception:
+        except _PICKLING_ERRORS:
             return position
     return None
+
+
+def check_picklable(obj: Any) -> None:
+    """Pickle ``obj`` as a task's function or argument would be, copying no buffer (they
+    would go out of band); raises what pickling raises."""
+    _ByValuePickler(io.BytesIO(), PROTOCOL, buffer_callback=_leave_out).dump(obj)
+
+
+def _leave_out(buffer: pickle.PickleBuffer) -> bool:
+    return False  # out of band: not copied into the pickle (and here, nowhere)
 
 
 def pack_result(obj: Any) -> Packed:
@@ -404,13 +524,18 @@ class Failure:
             blob = cloudpickle.dumps(self.exc, protocol=PROTOCOL)
             pickle.loads(blob)  # an exception that can't be rebuilt is sent as text
             exc_bytes = blob
-        except Exception:
+        except BaseException:  # whatever its __reduce__ raises: SystemExit too
             pass
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
 
 
 def _rebuild_failure(exc_bytes: bytes | None, type_name: str, message: str, tb: str) -> Failure:
-    exc = pickle.loads(exc_bytes) if exc_bytes is not None else None
+    exc = None
+    if exc_bytes is not None:
+        try:
+            exc = pickle.loads(exc_bytes)
+        except BaseException:  # it cannot be rebuilt here: the caller sees a TaskError
+            exc = None
     if exc is not None:
         exc.__traceback__ = None
     return Failure(exc, type_name, message, tb)

@@ -2,7 +2,7 @@
 
 ::
 
-    input file ─read lazily─▶ records ─(args, kwargs)─▶ Pool._imap_settled ─▶ outcomes
+    input file ─read lazily─▶ records ─(args, kwargs)─▶ Pool._imap_calls ─▶ outcomes
         │                        │ malformed: a failed record, never sent        │
         │                        ▼                                               ▼
         │                    output lines ◀────────── one JSON line per record ──┘
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._errors import RemoteTraceback, SerializationError, TaskError
-from .._mapjob import Settled
+from .._outcomes import Outcome
 from .._policy import TaskPolicy
 from .._pool import Pool, parse_chunksize, parse_memory, parse_workers
 from .._progress import Progress, make_progress
@@ -179,7 +179,7 @@ class Plan:
         feed = Feed(self.input_stream(), done, self.tally, strict=self.args.strict)
         emit = self._emitter(out)
         try:
-            batches = pool._imap_settled(self.fn, feed.calls(), ordered=ordered,
+            batches = pool._imap_calls(self.fn, feed.calls(), ordered=ordered,
                                          chunksize=self.args.chunksize)
         except SerializationError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
@@ -221,7 +221,7 @@ class Plan:
             ok = sum(1 for row in rows if row[1])
             progress.advance(ok, len(rows) - ok)
 
-    def _row(self, index: int, line: int, outcome: Settled) -> Row:
+    def _row(self, index: int, line: int, outcome: Outcome[Any]) -> Row:
         fields: dict[str, Any] = {"index": index}
         error = None
         if outcome.error is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._base import default_workers as default_workers
-from .process import ProcessEngine
+from .process import Prober, ProcessEngine
 from .thread import ThreadEngine
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Engine",
     "EngineEvents",
     "FunctionRef",
+    "Prober",
     "WorkerSetup",
     "create_engine",
     "default_workers",
@@ -29,8 +30,8 @@ ENGINES = ("auto", "process", "thread", "interpreter", "dask")
 
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None,
-             memory_limit: int | None) -> Engine:
-    return ProcessEngine(workers, setup, start_method or "fork", memory_limit)
+             memory_limit: int | None, *, prober: Prober | None = None) -> Engine:
+    return ProcessEngine(workers, setup, start_method or "fork", memory_limit, prober)
 
 
 def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
@@ -59,7 +60,7 @@ def _dask(workers: int, setup: WorkerSetup, start_method: str | None,
     return DaskEngine(workers, setup, address, sized)
 
 
-_FACTORIES: dict[str, Callable[[int, WorkerSetup, str | None, int | None], Engine]] = {
+_FACTORIES: dict[str, Callable[..., Engine]] = {
     "process": _process,
     "thread": _thread,
     "interpreter": _interpreter,
@@ -82,25 +83,23 @@ def gil_enabled() -> bool:
 
 
 def resolve_engine_name(name: str) -> str:
-    """Validate an engine name and settle ``"auto"``.
-
-    For now ``auto`` is a rule, not a measurement: threads where the GIL is off
-    (free-threaded CPython runs Python code in parallel on threads), processes otherwise.
-    """
+    """Validate an engine name and settle ``"auto"``: processes, as safe as they come (a
+    task that crashes costs that task, never the caller); ``cw.map`` measures its tasks
+    to size the pool (see ``_auto``)."""
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {name!r}")
-    if name == "auto":
-        return "process" if gil_enabled() else "thread"
-    return name
+    return "process" if name == "auto" else name
 
 
 def create_engine(name: str, workers: int, setup: WorkerSetup,
                   start_method: str | None = None, memory_limit: int | None = None,
-                  **cluster: Any) -> Engine:
+                  **options: Any) -> Engine:
     """A new, unstarted engine of kind ``name`` (already resolved from "auto").
 
-    ``cluster``: the dask engine's own options (``address``, ``sized``,
-    ``max_tasks_per_worker``); see ``engines/dask.py``."""
-    if name == "dask":
-        return _dask(workers, setup, start_method, memory_limit, **cluster)
-    return _FACTORIES[name](workers, setup, start_method, memory_limit)
+    ``options``: an engine's own, e.g. the dask engine's ``address``, ``sized`` and
+    ``max_tasks_per_worker`` (see ``engines/dask.py``), the process engine's ``prober``.
+    """
+    if setup.threads > 1 and name != "process":
+        raise ValueError(f"threads applies to engine='process' (task threads in each worker "
+                         f"process), not {name!r}")
+    return _FACTORIES[name](workers, setup, start_method, memory_limit, **options)

@@ -1,8 +1,10 @@
 """The one small interface between the scheduler and an engine.
 
-An engine owns ``workers`` numbered *slots*; each slot runs one chunk at a time. The
-scheduler decides which chunk goes to which slot and when; the engine only runs chunks and
-reports back through :class:`EngineEvents`::
+An engine owns numbered *slots* (``slots`` of them; more may be announced later with
+``worker_ready``); each slot runs one chunk at a time. Slots of one *group* share a worker
+process (the process engine with ``threads=``): its death costs every chunk running in it.
+The scheduler decides which chunk goes to which slot and when; the engine only runs chunks
+and reports back through :class:`EngineEvents`::
 
     scheduler                          engine
     ---------                          ------
@@ -24,7 +26,7 @@ import abc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from .._transport import CallKind, Failure
 
@@ -36,6 +38,11 @@ class WorkerSetup:
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     native_threads: int | None = None  # cap for BLAS/OpenMP pools; None leaves them alone
+    threads: int = 1  # task threads in each worker process (the process engine)
+    elastic: bool = False  # the pool may give workers more threads (engine="auto")
+    #: multiprocessing's authentication key of the caller, so that Manager proxies
+    #: passed to tasks connect from workers however they were started.
+    authkey: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False)
@@ -88,13 +95,18 @@ class EngineEvents(Protocol):
 class Engine(abc.ABC):
     """Runs chunks on ``workers`` slots. Subclasses are small; see the module docstring."""
 
-    name: ClassVar[str]
-    #: Whether ``pack`` serializes arguments (so unpicklable ones fail at submit time).
-    crosses_processes: ClassVar[bool]
-
     def __init__(self, workers: int, setup: WorkerSetup) -> None:
         self.workers = workers
         self.setup = setup
+
+    @property
+    def slots(self) -> int:
+        """How many chunks can run at once (may grow while the engine runs)."""
+        return self.workers
+
+    def group(self, slot: int) -> int:
+        """Which worker process a slot belongs to: slots of one group die together."""
+        return slot
 
     @abc.abstractmethod
     def start(self, events: EngineEvents) -> None:
@@ -121,15 +133,37 @@ class Engine(abc.ABC):
         """Replace the slot's idle worker with a fresh one (``worker_ready`` follows)."""
 
     @abc.abstractmethod
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         """End every worker; with ``wait``, return only when they are gone.
 
         Workers finish their current chunk first, unless ``now``: then it is abandoned
-        (processes are killed; threads are interrupted and not waited for).
+        (processes are killed — sent SIGTERM instead if ``gently`` — threads are
+        interrupted and not waited for).
         """
 
-    def forget(self, fn: FunctionRef) -> None:  # noqa: B027 - optional hook
-        """The scheduler will send no more chunks of ``fn``."""
+    def detach(self) -> None:
+        """The scheduler is done with this stopped engine: the engine lets go of it (so
+        neither keeps the other, and a pool's data, alive), and drops any late event."""
+        self._events: EngineEvents = _DETACHED
+
+
+class _Detached:
+    """The events of an engine whose scheduler has let go of it: nobody listens."""
+
+    def worker_ready(self, slot: int) -> None:
+        pass
+
+    def chunk_done(self, slot: int, report: ChunkReport) -> None:
+        pass
+
+    def worker_lost(self, slot: int, error: BaseException) -> None:
+        pass
+
+    def engine_broken(self, error: BaseException) -> None:
+        pass
+
+
+_DETACHED = _Detached()
 
 
 def default_workers() -> int:

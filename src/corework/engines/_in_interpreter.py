@@ -72,44 +72,59 @@ def start(path: str, kill_fd: int, setup_blob: bytes) -> bytes | None:
 
 
 def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd: int) -> None:
-    """Run a chunk; write ``(results, failures, seconds, error, interrupted)`` to out_fd."""
+    """Run a chunk; write ``(results, failures, seconds, error, interrupted)`` to out_fd.
+
+    User code runs while loading the function and the arguments, in the calls, and while
+    pickling the results: a kill interrupts any of them."""
     global _in_task
     started = time.perf_counter()
     results: list[Any] = []
     failures: dict[int, tuple[Any, ...]] = {}
     error = None
-    interrupted = False
+    loading = "function"
     try:
-        if fn_blob is not None:
-            _functions[fn_id] = _load(fn_blob)
-        fn = _functions[fn_id]
-        if isinstance(fn, BaseException):  # it failed to load: every chunk says why
-            raise fn
-        items = pickle.loads(items_blob)
         _in_task = True
         if _killed:  # killed before it started: the watchdog saw no task to interrupt
             raise Interrupted
-        _call_each(fn, star, items, results, failures)
+        try:
+            if fn_blob is not None:
+                _functions[fn_id] = _load(fn_blob)
+            fn = _functions[fn_id]
+            if isinstance(fn, BaseException):  # it failed to load: every chunk says why
+                raise fn
+            loading = "arguments"
+            items = pickle.loads(items_blob)
+        except Interrupted:
+            raise
+        except BaseException as exc:  # the function or arguments could not be loaded here
+            error = (loading, _failure(exc))
+        else:
+            _call_each(fn, star, items, results, failures)
+        data = _pack((results, failures, time.perf_counter() - started, error, False))
     except Interrupted:
-        interrupted = True
-    except BaseException as exc:  # the function or arguments could not be loaded here
-        error = _failure(exc)
+        data = _dumps(([], {}, time.perf_counter() - started, None, True))
     finally:
         _in_task = False
         _raise_in_runner(None)  # a kill that came as the task ended must not fire later
-    report = (results, failures, time.perf_counter() - started, error, interrupted)
-    try:
-        data = _dumps(report)
-    except Exception:
-        data = _dumps(_without_unpicklable(report))
     os.ftruncate(out_fd, 0)
     os.pwrite(out_fd, data, 0)
+
+
+def _pack(report: tuple[Any, ...]) -> bytes:
+    try:
+        return _dumps(report)
+    except Interrupted:
+        raise
+    except BaseException:  # a result whose pickling raises even SystemExit fails alone
+        return _dumps(_without_unpicklable(report))
 
 
 def _load(fn_blob: bytes) -> Any:
     try:
         return pickle.loads(fn_blob)
-    except Exception as exc:  # e.g. its module imports one that sub-interpreters can't load
+    except Interrupted:
+        raise
+    except BaseException as exc:  # e.g. its module imports one that sub-interpreters can't load
         return exc
 
 
@@ -123,7 +138,9 @@ def _call_each(fn: Any, star: int, items: Any, results: list[Any],
                 results.append(fn(*item))
             else:
                 results.append(fn(*item[0], **item[1]))
-        except (Exception, SystemExit) as exc:
+        except Interrupted:
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, GeneratorExit too: its own
             results.append(None)
             failures[position] = _failure(exc)
 
@@ -155,9 +172,12 @@ def _without_unpicklable(report: tuple[Any, ...]) -> tuple[Any, ...]:
     for position, value in enumerate(results):
         try:
             _dumps(value)
-        except Exception as exc:
+        except Interrupted:
+            raise
+        except BaseException as exc:
             results[position] = None
-            message = (f"the task's result {type(value).__qualname__} cannot be pickled to "
-                       f"send it back: {exc}. Return plain data.")
+            message = (f"the task's result {type(value).__qualname__} could not be pickled in "
+                       f"the sub-interpreter to send it back: {type(exc).__name__}: {exc}. "
+                       "Return plain data.")
             failures[position] = (None, "SerializationError", message, "")
     return results, failures, seconds, error, interrupted

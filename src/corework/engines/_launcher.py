@@ -110,7 +110,7 @@ def _handle_request(ctrl: socket.socket, children: set[int], own_fds: tuple[int,
                 os.close(fd)
     elif request[0] == "kill" and request[1] in children:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(request[1], signal.SIGKILL)
+            os.kill(request[1], request[2])
     return True
 
 
@@ -133,7 +133,7 @@ def _start_worker(fd: int, mode: str, ctrl: socket.socket, own_fds: tuple[int, i
             _exec_worker(fd)
         code = _worker.serve_fd(fd)
     finally:
-        _worker.flush_std_streams()
+        _worker.finish_process()
         os._exit(code)
 
 
@@ -208,14 +208,17 @@ class LauncherClient:
                 raise CoreworkError(f"could not start a worker process: {outcome}")
         return outcomes  # type: ignore[return-value]
 
-    def kill(self, pid: int) -> None:
-        """SIGKILL a worker, if it is still the launcher's child (so never a stranger)."""
+    def kill(self, pid: int, signum: int = signal.SIGKILL) -> None:
+        """Send a worker ``signum`` (SIGKILL), if it is still the launcher's child (so
+        never a stranger)."""
         with self._lock, contextlib.suppress(OSError):
-            self._ctrl.send(pickle.dumps(("kill", pid)))
+            self._ctrl.send(pickle.dumps(("kill", pid, int(signum))))
 
     def wait_exit(self, pid: int, timeout: float) -> int | None:
         """The exit code of worker ``pid`` (negative: killed by that signal), or None."""
         with self._lock:
+            if pid not in self._exits and not self.alive:
+                return None  # a launcher known to be gone reports nothing more
             try:
                 self._read_until(lambda: pid in self._exits, timeout)
             except (TimeoutError, LauncherDied):
@@ -248,6 +251,19 @@ class LauncherClient:
         else:  # "started" or "failed"
             self._started[message[1]] = message[2]
 
+    def running(self) -> bool:
+        """Whether the launcher process is still there (a cheap check, no exchange)."""
+        if not self.alive or os.getpid() != self._owner:
+            return False
+        if self._popen is not None:
+            self.alive = self._popen.poll() is None
+        else:
+            try:
+                self.alive = os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+            except ChildProcessError:  # reaped by someone else's os.wait(), or not ours
+                self.alive = _exists(self.pid)
+        return self.alive
+
     def close(self) -> None:
         """End the launcher (it kills any worker still running) and reap it."""
         self.alive = False
@@ -259,7 +275,17 @@ class LauncherClient:
             self._popen.wait()
         else:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+                os.waitpid(self.pid, 0)  # already reaped if running() saw it gone
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process took the pid
+        return False
+    return True
 
 
 _client: LauncherClient | None = None
@@ -267,10 +293,11 @@ _client_lock = threading.Lock()
 
 
 def get_launcher() -> LauncherClient:
-    """The running launcher, started on first use (forked if this process has no threads)."""
+    """The running launcher, started on first use (forked if this process has no threads)
+    and again whenever the last one has died (killed, or out of memory)."""
     global _client
     with _client_lock:
-        if _client is None or not _client.alive:
+        if _client is None or not _client.running():
             if _client is not None:
                 _client.close()
             _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()

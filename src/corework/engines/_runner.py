@@ -10,10 +10,19 @@ from .._transport import CallKind, Failure, call_one
 from ._base import ChunkReport
 
 
+class Interrupt(BaseException):
+    """Raised into a thread that runs tasks to stop it (``kill``, a timeout); the one
+    exception a chunk lets through. Never escapes an engine."""
+
+
 def run_chunk(
     chunk_id: int, fn: Callable[..., Any], kind: CallKind, items: Sequence[Any]
 ) -> ChunkReport:
-    """Call ``fn`` on every item; a failing call fails only its own item."""
+    """Call ``fn`` on every item; a failing call fails only its own item.
+
+    Whatever a call raises — ``SystemExit``, ``KeyboardInterrupt`` and ``GeneratorExit``
+    included — is that task's failure: the thread running the chunk goes on.
+    """
     started = time.perf_counter()
     results: list[Any] = []
     failures: dict[int, Failure | BaseException] = {}
@@ -23,7 +32,9 @@ def run_chunk(
         for position, item in enumerate(items):
             try:
                 results.append(call_one(fn, kind, item))
-            except (Exception, SystemExit) as exc:
+            except Interrupt:
+                raise
+            except BaseException as exc:
                 results.append(None)
                 failures[position] = Failure.capture(exc, skip=2)
     return ChunkReport(chunk_id, results, failures, time.perf_counter() - started)
@@ -42,6 +53,8 @@ def _run_args(
         try:
             results.extend(map(fn, remaining))
             return
-        except (Exception, SystemExit) as exc:
+        except Interrupt:
+            raise
+        except BaseException as exc:
             failures[len(results)] = Failure.capture(exc, skip=1)
             results.append(None)

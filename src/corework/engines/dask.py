@@ -69,7 +69,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from .. import _segments
 from .._errors import (
@@ -183,8 +183,6 @@ class _Result:
 class DaskEngine(Engine):
     """Slots are lanes of one Dask future each; see the module docstring."""
 
-    name: ClassVar[str] = "dask"
-    crosses_processes: ClassVar[bool] = True
 
     def __init__(self, workers: int, setup: WorkerSetup, address: str | None = None,
                  sized: bool = True) -> None:
@@ -264,7 +262,7 @@ class DaskEngine(Engine):
                 "pass workers=N to queue work until they come") from None
         return max(1, int(sum(self._client.nthreads().values())))
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         """Close the client (and the LocalCluster this engine started).
 
         With ``now``, running tasks are stopped too: an own LocalCluster is closed (its

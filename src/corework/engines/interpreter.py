@@ -25,9 +25,9 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from .._errors import Cancelled, EngineUnavailable, InitializerFailed
+from .._errors import Cancelled, EngineUnavailable, InitializerFailed, SerializationError
 from .._transport import Failure, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 
@@ -114,8 +114,6 @@ class _Slot:
 class InterpreterEngine(Engine):
     """Slots are threads named ``corework-interpreter-N``, each with a sub-interpreter."""
 
-    name: ClassVar[str] = "interpreter"
-    crosses_processes: ClassVar[bool] = True  # arguments are pickled
 
     def __init__(self, workers: int, setup: WorkerSetup) -> None:
         super().__init__(workers, setup)
@@ -143,12 +141,9 @@ class InterpreterEngine(Engine):
             if not self._boot(slot, interp, out_fd):
                 return
             self._events.worker_ready(slot.index)
-            while (work := slot.inbox.get()) is not _STOP:
-                report = self._run(slot, interp, out_fd, work)
-                if slot.retired:
-                    return  # kill() or restart() has already handed the slot on
-                self._events.chunk_done(slot.index, report)
-        except Exception as exc:
+            while self._run_next(slot, interp, out_fd):
+                pass
+        except BaseException as exc:  # no task may wait for ever on a dead slot
             if not slot.retired:
                 self._events.engine_broken(exc)
         finally:
@@ -159,6 +154,18 @@ class InterpreterEngine(Engine):
                 self._runtime.destroy(interp)
             os.close(slot.kill_r)
             os.close(out_fd)
+
+    def _run_next(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
+        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
+        outlives this call (a thread waiting for work holds no task's data)."""
+        work = slot.inbox.get()
+        if work is _STOP:
+            return False
+        report = self._run(slot, interp, out_fd, work)
+        if slot.retired:
+            return False  # kill() or restart() has already handed the slot on
+        self._events.chunk_done(slot.index, report)
+        return True
 
     def _boot(self, slot: _Slot, interp: Any, out_fd: int) -> bool:
         self._runtime.run(interp, _BOOT, {
@@ -185,10 +192,15 @@ class InterpreterEngine(Engine):
             "items": work.payload, "out_fd": out_fd})
         with slot.lock:
             slot.running = None
-        results, failures, seconds, error, _ = pickle.loads(_read(out_fd))
+        try:
+            results, failures, seconds, error, _ = pickle.loads(_read(out_fd))
+        except BaseException as exc:  # a result whose unpickling raises here (SystemExit too)
+            return ChunkReport(work.id, [], error=_serialization_failure(
+                f"the task's result could not be unpickled here, in the caller: "
+                f"{type(exc).__name__}: {exc}", exc, "unpickle-result"), remote=True)
         return ChunkReport(
             work.id, results, {at: _failure(f) for at, f in failures.items()}, seconds,
-            _failure(error) if error is not None else None, remote=True)
+            _load_failure(*error) if error is not None else None, remote=True)
 
     # ------------------------------------------------------------------ the interface
 
@@ -225,7 +237,7 @@ class InterpreterEngine(Engine):
         self._slots[slot] = _Slot(slot)
         self._start_thread(self._slots[slot])
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         abandoned = set()
         for slot in self._slots:
             if now:
@@ -256,6 +268,23 @@ def _read(fd: int) -> bytes:
     return os.pread(fd, size, 0) if size else b""
 
 
+def _serialization_failure(message: str, cause: BaseException | None,
+                           stage: str) -> Failure:
+    error = SerializationError(message, stage=stage, original=cause)
+    error.__cause__ = cause
+    return Failure(error, "SerializationError", message, "")
+
+
+def _load_failure(what: str, plain: tuple[Any, ...]) -> Failure:
+    """Why the sub-interpreter could not load a chunk's function or arguments."""
+    failure = _failure(plain)
+    if failure.type_name == "ImportError" and "sub-interpreter" in failure.message:
+        return failure  # it says what to do already
+    message = (f"the sub-interpreter could not unpickle the task's {what}: "
+               f"{failure.type_name}: {failure.message}")
+    return _serialization_failure(message, failure.exc, "unpickle-argument")
+
+
 def _failure(plain: tuple[Any, ...]) -> Failure:
     """corework's Failure from the sub-interpreter's plain tuple, with a hint for modules
     that cannot load in sub-interpreters."""
@@ -270,6 +299,8 @@ def _failure(plain: tuple[Any, ...]) -> Failure:
                    "support them); run these tasks with engine='process' (or 'thread')")
         exc = ImportError(message)
         type_name = "ImportError"
+    if exc is None and type_name == "SerializationError":  # made in there, as plain text
+        exc = SerializationError(message, stage="pickle-result")
     if exc is not None:
         exc.__traceback__ = None
     return Failure(exc, type_name, message, formatted)

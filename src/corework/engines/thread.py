@@ -9,13 +9,13 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from typing import Any, ClassVar
+from typing import Any
 
-from .._errors import Cancelled, InitializerFailed
+from .._errors import Cancelled, CoreworkError, InitializerFailed
 from .._transport import Failure
 from ._base import ChunkWork, Engine, EngineEvents
-from ._interrupt import interrupt_thread
-from ._runner import run_chunk
+from ._interrupt import acknowledge, interrupt_thread
+from ._runner import Interrupt, run_chunk
 
 _STOP = None
 _STOPPED = "stopped"  # in place of the native-thread cap once the pool stops: none again
@@ -32,12 +32,8 @@ def _limit_native_threads(limit: int | None) -> Any:
     return threadpool_limits(limits=limit)
 
 
-class _Interrupt(BaseException):
-    """Raised into a slot's thread by ``kill``; never escapes the engine."""
-
-
 def _checkpoint() -> None:
-    """A Python-level call: lets a pending ``_Interrupt`` fire here, inside our ``try``."""
+    """A Python-level call: lets a pending ``Interrupt`` fire here, inside our ``try``."""
 
 
 class _Slot:
@@ -55,8 +51,6 @@ class _Slot:
 class ThreadEngine(Engine):
     """Slots are threads named ``corework-thread-N``, each with its own inbox."""
 
-    name: ClassVar[str] = "thread"
-    crosses_processes: ClassVar[bool] = False
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
@@ -73,40 +67,61 @@ class ThreadEngine(Engine):
         slot.thread.start()
 
     def _serve(self, slot: _Slot) -> None:
+        try:
+            self._serve_slot(slot)
+        except Interrupt:
+            return  # kill() has already reported the loss and replaced this thread
+        except BaseException as exc:  # corework's own failure: no task may wait for ever
+            error = CoreworkError(f"a thread of corework's thread engine failed "
+                                  f"({type(exc).__name__}: {exc}); please report this bug")
+            error.__cause__ = exc
+            self._events.engine_broken(error)
+        finally:
+            acknowledge()
+
+    def _serve_slot(self, slot: _Slot) -> None:
         if not self._initialize(slot.index):
             return
         self._events.worker_ready(slot.index)
-        try:
-            while (work := slot.inbox.get()) is not _STOP:
-                self._cap_native_threads()
-                with slot.lock:
-                    slot.running = work.id
-                report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
-                with slot.lock:
-                    slot.running = None
-                _checkpoint()
-                if slot.retired:
-                    return
-                self._events.chunk_done(slot.index, report)
-        except _Interrupt:
-            return  # kill() has already reported the loss and replaced this thread
+        while self._run_next(slot):
+            pass
+
+    def _run_next(self, slot: _Slot) -> bool:
+        """Run the slot's next chunk; False when the slot is done. Nothing of the chunk
+        outlives this call (a thread waiting for work holds no task's data)."""
+        work = slot.inbox.get()
+        if work is _STOP:
+            return False
+        self._cap_native_threads()
+        with slot.lock:
+            slot.running = work.id
+        report = run_chunk(work.id, work.fn.fn, work.kind, work.items)
+        with slot.lock:
+            slot.running = None
+        _checkpoint()
+        if slot.retired:
+            return False
+        self._events.chunk_done(slot.index, report)
+        return True
 
     def _cap_native_threads(self) -> None:
         """Cap BLAS/OpenMP pools that tasks loaded since the start (numpy imported inside
-        a task), once: a dict lookup per chunk until then."""
+        a task), once: a dict lookup per chunk until then. Under the lock that stop()
+        takes, so a cap set here is never left behind by a pool that stopped."""
         if self._native_limits is not None or self.setup.native_threads is None:
             return
         with self._native_lock:
             if self._native_limits is None:
-                self._native_lock = threading.Lock()
-        self._native_limits = _limit_native_threads(self.setup.native_threads)
+                self._native_limits = _limit_native_threads(self.setup.native_threads)
 
     def _initialize(self, index: int) -> bool:
         if self.setup.initializer is None:
             return True
         try:
             self.setup.initializer(*self.setup.initargs)
-        except Exception as exc:
+        except Interrupt:
+            raise
+        except BaseException as exc:
             failure = Failure.capture(exc)
             error = InitializerFailed(
                 f"the initializer {self.setup.initializer!r} raised in thread {index}: "
@@ -133,7 +148,7 @@ class ThreadEngine(Engine):
         with old.lock:
             old.retired = True
             if old.running is not None and old.thread is not None and old.thread.ident:
-                interrupt_thread(old.thread.ident, _Interrupt)
+                interrupt_thread(old.thread.ident, Interrupt)
         old.inbox.put(_STOP)
         self._events.worker_lost(slot, Cancelled("the task was interrupted by kill()"))
         self._slots[slot] = _Slot(slot)
@@ -143,7 +158,7 @@ class ThreadEngine(Engine):
         """Threads hold no memory of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
 
-    def stop(self, wait: bool, now: bool = False) -> None:
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         with self._native_lock:  # stop() may come more than once
             limits, self._native_limits = self._native_limits, _STOPPED
             if limits not in (None, _STOPPED):
@@ -154,7 +169,7 @@ class ThreadEngine(Engine):
                 with slot.lock:
                     slot.retired = True
                     if slot.running is not None and slot.thread and slot.thread.ident:
-                        interrupt_thread(slot.thread.ident, _Interrupt)
+                        interrupt_thread(slot.thread.ident, Interrupt)
                         abandoned.add(slot.index)
             slot.inbox.put(_STOP)
         if wait:
