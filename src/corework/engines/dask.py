@@ -79,10 +79,16 @@ from .._errors import (
     SerializationError,
     WorkerCrashed,
 )
-from .._transport import CallKind, Failure, dumps_by_reference, dumps_by_value
+from .._transport import (
+    CallKind,
+    Failure,
+    dumps_by_reference,
+    dumps_by_value,
+    run_initializer,
+)
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
-from ._worker import _replace_unpicklable
+from ._worker import _fail_all, _replace_unpicklable
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -183,7 +189,6 @@ class _Result:
 class DaskEngine(Engine):
     """Slots are lanes of one Dask future each; see the module docstring."""
 
-
     def __init__(self, workers: int, setup: WorkerSetup, address: str | None = None,
                  sized: bool = True) -> None:
         super().__init__(workers, setup)
@@ -266,7 +271,9 @@ class DaskEngine(Engine):
         """Close the client (and the LocalCluster this engine started).
 
         With ``now``, running tasks are stopped too: an own LocalCluster is closed (its
-        worker processes end); on a shared cluster their workers are restarted."""
+        worker processes end); on a shared cluster their workers are restarted.
+        ``gently`` changes nothing here: a worker process is ended the one way its
+        nanny replaces it, which a task's thread stuck in Python cannot delay."""
         with self._lock:
             self._stopping = True
             running = list(self._lanes.values()) if now else []
@@ -331,7 +338,7 @@ class DaskEngine(Engine):
             raise SerializationError(
                 f"cannot send the arguments of {where} to a Dask worker: {exc}. Pass "
                 "picklable arguments (or create the object inside the task), or use "
-                "engine='thread'.") from exc
+                "engine='thread'.", stage="pickle-argument", original=exc) from exc
         return _Args(data, self._place(found, describe))
 
     def _place(self, found: list[tuple[memoryview, tuple[_segments.Share, Any, int] | None]],
@@ -354,7 +361,7 @@ class DaskEngine(Engine):
                     f"a writable cw.share() cannot be written by tasks on a Dask cluster "
                     f"(each worker has its own copy, so the caller would not see the "
                     f"writes), as {describe(0)} would: return the values from the tasks "
-                    "instead, or use engine='process' or 'thread'")
+                    "instead, or use engine='process' or 'thread'", stage="pickle-argument")
             refs.append((self._scattered_share(record, mapping), offset, raw.nbytes, True))
         return tuple(refs)
 
@@ -453,7 +460,8 @@ class DaskEngine(Engine):
                 "to it lost?)"))
         elif error is not None:  # e.g. a result whose class cannot be imported here
             self._events.chunk_done(slot, _failed(chunk_id, SerializationError(
-                f"a result from a Dask worker cannot be unpickled here: {error}")))
+                f"a result from a Dask worker cannot be unpickled here: {error}",
+                stage="unpickle-result", original=error)))
         else:
             self._on_finished(slot, chunk_id, outcome)
 
@@ -469,7 +477,7 @@ class DaskEngine(Engine):
             report = outcome.report()
         except Exception as exc:  # e.g. a result whose class cannot be imported here
             error = SerializationError(f"a result from a Dask worker cannot be unpickled "
-                                       f"here: {exc}")
+                                       f"here: {exc}", stage="unpickle-result", original=exc)
             report = _failed(chunk_id, error)
         self._events.chunk_done(slot, report)
 
@@ -654,7 +662,8 @@ def _dumps(obj: Any, what: str) -> bytes:
     except Exception as exc:
         raise SerializationError(
             f"cannot send {what} to a Dask worker: {exc}. Make sure everything it refers "
-            "to can be pickled, or use engine='thread'.") from exc
+            "to can be pickled, or use engine='thread'.", stage="pickle-argument",
+            original=exc) from exc
 
 
 def _picklable(item: Any) -> bool:
@@ -729,9 +738,12 @@ def _run_chunk(pool: tuple[str, bytes | None], function: tuple[int, bytes],
         return _SetupFailed(failure)
     try:
         fn = _function(token, fn_id, fn_blob)
+    except BaseException as exc:  # e.g. a module the function needs is missing here
+        return _fail_all(chunk_id, exc, "function")
+    try:
         items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
-    except Exception as exc:  # e.g. a class the worker cannot import
-        return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc))
+    except BaseException as exc:  # e.g. a class the worker cannot import
+        return _fail_all(chunk_id, exc, "arguments")
     return _Result.of(run_chunk(chunk_id, fn, CallKind(kind), items))
 
 
@@ -745,7 +757,7 @@ def _initialize(token: str, setup: bytes | None) -> Failure | None:
             try:
                 options: WorkerSetup = pickle.loads(setup)
                 if options.initializer is not None:
-                    options.initializer(*options.initargs)
+                    run_initializer(options.initializer, options.initargs)
             except Exception as exc:
                 _initialized[token] = Failure.capture(exc)
         return _initialized[token]
