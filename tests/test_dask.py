@@ -71,6 +71,10 @@ def chaos_task(x: int, hang_at: int, how: str, victim_at: int, marker: str) -> i
     return x * x
 
 
+def chaos_item(args: tuple[int, int, str, int, str]) -> int:
+    return chaos_task(*args)
+
+
 def announce_then_wait(x: int, fifo: str, marker: str) -> int:
     """The first run tells the test its worker's pid through ``fifo`` and waits there to
     be killed; a re-run (``marker`` exists: the test wrote it before killing) returns."""
@@ -247,7 +251,7 @@ def test_a_hung_task_and_a_killed_worker_cost_only_the_hung_task(tmp_path):
 def _chaos_round(client, address: str, marker: Path, how: str) -> None:
     hang_at, victim_at = 300, 100
 
-    def calls() -> Iterator[tuple[tuple[object, ...], dict[str, object]]]:
+    def calls() -> Iterator[tuple[int, int, str, int, str]]:
         for x in range(400):
             if x == hang_at:
                 # The hung task starts once the killed worker is replaced: while a
@@ -259,15 +263,15 @@ def _chaos_round(client, address: str, marker: Path, how: str) -> None:
                     assert time.monotonic() < deadline, "the victim task never ran"
                     time.sleep(0.01)
                 wait_for_cluster(client, 2, {int(marker.read_text())})
-            yield (x, hang_at, how, victim_at, str(marker)), {}
+            yield x, hang_at, how, victim_at, str(marker)
 
     pool = cw.Pool(engine="dask", address=address, timeout=1.0)
     try:
         assert pool.workers == 2
         # Chunks of 4: the hung task's chunk-mates are re-run alone after its timeout,
         # and the victim's chunk is queued long before the input reaches the hang.
-        outcomes = [o for chunk in pool._imap_settled(chaos_task, calls(), ordered=False,
-                                                      chunksize=4) for o in chunk]
+        outcomes = list(pool.imap(chaos_item, calls(), ordered=False, chunksize=4,
+                                  errors="outcome"))
     finally:
         closer = threading.Thread(target=pool.shutdown)
         closer.start()
