@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Bounds for starting and stopping: deadlock tripwires, not timing assumptions.
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
+#: What the tests' task functions import, imported by each worker process as it starts
+#: (as a deployment preloads its libraries), so that a worker a nanny has just started
+#: does not spend a task's 1 s timeout importing them.
+PRELOAD = ("--preload", "corework", "--preload", "pytest")
 
 
 class DaskProcesses:
@@ -61,7 +65,7 @@ class DaskProcesses:
         for count in self.nworkers:
             self.workers.append(self._popen(
                 "worker", self.address, "--nworkers", str(count), "--nthreads", "1",
-                "--host", "127.0.0.1", "--no-dashboard",
+                "--host", "127.0.0.1", "--no-dashboard", *PRELOAD,
                 *([] if self.nanny else ["--no-nanny"])))
         with distributed.Client(self.address, set_as_default=False) as client:
             client.wait_for_workers(sum(self.nworkers), timeout=START_SECONDS)
