@@ -155,6 +155,16 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _cluster_threads.clear()
 
 
+@pytest.fixture
+def dask_cluster(dask_address: str) -> DaskProcesses:
+    """The session's cluster, whole: a nanny may still be replacing a worker that the
+    test before ended (and two lanes sharing the one worker left would see a task queued
+    behind a hung one there time out too)."""
+    assert _cluster is not None
+    _cluster.wait_whole()
+    return _cluster
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each behaviour test runs once per engine. For dask, pools given no ``address``
@@ -165,12 +175,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     import dask
 
-    address = request.getfixturevalue("dask_address")
-    assert _cluster is not None
-    # Each test starts on a whole cluster: a nanny may still be replacing a worker that
-    # the test before ended (and two lanes sharing the one worker left would see a task
-    # queued behind a hung one there time out too).
-    _cluster.wait_whole()
-    with dask.config.set({"scheduler-address": address}):
+    cluster: DaskProcesses = request.getfixturevalue("dask_cluster")
+    with dask.config.set({"scheduler-address": cluster.address}):
         yield name
 
