@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -16,25 +15,29 @@ import psutil
 import pytest
 
 from corework.engines import _launcher
+from tests.dask_cluster import DaskProcesses
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
-#: Behaviour tests run once per engine; on dask only with COREWORK_TEST_DASK=1: twice in
-#: full CI runs on this 2-core VM a dask-bound behaviour test (a timeout, an initializer)
-#: left its pool waiting for ever in shutdown under load. tests/test_dask.py still runs
-#: wherever distributed is installed (COREWORK_TEST_DASK=0 turns that off too).
+#: Behaviour tests run once per engine: on dask too wherever distributed is installed,
+#: against one session cluster (COREWORK_TEST_DASK=0 turns dask off, tests/test_dask.py
+#: included).
 ENGINES = ["process", "thread"]
 if sys.version_info >= (3, 12):
     ENGINES.append("interpreter")
-if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "") == "1":
+if HAVE_DASK and os.environ.get("COREWORK_TEST_DASK", "") != "0":
     ENGINES.append("dask")
+elif HAVE_DASK:
+    collect_ignore = ["test_dask.py"]
 GRACE_SECONDS = 10.0  # a deadlock tripwire, not a timing assumption
 ROOT = Path(__file__).resolve().parent.parent
 #: Threads Dask's client starts once per process and keeps (module-level executors).
 DASK_KEPT_THREADS = ("Dask-Callback-Thread", "Dask-Offload")
 
-#: The session's Dask cluster, once started: a process whose whole tree is exempt from
-#: the no-leftovers check (its nannies restart workers when tests stop tasks).
-_cluster: subprocess.Popen[str] | None = None
+#: The session's Dask cluster, once started: its processes, and the threads of its
+#: client here, are exempt from the no-leftovers check (its nannies restart workers when
+#: tests stop tasks).
+_cluster: DaskProcesses | None = None
+_cluster_threads: set[threading.Thread] = set()
 
 
 def _our_processes() -> set[int]:
@@ -43,20 +46,16 @@ def _our_processes() -> set[int]:
     spared = set()
     if _launcher._client is not None:
         spared.add(_launcher._client.pid)
-    if _cluster is not None:
-        spared.add(_cluster.pid)
-        try:
-            spared |= {p.pid for p in psutil.Process(_cluster.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
-            pass
+    sessions = _cluster.sessions() if _cluster is not None else set()
     children = psutil.Process().children(recursive=True)
     found = set()
     for child in children:
         try:
-            if child.pid not in spared and child.status() != psutil.STATUS_ZOMBIE \
+            if child.pid not in spared and os.getsid(child.pid) not in sessions \
+                    and child.status() != psutil.STATUS_ZOMBIE \
                     and not _is_resource_tracker(child):
                 found.add(child.pid)
-        except psutil.NoSuchProcess:
+        except (OSError, psutil.NoSuchProcess):
             pass
     return found
 
@@ -68,18 +67,46 @@ def _is_resource_tracker(process: psutil.Process) -> bool:
 
 
 def _kept(thread: threading.Thread) -> bool:
-    return thread.name.startswith(DASK_KEPT_THREADS)
+    return thread.name.startswith(DASK_KEPT_THREADS) or thread in _cluster_threads
 
 
 def _shm_segments() -> set[str]:
-    """Named shared-memory segments on this machine (corework makes none: memfds).
-
-    POSIX semaphores (``sem.*``) are left out: Dask's worker processes, SIGKILLed by
-    the dask tests, leave multiprocessing's behind (a known leak of those tests)."""
+    """Named shared-memory segments on this machine (corework makes none: memfds)."""
     try:
-        return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
+        return set(os.listdir("/dev/shm"))
     except OSError:
         return set()
+
+
+def _left_behind(segments: set[str]) -> set[str]:
+    """Those of ``segments`` that are left behind. multiprocessing's semaphores
+    (``sem.*``: Dask's nannies make them to start their workers) are while no live
+    process maps them, not while the cluster they belong to runs."""
+    semaphores = {name for name in segments if name.startswith("sem.")}
+    return (segments - semaphores) | _unmapped(semaphores) if semaphores else segments
+
+
+def _unmapped(names: set[str]) -> set[str]:
+    """Those of ``names`` (in /dev/shm) that no live process has mapped, found by inode
+    (a mapping shows the name the file was created under, not its final one)."""
+    inodes: dict[int, str] = {}
+    for name in names:
+        try:
+            inodes[os.stat(f"/dev/shm/{name}").st_ino] = name
+        except OSError:
+            pass  # removed meanwhile
+    mapped = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    if "/dev/shm/" in line:
+                        fields = line.split(maxsplit=5)
+                        if int(fields[4]) in inodes:
+                            mapped.add(inodes[int(fields[4])])
+        except (OSError, ValueError, IndexError):
+            pass  # ended meanwhile, or not ours to read
+    return set(inodes.values()) - mapped
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +121,7 @@ def no_leftovers():
         extra_threads = [t for t in threading.enumerate()
                          if t not in threads_before and t.is_alive() and not _kept(t)]
         extra_processes = _our_processes() - processes_before
-        extra_segments = _shm_segments() - segments_before
+        extra_segments = _left_behind(_shm_segments() - segments_before)
         if not extra_threads and not extra_processes and not extra_segments:
             return
         if time.monotonic() > deadline:
@@ -105,41 +132,37 @@ def no_leftovers():
         time.sleep(0.01)
 
 
-_CLUSTER_SCRIPT = """
-import sys
-from distributed import LocalCluster
-cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       host="127.0.0.1", dashboard_address=None)
-print(cluster.scheduler_address, flush=True)
-sys.stdin.read()  # until the test session closes our standard input
-cluster.close()
-"""
-
-
 @pytest.fixture(scope="session")
-def dask_address() -> Iterator[str]:
-    """A real LocalCluster (2 single-threaded worker processes on 127.0.0.1) for the whole
-    session, in a process of its own: dask-engine pools connect to it instead of
-    starting a cluster per test."""
+def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real cluster (``dask scheduler`` and a ``dask worker`` of 2 single-threaded
+    workers with nannies, on 127.0.0.1) for the whole session: dask-engine pools connect
+    to it instead of starting a cluster per test. (Not a LocalCluster: that closes for
+    good a nanny whose worker is away 15 s after an earlier loss, which the tests'
+    timeouts and kills, seconds apart, would hit; see engines/dask.py.)"""
     global _cluster
     pytest.importorskip("distributed")
-    _cluster = subprocess.Popen(
-        [sys.executable, "-c", _CLUSTER_SCRIPT], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert _cluster.stdout is not None
-    address = _cluster.stdout.readline().strip()
-    assert address.startswith("tcp://"), "the session's Dask cluster did not start"
-    yield address
-    assert _cluster.stdin is not None
-    _cluster.stdin.close()
+    cluster = DaskProcesses(tmp_path_factory.mktemp("dask"))
+    _cluster = cluster
+    before = set(threading.enumerate())
     try:
-        _cluster.wait(60)
-    except subprocess.TimeoutExpired:
-        _cluster.kill()
-        _cluster.wait()
-    _cluster.stdout.close()
-    _cluster = None
+        address = cluster.start()
+        cluster.client()
+        _cluster_threads.update(set(threading.enumerate()) - before)
+        yield address
+    finally:
+        cluster.stop()
+        _cluster = None
+        _cluster_threads.clear()
+
+
+@pytest.fixture
+def dask_cluster(dask_address: str) -> DaskProcesses:
+    """The session's cluster, whole: a nanny may still be replacing a worker that the
+    test before ended (and two lanes sharing the one worker left would see a task queued
+    behind a hung one there time out too)."""
+    assert _cluster is not None
+    _cluster.wait_whole()
+    return _cluster
 
 
 @pytest.fixture(params=ENGINES)
@@ -152,6 +175,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     import dask
 
-    with dask.config.set({"scheduler-address": request.getfixturevalue("dask_address")}):
+    cluster: DaskProcesses = request.getfixturevalue("dask_cluster")
+    with dask.config.set({"scheduler-address": cluster.address}):
         yield name
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import corework as cw
-from tests.helpers import skip_on_dask, square
+from tests.helpers import square
 
 
 def hang(_=None):
@@ -83,8 +83,6 @@ def test_a_hung_task_times_out_and_the_others_finish(engine):
 
 
 def test_tasks_sharing_a_chunk_with_a_hung_one_are_not_lost(engine):
-    skip_on_dask(engine, "flaky: a re-run of the chunk's other tasks sometimes times out "
-                 "while Dask replaces the worker that ran the hung one (under investigation)")
     with cw.Pool(2, engine=engine, timeout=1.0) as pool:
         results = pool.imap(hang_on, range(10), chunksize=5)
         assert [next(results) for _ in range(3)] == [0, 1, 2]

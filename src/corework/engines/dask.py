@@ -22,13 +22,15 @@ How corework's promises map onto Dask (the README's "On a cluster" says the same
   ``retries=`` (re-run on an exception) is not used: corework's ``retries``/``retry_on``
   are.
 * **Timeouts and Future.kill()**: Dask cannot interrupt a running Python function, but
-  its nanny replaces a worker process that ends. The lane is free at once; in the
-  background the worker process running the task is ended (its nanny starts a new one)
-  and the task's future cancelled. Dask re-runs elsewhere whatever else that worker held,
-  as for any lost worker. A worker without a nanny (``dask worker --no-nanny``) is not
-  ended: the task then runs on there until it finishes, and a warning is logged. A
-  task's timeout counts from when corework hands it to Dask, so on a busy shared cluster
-  it includes the time the task waits for a worker thread.
+  its nanny replaces a worker process that ends. In the background the task is
+  cancelled, every worker is told never to start it, and the worker process running it
+  is ended (its nanny starts a new one); the lane is ready again once that worker is
+  back. Dask re-runs elsewhere whatever else that worker held, as for any lost worker,
+  but never the stopped task (see ``DaskEngine._stop_tasks``). A worker without a
+  nanny (``dask worker --no-nanny``) is not ended: the task then runs on there until it
+  finishes, and a warning is logged. A task's timeout counts from when corework hands it
+  to Dask, so on a busy shared cluster it includes the time the task waits for a worker
+  thread.
 * **Arguments**: Dask pickles task arguments into the task graph, which goes through the
   scheduler. Buffers of 1 MiB or more (numpy arrays, bytes in memoryviews) are scattered
   to the workers instead, straight from the caller, and the task refers to them; a
@@ -60,6 +62,7 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -77,10 +80,11 @@ from .._errors import (
 )
 from ..transport import segments as _segments
 from ..transport.failure import Failure
+from ..transport.main_namespace import run_initializer
 from ..transport.picklers import dumps_by_reference, dumps_by_value
 from ._base import CallKind, ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 from ._runner import run_chunk
-from ._unpicklable import replace_unpicklable
+from ._unpicklable import fail_all, replace_unpicklable
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -181,7 +185,6 @@ class _Result:
 class DaskEngine(Engine):
     """Slots are lanes of one Dask future each; see the module docstring."""
 
-
     def __init__(self, workers: int, setup: WorkerSetup, address: str | None = None,
                  sized: bool = True) -> None:
         super().__init__(workers, setup)
@@ -196,6 +199,11 @@ class DaskEngine(Engine):
         self._stopping = False
         self._halts: list[threading.Thread] = []  # restarting workers to stop tasks
         self._closer: threading.Thread | None = None
+        #: Finished lanes, as (slot, chunk id, future, outcome, error); None ends it.
+        self._results: queue.SimpleQueue[tuple[int, int, Any, Any, BaseException | None]
+                                         | None] = queue.SimpleQueue()
+        self._reporter = threading.Thread(target=self._report_results,
+                                          name="corework-dask-results", daemon=True)
         self._cluster: Any = None
         self._client: Any = None
         self._setup_data: Any = None
@@ -205,6 +213,7 @@ class DaskEngine(Engine):
     def start(self, events: EngineEvents) -> None:
         self._events = events
         distributed = _distributed()
+        self._reporter.start()
         try:
             self._connect(distributed)
             if self.setup.initializer is not None:
@@ -228,9 +237,12 @@ class DaskEngine(Engine):
             address = distributed.get_worker().scheduler.address
             distributed.secede()
         if address is None:
+            # No dashboard; the scheduler's HTTP server (it has one anyway) on a free
+            # port, not 8787, which another Dask scheduler here may have taken.
             self._cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None)
+                host="127.0.0.1", dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             address = self._cluster.scheduler_address
         try:
             self._client = distributed.Client(address, set_as_default=False)
@@ -255,7 +267,9 @@ class DaskEngine(Engine):
         """Close the client (and the LocalCluster this engine started).
 
         With ``now``, running tasks are stopped too: an own LocalCluster is closed (its
-        worker processes end); on a shared cluster their workers are restarted."""
+        worker processes end); on a shared cluster their workers are restarted.
+        ``gently`` changes nothing here: a worker process is ended the one way its
+        nanny replaces it, which a task's thread stuck in Python cannot delay."""
         with self._lock:
             self._stopping = True
             running = list(self._lanes.values()) if now else []
@@ -270,7 +284,9 @@ class DaskEngine(Engine):
             self._halt(running)  # no slot to make ready: the pool is stopping
         if closer is not None:
             closer.start()
-        if wait and self._closer is not threading.current_thread():
+        # Not from the results thread (a done-callback's Pool.kill): the closer waits
+        # for that thread to end.
+        if wait and threading.current_thread() not in (self._closer, self._reporter):
             self._closer.join()
 
     def _close(self) -> None:
@@ -284,6 +300,9 @@ class DaskEngine(Engine):
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        self._results.put(None)
+        if self._reporter.is_alive() and self._reporter is not threading.current_thread():
+            self._reporter.join()
 
     # ------------------------------------------------------------------ sending
 
@@ -315,7 +334,7 @@ class DaskEngine(Engine):
             raise SerializationError(
                 f"cannot send the arguments of {where} to a Dask worker: {exc}. Pass "
                 "picklable arguments (or create the object inside the task), or use "
-                "engine='thread'.") from exc
+                "engine='thread'.", stage="pickle-argument", original=exc) from exc
         return _Args(data, self._place(found, describe))
 
     def _place(self, found: list[tuple[memoryview, tuple[_segments.Share, Any, int] | None]],
@@ -338,7 +357,7 @@ class DaskEngine(Engine):
                     f"a writable cw.share() cannot be written by tasks on a Dask cluster "
                     f"(each worker has its own copy, so the caller would not see the "
                     f"writes), as {describe(0)} would: return the values from the tasks "
-                    "instead, or use engine='process' or 'thread'")
+                    "instead, or use engine='process' or 'thread'", stage="pickle-argument")
             refs.append((self._scattered_share(record, mapping), offset, raw.nbytes, True))
         return tuple(refs)
 
@@ -364,11 +383,12 @@ class DaskEngine(Engine):
     def send(self, slot: int, work: ChunkWork) -> None:
         args: _Args = work.payload
         name = getattr(work.fn.fn, "__name__", "task")
+        key = f"corework-{name}-{self._token}-{next(self._keys)}"
+        self._keep_own_cluster_whole()
         try:
             future = self._client.submit(
-                _run, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
-                (work.id, int(work.kind), args.data, list(args.refs)), pure=False,
-                key=f"corework-{name}-{self._token}-{next(self._keys)}")
+                _run, key, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
+                (work.id, int(work.kind), args.data, list(args.refs)), pure=False, key=key)
         except Exception as exc:  # the client was closed, or lost its scheduler
             with self._lock:
                 stopping = self._stopping
@@ -385,28 +405,63 @@ class DaskEngine(Engine):
     # ------------------------------------------------------------------ receiving
 
     def _on_done(self, slot: int, chunk_id: int, future: Any) -> None:
-        """A lane's future finished (on Dask's callback thread): report it."""
-        with self._lock:
-            if slot not in self._lanes or self._lanes[slot] is not future:
-                return  # killed, or the pool stopped: already accounted for
-            del self._lanes[slot]
-        if future.status == "finished":
-            self._on_finished(slot, chunk_id, future)
-        elif future.status == "error":
+        """A lane's future finished (on Dask's callback thread, which must not wait).
+
+        A result still has to be fetched from the worker that holds it, and that can
+        take long: from a worker that has just died, the Dask scheduler keeps trying to
+        connect for ``distributed.comm.timeouts.connect`` (30 s). Fetched here, on Dask's
+        one callback thread, it held up every other lane's report meanwhile, so every
+        task in flight timed out. So results are fetched on the client's event loop,
+        side by side, and reported from this engine's results thread, in the order they
+        arrive."""
+        if future.status != "finished":
+            self._results.put((slot, chunk_id, future, None, None))
+            return
+        try:
+            self._client.loop.add_callback(self._fetch, slot, chunk_id, future)
+        except Exception as exc:  # the client is closing
+            self._results.put((slot, chunk_id, future, None, exc))
+
+    async def _fetch(self, slot: int, chunk_id: int, future: Any) -> None:
+        """On the client's event loop: fetch a lane's result, then queue its report."""
+        try:
+            outcome = await self._client.gather(future, asynchronous=True)
+        except BaseException as exc:  # cancelled (stopped), lost, or not unpicklable here
+            self._results.put((slot, chunk_id, future, None, exc))
+        else:
+            self._results.put((slot, chunk_id, future, outcome, None))
+
+    def _report_results(self) -> None:
+        """The results thread: report each finished lane's chunk, until ``None``."""
+        while (item := self._results.get()) is not None:
+            slot, chunk_id, future, outcome, error = item
+            with self._lock:
+                if self._lanes.get(slot) is not future:
+                    continue  # killed, or the pool stopped: already accounted for
+                del self._lanes[slot]
+            try:
+                self._report(slot, chunk_id, future, outcome, error)
+            except BaseException as exc:  # this thread must live on: report, and go on
+                log.exception("corework could not report a Dask result")
+                with contextlib.suppress(BaseException):
+                    self._events.chunk_done(slot, _failed(chunk_id, exc))
+
+    def _report(self, slot: int, chunk_id: int, future: Any, outcome: Any,
+                error: BaseException | None) -> None:
+        if future.status == "error":
             self._on_error(slot, chunk_id, future.exception())
-        else:  # cancelled, but not by us: the scheduler forgot it (restarted, or lost us)
+        elif future.status == "cancelled":  # not by us: the scheduler forgot it
             self._lost(slot, WorkerCrashed(
                 "the Dask scheduler dropped the task (was it restarted, or the connection "
                 "to it lost?)"))
+        elif error is not None:  # e.g. a result whose class cannot be imported here
+            self._events.chunk_done(slot, _failed(chunk_id, SerializationError(
+                f"a result from a Dask worker cannot be unpickled here: {error}",
+                stage="unpickle-result", original=error)))
+        else:
+            self._on_finished(slot, chunk_id, outcome)
 
-    def _on_finished(self, slot: int, chunk_id: int, future: Any) -> None:
-        try:
-            outcome = future.result()
-        except Exception as exc:  # e.g. a result whose class cannot be imported here
-            error = SerializationError(f"a result from a Dask worker cannot be unpickled "
-                                       f"here: {exc}")
-            self._events.chunk_done(slot, _failed(chunk_id, error))
-            return
+    def _on_finished(self, slot: int, chunk_id: int, outcome: Any) -> None:
         if isinstance(outcome, _SetupFailed):
             self._events.engine_broken(_initializer_error(self.setup, outcome.failure))
             return
@@ -418,7 +473,7 @@ class DaskEngine(Engine):
             report = outcome.report()
         except Exception as exc:  # e.g. a result whose class cannot be imported here
             error = SerializationError(f"a result from a Dask worker cannot be unpickled "
-                                       f"here: {exc}")
+                                       f"here: {exc}", stage="unpickle-result", original=exc)
             report = _failed(chunk_id, error)
         self._events.chunk_done(slot, report)
 
@@ -469,50 +524,124 @@ class DaskEngine(Engine):
         halt.start()
 
     def _stop_tasks(self, futures: list[Any], slot: int | None) -> None:
-        """End the worker processes running ``futures`` (their nannies start new ones at
-        once), cancel the futures, and wait for the replacements.
+        """Make sure the tasks of ``futures`` run nowhere, now or later; then ``slot``
+        is ready (once the worker processes ended for it are replaced).
+
+        Dask re-runs the tasks of a worker that dies on another one, and a hung task
+        re-run there would wedge that worker's thread for good, unseen: its event loop
+        still answers, so Dask takes it for healthy and gives it more tasks, which never
+        start. And ``Client.cancel`` only queues a message, so it may reach the
+        scheduler after the worker's death. Hence, in this order:
+
+        1. tell every worker that these tasks are stopped, and ask which runs one now
+           (``_run`` and ``_stop_keys`` take one lock, so a worker either reports the
+           task or never starts it: a re-run Dask hands it is skipped);
+        2. end the worker processes that run one (their nannies start new ones at once),
+           while the scheduler still counts them busy, so it gives them nothing new;
+        3. cancel the tasks, and wait until the scheduler has forgotten them: from then
+           on no worker is given them;
+        4. ask the workers that joined since step 1 (a replacement, say: one may have
+           been given a task before the cancel arrived), and end any that runs one.
+           (Not the others: they were told, and asking a worker that is being ended
+           would wait for Dask's connect timeout, 30 s.)
 
         Ending the process, rather than Dask's graceful ``restart_workers``, takes
         milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
-        close gracefully anyway."""
-        keys = {future.key for future in futures}
+        close gracefully anyway. Every step is bounded by ``RESTART_SECONDS`` in all."""
+        keys = sorted({future.key for future in futures})
+        deadline = time.monotonic() + RESTART_SECONDS
         try:
-            workers = self._client.scheduler_info(n_workers=-1)["workers"]
-            running = self._client.processing()
-            victims = {worker for worker, held in running.items() if keys & set(held)}
-            orphans = {worker for worker in victims if not workers.get(worker, {}).get("nanny")}
-            doomed = sorted(victims - orphans)
-            if doomed:
-                with contextlib.suppress(OSError):  # the connection resets as they end
-                    self._client.run(_end_worker, workers=doomed, wait=False)
+            asked, ended, count = self._end_runners(keys, deadline)
             self._client.cancel(futures, force=True)
-            if orphans:
-                log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
-                            "(%s): they run on until they end", sorted(keys), sorted(orphans))
-            if doomed:
-                self._await_replacements(set(doomed), len(workers))
+            self._await_forgotten(keys, deadline)
+            joined = set(self._client.scheduler_info(n_workers=-1)["workers"]) - asked
+            if joined:
+                ended |= self._end_runners(keys, deadline, sorted(joined))[1]
+            if ended:
+                self._await_replacements(ended, count, deadline)
         except Exception as exc:
             log.warning("corework could not stop the Dask tasks %s (they may run on until "
-                        "they end): %s", sorted(keys), exc)
+                        "they end): %s", keys, exc)
         finally:
             if slot is not None:
                 self._ready(slot)
 
-    def _await_replacements(self, gone: set[str], count: int) -> None:
+    def _end_runners(self, keys: list[str], deadline: float,
+                     workers: list[str] | None = None) -> tuple[set[str], set[str], int]:
+        """Tell ``workers`` (default: every worker) that ``keys`` are stopped; end those
+        that run one. Returns the workers asked, those ended, and how many answered."""
+        answers = self._client.run(_stop_keys, keys, workers=workers, on_error="return",
+                                   callback_timeout=_left(deadline))
+        told = {worker: answer for worker, answer in answers.items()
+                if isinstance(answer, tuple)}
+        doomed = {worker for worker, (runs, nanny) in told.items() if runs and nanny}
+        orphans = sorted(worker for worker, (runs, nanny) in told.items() if runs and not nanny)
+        deaf = sorted(set(answers) - set(told))
+        if doomed:  # the connections reset as they end: errors are expected
+            self._client.run(_end_worker, workers=sorted(doomed), wait=False,
+                             on_error="ignore", callback_timeout=_left(deadline))
+        if orphans:
+            log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
+                        "(%s): they run on until they end", keys, orphans)
+        if deaf:
+            log.warning("corework could not tell the Dask workers %s to stop tasks %s "
+                        "(they may run on there until they end)", deaf, keys)
+        # As many as answered: one that did not may be on its way out.
+        return set(answers), doomed, len(told)
+
+    def _await_forgotten(self, keys: list[str], deadline: float) -> None:
+        """Wait until the Dask scheduler knows none of ``keys`` (their cancel arrived)."""
+        while True:
+            try:
+                known = self._client.run_on_scheduler(_known_keys, keys,
+                                                      callback_timeout=_left(deadline))
+            except Exception as exc:  # e.g. a scheduler that runs no functions
+                log.debug("corework cannot ask the Dask scheduler about %s: %s", keys, exc)
+                return  # the workers there now are told; a re-run elsewhere is possible
+            if not known:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the Dask scheduler did not drop them within "
+                                   f"{RESTART_SECONDS:g} s")
+            time.sleep(RESTART_POLL_SECONDS)
+
+    def _await_replacements(self, gone: set[str], count: int, deadline: float) -> None:
         """Wait until the scheduler has dropped ``gone`` and has ``count`` workers again."""
-        deadline = time.monotonic() + RESTART_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
                 if self._stopping:
                     return
+            self._keep_own_cluster_whole()
             workers = set(self._client.scheduler_info(n_workers=-1)["workers"])
             if not workers & gone and len(workers) >= count:
                 return
             time.sleep(RESTART_POLL_SECONDS)
 
+    def _keep_own_cluster_whole(self) -> None:
+        """Start again the workers that this engine's own LocalCluster gave up on.
+
+        A LocalCluster closes a worker's nanny for good when, ``distributed.deploy.
+        lost-worker-timeout`` (15 s) after that worker left, no worker of its name is
+        there: so when a worker is ended again just then (a timeout 15 s after another)
+        it is not replaced, and a cluster of one worker is left with none."""
+        cluster = self._cluster
+        if cluster is not None and len(cluster.workers) < self.workers:
+            with contextlib.suppress(Exception):  # closing: nothing to keep
+                cluster.scale(self.workers)
+
     def restart(self, slot: int) -> None:
         """Lanes hold no worker of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a little at least: a call that has none fails fast)."""
+    return max(0.1, deadline - time.monotonic())
+
+
+def _known_keys(keys: list[str], dask_scheduler: Any) -> list[str]:
+    """Run on the Dask scheduler: which of ``keys`` it still knows."""
+    return [key for key in keys if key in dask_scheduler.tasks]
 
 
 def _in_dask_task(distributed: Any) -> bool:
@@ -529,7 +658,8 @@ def _dumps(obj: Any, what: str) -> bytes:
     except Exception as exc:
         raise SerializationError(
             f"cannot send {what} to a Dask worker: {exc}. Make sure everything it refers "
-            "to can be pickled, or use engine='thread'.") from exc
+            "to can be pickled, or use engine='thread'.", stage="pickle-argument",
+            original=exc) from exc
 
 
 def _picklable(item: Any) -> bool:
@@ -562,15 +692,40 @@ def _initializer_error(setup: WorkerSetup, failure: Failure) -> InitializerFaile
 _worker_lock = threading.Lock()
 _initialized: dict[str, Failure | None] = {}  # pool token -> the initializer's failure
 _functions: OrderedDict[tuple[str, int], Callable[..., Any]] = OrderedDict()
+#: Which tasks run in this process, and which were stopped (see ``_stop_keys``). Their
+#: lock is never held for long: the worker's event loop takes it.
+_keys_lock = threading.Lock()
+_running_keys: set[str] = set()
+_stopped_keys: OrderedDict[str, None] = OrderedDict()
+#: Stopped task keys a worker process remembers; a stopped task reaches a worker, if at
+#: all, within moments of being stopped, so only the latest matter.
+STOPPED_KEYS_KEPT = 4096
 
 
-def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
+def _run(key: str, pool: tuple[str, bytes | None], function: tuple[int, bytes],
          chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
          ) -> _Result | ChunkReport | _SetupFailed:
     """One chunk, in a Dask worker: set the pool up here if need be, then run it.
 
-    ``pool``: its token and setup; ``function``: its id and pickle; ``chunk``: its id,
-    call kind, pickled items and their buffers (Dask has put scattered data in place)."""
+    ``key``: the Dask task's own; ``pool``: its token and setup; ``function``: its id
+    and pickle; ``chunk``: its id, call kind, pickled items and their buffers (Dask has
+    put scattered data in place)."""
+    chunk_id = chunk[0]
+    with _keys_lock:
+        if key in _stopped_keys:  # stopped before it started here: it must not run
+            return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(
+                Cancelled("the task was stopped before it started")))
+        _running_keys.add(key)
+    try:
+        return _run_chunk(pool, function, chunk)
+    finally:
+        with _keys_lock:
+            _running_keys.discard(key)
+
+
+def _run_chunk(pool: tuple[str, bytes | None], function: tuple[int, bytes],
+               chunk: tuple[int, int, bytes, list[tuple[Any, int, int, bool]]]
+               ) -> _Result | ChunkReport | _SetupFailed:
     token, setup = pool
     fn_id, fn_blob = function
     chunk_id, kind, data, refs = chunk
@@ -579,9 +734,12 @@ def _run(pool: tuple[str, bytes | None], function: tuple[int, bytes],
         return _SetupFailed(failure)
     try:
         fn = _function(token, fn_id, fn_blob)
+    except BaseException as exc:  # e.g. a module the function needs is missing here
+        return fail_all(chunk_id, exc, "function")
+    try:
         items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
-    except Exception as exc:  # e.g. a class the worker cannot import
-        return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc))
+    except BaseException as exc:  # e.g. a class the worker cannot import
+        return fail_all(chunk_id, exc, "arguments")
     return _Result.of(run_chunk(chunk_id, fn, CallKind(kind), items))
 
 
@@ -595,7 +753,7 @@ def _initialize(token: str, setup: bytes | None) -> Failure | None:
             try:
                 options: WorkerSetup = pickle.loads(setup)
                 if options.initializer is not None:
-                    options.initializer(*options.initargs)
+                    run_initializer(options.initializer, options.initargs)
             except Exception as exc:
                 _initialized[token] = Failure.capture(exc)
         return _initialized[token]
@@ -614,6 +772,21 @@ def _function(token: str, fn_id: int, blob: bytes) -> Callable[..., Any]:
         while len(_functions) > FUNCTIONS_PER_WORKER:
             _functions.popitem(last=False)
     return fn
+
+
+async def _stop_keys(keys: list[str], dask_worker: Any = None) -> tuple[bool, bool]:
+    """Run by ``Client.run`` on the event loop of every worker (a coroutine, so that it
+    runs even while the worker's task threads are busy): these tasks must not start here
+    from now on. Returns whether one of them runs here now, and whether this worker has
+    a nanny (that would replace it, were it ended)."""
+    with _keys_lock:
+        for key in keys:
+            _stopped_keys[key] = None
+            _stopped_keys.move_to_end(key)
+        while len(_stopped_keys) > STOPPED_KEYS_KEPT:
+            _stopped_keys.popitem(last=False)
+        running = not _running_keys.isdisjoint(keys)
+    return running, getattr(dask_worker, "nanny", None) is not None
 
 
 async def _end_worker() -> None:
