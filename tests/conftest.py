@@ -138,7 +138,7 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workers with nannies, on 127.0.0.1) for the whole session: dask-engine pools connect
     to it instead of starting a cluster per test. (Not a LocalCluster: that closes for
     good a nanny whose worker is away 15 s after an earlier loss, which the tests'
-    timeouts and kills, seconds apart, would hit; see engines/dask.py.)"""
+    timeouts and kills, seconds apart, would hit; see engines/dask/.)"""
     global _cluster
     pytest.importorskip("distributed")
     cluster = DaskProcesses(tmp_path_factory.mktemp("dask"))

@@ -160,7 +160,7 @@ def test_a_share_is_scattered_once_not_put_in_the_graph(session_cluster):
         packed = dask_engine.pack([shared], str)
         assert len(packed.data) < 1024 and len(packed.refs) == 1
         assert list(pool.map(total, [shared] * 8)) == [float(shared.sum())] * 8
-        assert len(dask_engine._shares) == 1  # one scatter for all eight tasks
+        assert len(dask_engine._scatter._shares) == 1  # one scatter for all eight tasks
         big = np.ones(2**18)  # not shared, but large: scattered for its chunk
         assert len(dask_engine.pack([big], str).data) < 1024
         assert pool.submit(total, big).result() == 2**18

@@ -48,7 +48,7 @@ def kinds_for(engine: str) -> dict[int, str]:
     """What can go wrong on ``engine``: a crash would end the caller on threads. On dask
     a crash is not mixed with a 1 s timeout: Dask re-runs a task whose worker died
     (``allowed-failures``, 3), so one crashing task ends a worker four times, and a
-    timeout there counts from when the task is handed to Dask (engines/dask.py), so it
+    timeout there counts from when the task is handed to Dask (engines/dask/), so it
     would hit the tasks waiting out those restarts too. Crashes in place on dask:
     ``test_crashes_and_exceptions_in_place_on_dask``."""
     if engine in ("thread", "interpreter", "dask"):

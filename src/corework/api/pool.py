@@ -81,7 +81,7 @@ class Pool(concurrent.futures.Executor):
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
         self._policy = options.policy
-        # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
+        # engine="dask": the scheduler's address, and its own checks (see engines/dask/)
         cluster: dict[str, Any] = {} if self.engine != "dask" else {
             "address": options.address, "sized": options.sized,
             "max_tasks_per_worker": options.max_tasks_per_worker}

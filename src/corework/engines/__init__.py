@@ -108,6 +108,6 @@ def create_engine(name: str, workers: int, setup: WorkerSetup,
     options checked by ``api/options.py``.
 
     ``options``: an engine's own, e.g. the dask engine's ``address``, ``sized`` and
-    ``max_tasks_per_worker`` (see ``engines/dask.py``), the process engine's ``prober``.
+    ``max_tasks_per_worker`` (see ``engines/dask/``), the process engine's ``prober``.
     """
     return _FACTORIES[name](workers, setup, start_method, memory_limit, **options)
