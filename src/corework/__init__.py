@@ -2,7 +2,8 @@
 
 One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
 tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
-in shared memory once, for every task; ``advise`` measures which engine suits a function.
+in shared memory once, for every task (``empty``/``zeros`` make arrays there from the
+start); ``advise`` measures which engine suits a function.
 For tools built on it (the ``corework`` command is one): ``ENGINES``, ``default_workers``,
 ``parse_memory``, ``progress`` and ``Pool.imap_batches``. See the README for a tour.
 """
@@ -22,6 +23,7 @@ from ._errors import (
     WorkerCrashed,
 )
 from .api.advise import Advice, advise
+from .api.arrays import empty, zeros
 from .api.mapping import imap, map
 from .api.options import parse_memory
 from .api.pool import Pool
@@ -58,11 +60,13 @@ __all__ = (
     "WorkerCrashed",
     "advise",
     "default_workers",
+    "empty",
     "imap",
     "map",
     "parse_memory",
     "progress",
     "share",
+    "zeros",
 )
 
 for _name in __all__:
