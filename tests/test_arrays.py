@@ -94,6 +94,14 @@ def test_an_array_born_in_shared_memory_reaches_tasks_without_a_copy():
     assert a.sum() == expected + 7.0
 
 
+def test_tasks_on_any_engine_read_an_array_born_in_shared_memory(engine):
+    skip_on_interpreter(engine, "numpy does not load in sub-interpreters")
+    a = cw.empty(BIG, dtype="int64")
+    a[:] = np.arange(BIG)
+    with cw.Pool(2, engine=engine) as pool:
+        assert list(pool.map(total, [a] * 3, range(3))) == [float(a.sum()) + i for i in range(3)]
+
+
 def test_tasks_write_into_a_writable_array(engine):
     skip_on_interpreter(engine, "numpy does not load in sub-interpreters")
     skip_on_dask(engine, "workers elsewhere would write into copies (a writable share is "

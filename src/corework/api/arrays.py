@@ -34,10 +34,12 @@ def empty(shape: Shape, dtype: DTypeLike = float, *, writable: bool = False,
     It lives in an anonymous memory file (``memfd``) from the start: fill it in place
     (``a[:] = ...``, ``np.copyto(a, ...)``, ``out=a``), then pass it — or views of it — to
     any number of tasks: on the process engine each worker maps it once and reads it
-    where it is, with no copy per task, per worker or per map (the thread engine hands
-    over the array itself). Tasks get it read-only unless ``writable=True``; then their
-    writes land in the caller's array (give each task its own slice). Tasks read the
-    array as it is when they read it: do not write it while tasks that read it run.
+    where it is, with no copy per task, per worker or per map. There tasks get it
+    read-only unless ``writable=True``; then their writes land in the caller's array
+    (give each task its own slice). The thread engine hands tasks the array itself, the
+    caller's, writable; Dask workers get it read-only, scattered once (``writable=True``
+    is refused there: tasks elsewhere would write into copies). Tasks read the array as it
+    is when they read it: do not write it while tasks that read it run.
 
     The caller's array is always writable, stays valid after the pools that used it end,
     and its memory is freed once it and its views are gone (and the tasks using it end).
