@@ -71,7 +71,7 @@ def measure_shared(workload: Workload, peer: Peer, params: Params) -> tuple[dict
     from .memory import TreeMemory
 
     fn, items = workload.job(params)
-    data = workload.data(params)  # type: ignore[misc]
+    data = peer.adopt(workload.data(params))  # type: ignore[misc]
     results, metrics = [], {}
     for memory in (None, TreeMemory()):
         pool = peer.open_shared(workload.worker_count(), data)

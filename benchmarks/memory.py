@@ -20,7 +20,11 @@ processes share after a fork (mpire's shared objects, the interpreter itself): s
 are in nobody's USS until one side writes them. That does not change a difference taken
 across the timed region unless a fork happens inside it; the PSS sum, reported beside it,
 shows the other view: each mapped page split between the processes that map it, but a
-file held only by a descriptor (a segment written but not mapped) not at all.
+file held only by a descriptor (a segment written but not mapped) not at all. Its peaks
+overshoot while processes map a file: they are read one after another, so a worker read
+before a second one maps a segment counts all of it, and the second counts half again
+(the memfd pages' PSS summed over the tree was seen to exceed the memfd's own pages by
+50-86 MB for a 200 MB segment, which no consistent snapshot can show).
 
 Reading ``/proc/PID/smaps`` walks the process's page tables (2-4 ms per sample for a
 process with 400 MB resident), and the sampler sleeps ``interval`` between samples: on two

@@ -99,6 +99,11 @@ class Peer:
         a library that hands such data to its workers when they start does it here."""
         return self.open(workers)
 
+    def adopt(self, data: Any) -> Any:
+        """The shared data as this library's user would have made it (before anything is
+        timed, and before the memory baseline): here the data itself."""
+        return data
+
     def map(self, pool: Any, fn: Task, items: list[Any]) -> list[Any]:
         """``[fn(x) for x in items]``, run on ``pool``, in order."""
         raise NotImplementedError
@@ -413,6 +418,23 @@ class CoreworkShare(Corework):
         return super().map_shared(pool, fn, corework.share(data), items)
 
 
+class CoreworkEmpty(Corework):
+    """The process engine, with the data made in shared memory from the start: the array
+    is ``cw.empty(...)`` filled in place, as a user would make it (not timed, like every
+    other peer's ``numpy.arange``), then passed as an ordinary argument."""
+
+    name, data_only = "corework-empty", True
+
+    def adopt(self, data: Any) -> Any:
+        import numpy as np
+
+        import corework
+
+        born = corework.empty(data.shape, data.dtype)
+        np.copyto(born, data)
+        return born
+
+
 class _OwnLocalCluster:
     """A LocalCluster (``workers`` single-threaded processes on 127.0.0.1) and a client."""
 
@@ -465,7 +487,7 @@ class CoreworkDask(Corework):
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (Serial, MpPool, CfProcess, CfThread, JoblibLoky, Mpire, Pebble, Corework,
-              CoreworkThread, CoreworkInterpreter, CoreworkShare, CoreworkDask,
+              CoreworkThread, CoreworkInterpreter, CoreworkShare, CoreworkEmpty, CoreworkDask,
               DaskClientMap, CoreworkMapProcess, CoreworkMapThread, CoreworkAuto,
               CoreworkMapReturn, CoreworkMapReturnProcess, CoreworkImapReturn)
 }

@@ -14,7 +14,8 @@ from .peers import PEERS, version
 from .workloads import WORKLOADS, Workload
 
 #: The corework variants, compared against the best of the other peers.
-COREWORK = ("corework-process", "corework-thread", "corework-interpreter", "corework-share")
+COREWORK = ("corework-process", "corework-thread", "corework-interpreter", "corework-share",
+            "corework-empty")
 #: Whole ``cw.map`` calls: engine="auto" against the engines a user could pick by hand.
 AUTO, BY_HAND = "corework-auto", ("corework-map-process", "corework-map-thread")
 #: Not "other peers" in the summary: every corework variant.

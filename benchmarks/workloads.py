@@ -169,7 +169,9 @@ WORKLOADS: dict[str, Workload] = {
                  "mpire": "WorkerPool(shared_objects=a): a reaches the workers by fork "
                           "when they start, before the timed map",
                  "corework-process": "map(fn, [a]*4, range(4)): automatic shared memory",
-                 "corework-share": "ref = cw.share(a) (timed), then map(fn, [ref]*4, range(4))"},
+                 "corework-share": "ref = cw.share(a) (timed), then map(fn, [ref]*4, range(4))",
+                 "corework-empty": "a = cw.empty(...) filled in place (not timed, as arange "
+                                   "is not for the others), then map(fn, [a]*4, range(4))"},
         ),
         Workload(
             "startup", "pool creation to the first result of one x*x, then shutdown",

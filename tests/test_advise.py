@@ -27,6 +27,7 @@ def test_advice_for_waiting_tasks_is_threads_with_its_figures():
     assert set(advice.seconds) >= {"serial", "thread", "process"}
     assert advice.speedup["serial"] == 1.0 and advice.speedup["thread"] > 1.5
     assert advice.cpu_share < 0.5 and advice.gil_held == 0.0
+    assert not advice.too_short and advice.task_seconds >= 0.03
     assert advice.pickle_bytes > 0 and advice.pickle_seconds >= 0
     assert json.loads(json.dumps(advice.as_dict()))["engine"] == "thread"
     assert "use engine='thread'" in str(advice)
@@ -45,12 +46,37 @@ def test_advice_for_pure_python_cpu_work_is_a_gil_free_engine():
     assert "GIL" in advice.reason
 
 
+def tiny_task(x):
+    return x + 1
+
+
+def test_advice_for_micro_tasks_is_to_run_serially_or_batch():
+    advice = cw.advise(tiny_task, range(16), workers=2)
+    if advice.task_seconds >= _advise.SHORT_TASK_SECONDS:  # the fastest of 20 runs stalled
+        pytest.skip(f"this machine is too busy to measure: x + 1 took "
+                    f"{advice.task_seconds * 1e3:.1f} ms a task")
+    assert advice.too_short, advice
+    assert 0 < advice.task_seconds < _advise.SHORT_TASK_SECONDS
+    assert all(advice.speedup[name] < 1 for name in advice.seconds if name != "serial")
+    assert "too short for any pool" in advice.reason and "µs each" in advice.reason
+    assert "serially" in advice.reason and "batch them" in advice.reason
+    assert "is this machine busy" not in advice.reason
+    assert advice.batch >= _advise.BATCH_SECONDS / _advise.SHORT_TASK_SECONDS
+    assert f"{advice.batch:,} items per task" in advice.reason
+    assert str(advice).startswith("run serially or batch: ")
+    assert "time per task, serially" in str(advice)
+    assert json.loads(json.dumps(advice.as_dict()))["too_short"] is True
+
+
 def test_the_rules_behind_the_verdict():
     assert _advise._fastest({"serial": 1, "thread": 0.50, "process": 0.48}) == "thread"
     assert _advise._fastest({"serial": 1, "thread": 0.9, "process": 0.5}) == "process"
     assert _advise._gil_held(1.0, 2, 1.0) == 1.0
     assert _advise._gil_held(2.0, 2, 1.0) == 0.0
     assert _advise._gil_held(1.0, 2, 0.1) == 0.0  # waiting tasks: no GIL to speak of
+    assert _advise._too_short(1e-6, {"serial": 1.0, "thread": 0.04, "process": 0.01})
+    assert not _advise._too_short(1e-6, {"serial": 1.0, "thread": 1.2, "process": 0.5})
+    assert not _advise._too_short(0.05, {"serial": 1.0, "thread": 0.9})  # not short: else
 
 
 def test_an_empty_sample_is_refused():

@@ -2,7 +2,8 @@
 
 One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
 tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
-in shared memory once, for every task; ``advise`` measures which engine suits a function.
+in shared memory once, for every task (``empty``/``zeros`` make arrays there from the
+start); ``advise`` measures which engine suits a function.
 For tools built on it (the ``corework`` command is one): ``ENGINES``, ``default_workers``,
 ``parse_memory``, ``progress`` and ``Pool.imap_batches``. See the README for a tour.
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         WorkerCrashed,
     )
     from .api.advise import Advice, advise
+    from .api.arrays import empty, zeros
     from .api.mapping import imap, map
     from .api.options import parse_memory
     from .api.pool import Pool
@@ -68,11 +70,13 @@ __all__ = (
     "WorkerCrashed",
     "advise",
     "default_workers",
+    "empty",
     "imap",
     "map",
     "parse_memory",
     "progress",
     "share",
+    "zeros",
 )
 
 _ERRORS = "._errors"
@@ -100,11 +104,13 @@ _HOMES = {
     "WorkerCrashed": _ERRORS,
     "advise": ".api.advise",
     "default_workers": ".engines",
+    "empty": ".api.arrays",
     "imap": ".api.mapping",
     "map": ".api.mapping",
     "parse_memory": ".api.options",
     "progress": ".api.progress",
     "share": ".api.share",
+    "zeros": ".api.arrays",
 }
 
 

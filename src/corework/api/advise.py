@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import time
@@ -19,11 +20,27 @@ from .pool import Pool
 TIE = 0.10
 #: Cheapest first: the order ties are broken in.
 _CHEAPEST_FIRST = ("thread", "interpreter", "process")
+#: Tasks shorter than this that no pool ran faster than serial are *too short*: what a
+#: pool costs per task (a queue, a thread switch, pickling for a process) is then as much
+#: as the task, so no engine can pay; the advice is to run serially or to batch them.
+SHORT_TASK_SECONDS = 1e-3
+#: A batch of short tasks should take about this long (what the advice's batch size aims at).
+BATCH_SECONDS = 0.01
+#: A sample that runs serially in less than this is run again (its best run kept), so
+#: that a per-task time of microseconds is measured, not one stall's worth of noise.
+_SERIAL_AT_LEAST = 0.02
+_SERIAL_RUNS = 20
 
 
 @dataclass(frozen=True)
 class Advice:
-    """The engine to use for a function, with the figures measured on this machine."""
+    """The engine to use for a function, with the figures measured on this machine.
+
+    With ``too_short`` no pool is worth it: the tasks (``task_seconds`` each, run serially)
+    are too short for any engine to gain on serial, and ``engine`` is only the least bad
+    one; ``reason`` says what to do instead (run serially, or batch the tasks into
+    ``batch`` items each and measure again).
+    """
 
     engine: str
     reason: str
@@ -35,18 +52,23 @@ class Advice:
     pickle_seconds: float  # per task: arguments and result pickled and unpickled
     pickle_bytes: int  # per task: their pickled size
     unavailable: dict[str, str] = field(default_factory=dict)  # engine -> why not
+    task_seconds: float = 0.0  # per task, run serially (the best of a few runs if short)
+    too_short: bool = False  # no pool can pay for tasks this short: run serially or batch
+    batch: int = 1  # with too_short: items per batch for a batch of ~BATCH_SECONDS
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
-        lines = [f"use engine={self.engine!r}: {self.reason}", "",
+        verdict = "run serially or batch" if self.too_short else f"use engine={self.engine!r}"
+        lines = [f"{verdict}: {self.reason}", "",
                  f"{'engine':<13}{'seconds':>9}{'speedup':>9}"]
         for name, seconds in self.seconds.items():
             lines.append(f"{name:<13}{seconds:>9.3f}{self.speedup[name]:>8.2f}x")
         for name, why in self.unavailable.items():
             lines.append(f"{name:<13}{'-':>9}{'-':>9}   ({why})")
-        lines += ["", f"CPU / wall time of a task: {self.cpu_share:.0%}",
+        lines += ["", f"time per task, serially: {_duration(self.task_seconds)}",
+                  f"CPU / wall time of a task: {self.cpu_share:.0%}",
                   f"GIL held (threads' lost parallelism): {self.gil_held:.0%}",
                   f"pickling per task: {self.pickle_seconds * 1e3:.2f} ms, "
                   f"{self.pickle_bytes:,} bytes", f"workers: {self.workers}"]
@@ -59,13 +81,19 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
     (and ``print`` shows) the engine to use, why, and the figures behind it.
 
     The sample should be a few tasks of the real work (a dozen or so): each engine runs
-    all of it, so it takes a few times the sample's serial run time.
+    all of it, so it takes a few times the sample's serial run time (a sample that runs
+    in under 20 ms is run serially a few more times, to measure its tasks' time).
+
+    Tasks too short for any pool to gain on serial (under a millisecond each, and no
+    engine faster than serial) get ``too_short=True``, with the measured time per task
+    and the advice to run them serially or to batch them (``batch`` items per task).
     """
     items = list(sample)
     if not items:
         raise ValueError("advise needs a non-empty sample of the function's inputs")
     count = parse_workers(workers)
     serial, cpu_share, results = _serially(fn, items)
+    task_seconds = serial / len(items)
     pickle_seconds, pickle_bytes = _pickling(items, results)
     seconds = {"serial": serial}
     unavailable: dict[str, str] = {}
@@ -79,16 +107,37 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
     parallel = min(count, len(items))
     gil_held = _gil_held(speedup.get("thread", 1.0), parallel, cpu_share)
     engine = _fastest(seconds)
-    reason = _reason(engine, speedup, cpu_share, gil_held, parallel)
+    too_short = _too_short(task_seconds, speedup)
+    batch = max(1, math.ceil(BATCH_SECONDS / task_seconds)) if too_short and task_seconds else 1
+    if too_short:
+        reason = _short_reason(engine, speedup, task_seconds, batch)
+    else:
+        reason = _reason(engine, speedup, cpu_share, gil_held, parallel)
     return Advice(engine, reason, count, seconds, speedup, round(cpu_share, 3),
-                  round(gil_held, 3), pickle_seconds, pickle_bytes, unavailable)
+                  round(gil_held, 3), pickle_seconds, pickle_bytes, unavailable,
+                  task_seconds, too_short, batch)
 
 
 def _serially(fn: Callable[[Any], Any], items: list[Any]) -> tuple[float, float, list[Any]]:
-    wall, cpu = time.perf_counter(), time.thread_time()
-    results = [fn(item) for item in items]
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-    return wall, min(1.0, cpu / wall) if wall else 1.0, results
+    """The sample's serial wall time, its tasks' CPU share, and their results.
+
+    A sample that runs in under ``_SERIAL_AT_LEAST`` is run again (up to ``_SERIAL_RUNS``
+    times, or that long in all) and its fastest run kept: a stall on a busy machine only
+    makes a run slower, so the fastest is the tasks' own time.
+    """
+    best = best_cpu = float("inf")
+    results: list[Any] = []
+    spent = 0.0
+    for _ in range(_SERIAL_RUNS):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        results = [fn(item) for item in items]
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        if wall < best:
+            best, best_cpu = wall, cpu
+        spent += wall
+        if spent >= _SERIAL_AT_LEAST:
+            break
+    return best, min(1.0, best_cpu / best) if best else 1.0, results
 
 
 def _pickling(items: list[Any], results: list[Any]) -> tuple[float, int]:
@@ -135,6 +184,31 @@ def _fastest(seconds: dict[str, float]) -> str:
         if name in seconds and seconds[name] <= best * (1 + TIE):
             return name
     return "process"  # pragma: no cover - every engine raised
+
+
+def _too_short(task_seconds: float, speedup: dict[str, float]) -> bool:
+    """No pool gained on serial, and the tasks are short enough that this is why."""
+    pools = [value for name, value in speedup.items() if name != "serial"]
+    return task_seconds < SHORT_TASK_SECONDS and max(pools, default=0.0) < 1.0
+
+
+def _short_reason(engine: str, speedup: dict[str, float], task_seconds: float,
+                  batch: int) -> str:
+    slowest = min(speedup[name] for name in speedup if name != "serial")
+    return (f"the tasks are too short for any pool to pay: {_duration(task_seconds)} each "
+            "(run serially), less than what a pool spends handing a task over; the best "
+            f"engine, {engine}, ran {1 / speedup[engine]:.1f}x slower than serial, the worst "
+            f"{1 / slowest:.0f}x. Run them serially, or batch them (about {batch:,} items "
+            f"per task, ~{BATCH_SECONDS * 1e3:.0f} ms of work) and advise on the batched "
+            "function")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
 
 
 def _reason(engine: str, speedup: dict[str, float], cpu_share: float, gil_held: float,

@@ -23,6 +23,7 @@ Engines know nothing of ordering, retries, deadlines or futures: those are the s
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import os
 from collections.abc import Callable, Sequence
@@ -149,6 +150,13 @@ class Engine(abc.ABC):
     def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
         """Serialize a chunk's items, raising SerializationError naming the bad one."""
         return None
+
+    def sending_pass(self) -> contextlib.AbstractContextManager[None]:
+        """Around packing several chunks whose items all existed before it began, with
+        none of the caller's code run in between: an engine may then send a buffer it
+        copied once again without checking it is unchanged (see ``segments.sending_pass``).
+        """
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def send(self, slot: int, work: ChunkWork) -> None:

@@ -223,6 +223,9 @@ class ProcessEngine(Engine):
     def pack(self, items: Sequence[Any], describe: Callable[[int], str]) -> Any:
         return pack_items(items, describe)
 
+    def sending_pass(self) -> contextlib.AbstractContextManager[None]:
+        return _segments.sending_pass()
+
     def send(self, slot: int, work: ChunkWork) -> None:
         thread = slot // self.workers
         with self._lock:

@@ -115,7 +115,20 @@ class MapJob:
         return WINDOW_PER_WORKER * self._scheduler.slots
 
     def fill(self) -> None:
-        """Read input and queue chunks until the window is full or the input ends."""
+        """Read input and queue chunks until the window is full or the input ends.
+
+        Over a list, tuple or range every item exists before this runs and no code of the
+        caller's runs while it does, so it is one sending pass for the engine (a buffer in
+        several chunks is copied once and not compared again); a generator's next item
+        may rewrite the last one, so there each chunk is packed on its own.
+        """
+        if self._input.total is None:
+            self._fill()
+            return
+        with self._scheduler.engine.sending_pass():
+            self._fill()
+
+    def _fill(self) -> None:
         while not self._exhausted and len(self._out) < self._window:
             items = self._input.take(self._sizer.next_size())
             if not items:

@@ -14,7 +14,12 @@ Two kinds of segment carry data:
   process while the object built on it is alive, and is *registered* here by address, so
   that pickling any buffer inside it sends a reference (id, offset, length) instead of the
   bytes. Workers map a share once and keep it until the caller lets go of it; listeners
-  (the process engines) hear of that through :func:`on_release`.
+  (the process engines) hear of that through :func:`on_release`. :func:`corework.empty`
+  makes one with nothing copied in: the caller's array is born in it (:func:`blank_share`).
+
+A buffer copied into a message segment is remembered (:func:`remember`), so that the
+same bytes sent again reuse the segment; they are compared first (``memcmp``), except
+within one :func:`sending_pass` (see there for why that is safe).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +132,8 @@ def _close(fd: int, pid: int) -> None:
 
 #: Buffers recently copied into segments, by (address, length): the same data sent again
 #: (one array passed to many tasks) reuses the segment instead of taking more memory.
-_recent: dict[tuple[int, int], tuple[weakref.ref[Segment], int]] = {}
+#: The last field is the sending pass that copied it (None: outside any pass).
+_recent: dict[tuple[int, int], tuple[weakref.ref[Segment], int, object]] = {}
 _recent_lock = threading.Lock()
 _RECENT_MOST = 256
 _memcmp = ctypes.CDLL(None).memcmp
@@ -135,27 +141,79 @@ _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _memcmp.restype = ctypes.c_int
 
 
-def remember(address: int, nbytes: int, segment: Segment, offset: int) -> None:
-    """Note that the ``nbytes`` at ``address`` were copied into ``segment`` at ``offset``."""
+class _Pass(threading.local):
+    token: object | None = None  # the pass under way in this thread
+    held: list[memoryview] | None = None  # the buffers it copied, pinned until it ends
+
+
+_pass = _Pass()
+
+
+@contextlib.contextmanager
+def sending_pass() -> Iterator[None]:
+    """Within this block (in this thread), a buffer copied once is not compared again.
+
+    The rule, and why it holds: a buffer copied into a segment during the pass (or
+    compared equal to its earlier copy) is *pinned* — the pass holds a view of it until it
+    ends — so its memory cannot be freed and reused by another object meanwhile: the same
+    (address, length) later in the pass is the very same buffer. Whoever opens a pass
+    promises that the thread runs none of the caller's code inside it: the map job opens
+    one around packing chunks from a list, tuple or range whose items all exist already
+    (not around a generator, whose next item may rewrite the last one), and packing runs
+    only pickle's and the items' own reducers. So nothing in this thread writes the
+    buffer between the copy and its reuse; a write from another thread meanwhile races
+    with the map itself (there is no order in which some chunks ought to see it and
+    others not), and as with any copy the chunks see the buffer as it was at one moment
+    of the pass. Outside a pass (another map, the next items of a generator, ``submit``)
+    the bytes are compared before a segment is reused. Nested passes are one pass.
+    """
+    if _pass.token is not None:
+        yield
+        return
+    _pass.token, _pass.held = object(), []
+    try:
+        yield
+    finally:
+        _pass.token = _pass.held = None
+
+
+def remember(address: int, nbytes: int, segment: Segment, offset: int,
+             buffer: memoryview | None = None) -> None:
+    """Note that the ``nbytes`` at ``address`` (``buffer``) were copied into ``segment``
+    at ``offset``; within a sending pass the buffer is pinned until the pass ends."""
+    token = _pass.token
+    if token is not None and buffer is not None and _pass.held is not None:
+        _pass.held.append(buffer)
+    else:
+        token = None
     with _recent_lock:
         if len(_recent) >= _RECENT_MOST:
-            for key in [key for key, (ref, _) in _recent.items() if ref() is None]:
+            for key in [key for key, (ref, _, _) in _recent.items() if ref() is None]:
                 del _recent[key]
             while len(_recent) >= _RECENT_MOST:
                 del _recent[next(iter(_recent))]
-        _recent[(address, nbytes)] = (weakref.ref(segment), offset)
+        _recent[(address, nbytes)] = (weakref.ref(segment), offset, token)
 
 
-def recall(address: int, nbytes: int) -> tuple[Segment, int] | None:
-    """A live segment already holding exactly these bytes (compared, not assumed)."""
+def recall(address: int, nbytes: int,
+           buffer: memoryview | None = None) -> tuple[Segment, int] | None:
+    """A live segment already holding exactly these bytes (``buffer``): copied or found
+    equal in this sending pass (see :func:`sending_pass`), or else compared, not assumed.
+    """
     with _recent_lock:
         entry = _recent.get((address, nbytes))
-    segment = entry[0]() if entry is not None else None
+    if entry is None:
+        return None
+    ref, offset, token = entry
+    segment = ref()
     if segment is None:
         return None
-    offset = entry[1]  # type: ignore[index]
+    if token is not None and token is _pass.token:
+        return segment, offset  # the very same pinned buffer, unwritten since: see above
     if _memcmp(address, segment.address() + offset, nbytes) != 0:
         return None  # changed since: send the new contents
+    if _pass.token is not None and buffer is not None:  # equal now: the pass covers the rest
+        remember(address, nbytes, segment, offset, buffer)
     return segment, offset
 
 
@@ -236,6 +294,22 @@ def create_share(buffers: Sequence[memoryview], writable: bool) -> tuple[mmap.mm
     return mapping, offsets
 
 
+def blank_share(size: int, writable: bool) -> mmap.mmap:
+    """A new share of ``size`` zero bytes, mapped writable here whatever ``writable`` says
+    (which is what tasks get): the caller fills it in place, nothing is copied in.
+
+    The pages are the memory file's from the start and are allocated as they are first
+    written (a memory file reads as zeros where it was never written).
+    """
+    fd = new_fd(size, f"{_MFD_NAME}-share")
+    try:
+        return _register(f"{os.getpid()}-{next(_ids)}", fd, size, writable,
+                         mmap.ACCESS_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def attach(share_id: str, fd: int, size: int, writable: bool) -> mmap.mmap:
     """The mapping of a share received from another process (mapped once per process).
 
@@ -252,9 +326,10 @@ def attach(share_id: str, fd: int, size: int, writable: bool) -> mmap.mmap:
         raise
 
 
-def _register(share_id: str, fd: int, size: int, writable: bool) -> mmap.mmap:
+def _register(share_id: str, fd: int, size: int, writable: bool,
+              access: int | None = None) -> mmap.mmap:
     share = Share(share_id, size, writable, fd, 0, None, os.getpid())  # type: ignore[arg-type]
-    mapping = map_fd(fd, size, share.access())
+    mapping = map_fd(fd, size, share.access() if access is None else access)
     share.base = address_of(mapping)
     share.mapping = weakref.ref(mapping)
     weakref.finalize(mapping, _on_unmapped, share).atexit = False
