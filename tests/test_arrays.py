@@ -2,7 +2,7 @@
 
 Real segments on real worker processes: what tasks read and write, that nothing is
 copied, that nothing is left behind, and the rule that lets one map skip comparing an
-array it already copied (``segments.sending_pass``) — with the cases where it must not.
+array it already copied (``reuse.sending_pass``) — with the cases where it must not.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 import corework as cw
 from corework.transport import packing
+from corework.transport import reuse as _reuse
 from corework.transport import segments as _segments
 from tests.helpers import skip_on_dask, skip_on_interpreter
 
@@ -171,26 +172,26 @@ def test_within_a_pass_a_copied_buffer_is_reused_without_comparing():
     raw = memoryview(data)
     address = _segments.address_of(raw)
     segment, _ = _segments.Segment.holding([raw])
-    with _segments.sending_pass():
-        _segments.remember(address, raw.nbytes, segment, 0, raw)
+    with _reuse.sending_pass():
+        _reuse.remember(address, raw.nbytes, segment, 0, raw)
         data[0] = 99  # (a write the pass's rule says cannot happen: here to see the rule)
-        assert _segments.recall(address, raw.nbytes) == (segment, 0)
-    assert _segments.recall(address, raw.nbytes) is None  # outside it: compared, changed
+        assert _reuse.recall(address, raw.nbytes) == (segment, 0)
+    assert _reuse.recall(address, raw.nbytes) is None  # outside it: compared, changed
     data[0] = 0
-    assert _segments.recall(address, raw.nbytes) == (segment, 0)  # compared, the same
+    assert _reuse.recall(address, raw.nbytes) == (segment, 0)  # compared, the same
 
 
 @pytest.fixture
 def compares(monkeypatch):
     """How many times segments compared a buffer with its earlier copy (memcmp)."""
     calls = []
-    real = _segments._memcmp
+    real = _reuse._memcmp
 
     def counting(*args):
         calls.append(args[2])
         return real(*args)
 
-    monkeypatch.setattr(_segments, "_memcmp", counting)
+    monkeypatch.setattr(_reuse, "_memcmp", counting)
     return calls
 
 
@@ -219,7 +220,7 @@ def test_one_map_copies_a_repeated_array_once_and_compares_nothing(compares, cop
 
 def test_an_array_changed_between_maps_is_sent_again(compares):
     a = np.zeros(BIG)
-    with _segments.sending_pass():  # a copy made in a pass that has ended, kept alive
+    with _reuse.sending_pass():  # a copy made in a pass that has ended, kept alive
         kept = packing.pack([a], by_value=True)
     with cw.Pool(2, engine="process") as pool:
         assert list(pool.map(first, [a] * 4, chunksize=1)) == [0.0] * 4  # compared: reused

@@ -154,7 +154,7 @@ class Engine(abc.ABC):
     def sending_pass(self) -> contextlib.AbstractContextManager[None]:
         """Around packing several chunks whose items all existed before it began, with
         none of the caller's code run in between: an engine may then send a buffer it
-        copied once again without checking it is unchanged (see ``segments.sending_pass``).
+        copied once again without checking it is unchanged (see ``transport/reuse.sending_pass``).
         """
         return contextlib.nullcontext()
 

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..transport import reuse as _reuse
 from ..transport import segments as _segments
 from ..transport.channel import Channel
 from ..transport.packing import Packed, pack_for_workers, pack_items
@@ -224,7 +225,7 @@ class ProcessEngine(Engine):
         return pack_items(items, describe)
 
     def sending_pass(self) -> contextlib.AbstractContextManager[None]:
-        return _segments.sending_pass()
+        return _reuse.sending_pass()
 
     def send(self, slot: int, work: ChunkWork) -> None:
         thread = slot // self.workers

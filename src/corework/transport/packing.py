@@ -22,6 +22,7 @@ import cloudpickle
 
 from .._errors import SerializationError
 from . import inherited as _inherited
+from . import reuse as _reuse
 from . import segments as _segments
 from .picklers import PROTOCOL, dumps
 
@@ -160,7 +161,7 @@ class _BufferCollector:
         if raw.nbytes < self.inline_below or not raw.nbytes:
             return True
         address = _segments.address_of(raw)
-        sent = _segments.recall(address, raw.nbytes, raw)
+        sent = _reuse.recall(address, raw.nbytes, raw)
         if sent is not None:  # the same bytes went out recently: refer to them
             segment, offset = sent
             self.refs.append((self._position(segment), offset, raw.nbytes))
@@ -183,7 +184,7 @@ class _BufferCollector:
             position = self._position(segment)
             for (index, raw, address), offset in zip(self.own, offsets, strict=True):
                 self.refs[index] = (position, offset, raw.nbytes)
-                _segments.remember(address, raw.nbytes, segment, offset, raw)
+                _reuse.remember(address, raw.nbytes, segment, offset, raw)
             self.own.clear()
         if not self.refs:
             return Packed(data)
