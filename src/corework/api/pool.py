@@ -59,6 +59,12 @@ class Pool(concurrent.futures.Executor):
     :meth:`options` to change them for some): a task running past ``timeout`` seconds
     fails with ``TaskTimeout`` and its worker is replaced; a task that crashed its worker
     or timed out (or raised one of ``retry_on``) runs again up to ``retries`` times.
+
+    ``relay_logs`` (process workers): what tasks log with ``logging`` reaches this
+    process's loggers and handlers as if logged here, levels and logger names kept,
+    with ``record.corework_task`` (the task's index in its map) and
+    ``record.corework_worker`` added; a record logged just before a crash still
+    arrives. ``relay_logs=False`` leaves logging in each worker to itself.
     """
 
     def __init__(self, workers: int | None = None, *, engine: str = "auto",
@@ -70,13 +76,13 @@ class Pool(concurrent.futures.Executor):
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto",
                  address: str | None = None, threads: int | None = None,
-                 _prober: Prober | None = None) -> None:
+                 relay_logs: bool = True, _prober: Prober | None = None) -> None:
         self._set_up(PoolOptions.parse(
             workers, engine=engine, timeout=timeout, retries=retries, backoff=backoff,
             retry_on=retry_on, memory_limit=memory_limit,
             max_tasks_per_worker=max_tasks_per_worker, initializer=initializer,
             initargs=initargs, start_method=start_method, native_threads=native_threads,
-            address=address, threads=threads, prober=_prober))
+            address=address, threads=threads, prober=_prober, relay_logs=relay_logs))
 
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
