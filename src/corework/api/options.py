@@ -109,20 +109,20 @@ class MapOptions:
     chunksize: int | None  # None: adaptive
     ordered: bool = True
     errors: Errors = "raise"
-    progress: bool = False
+    progress: object = None  # None, True, or the user's display (see api/progress.py)
 
     @classmethod
     def parse(cls, fn: object, *, workers: int | None, engine: str,
               chunksize: int | Literal["auto"], ordered: bool, timeout: float | None,
               retries: int, backoff: float, retry_on: Iterable[type[BaseException]],
-              errors: str, address: str | None, progress: bool) -> MapOptions:
+              errors: str, address: str | None, progress: object) -> MapOptions:
         """Refuse bad arguments at the call, not at the first result."""
         if not callable(fn):
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
         pool = PoolOptions.parse(workers, engine=engine, timeout=timeout, retries=retries,
                                  backoff=backoff, retry_on=retry_on, address=address)
         return cls(pool, engine == "auto" and address is None, parse_chunksize(chunksize),
-                   ordered, parse_errors(errors), progress)
+                   ordered, parse_errors(errors), _progress(progress))
 
 
 def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
@@ -178,6 +178,15 @@ def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) 
             f"native_threads must be a positive int, 'auto' or None, not {native_threads!r}"
         )
     return native_threads
+
+
+def _progress(progress: object) -> object:
+    """None (no display) or a ``progress=`` that api/progress.py can show."""
+    if progress is None or progress is False:
+        return None
+    from .progress import check
+
+    return check(progress)
 
 
 def _log_levels(relay: bool) -> dict[str | None, int] | None:
