@@ -93,6 +93,17 @@ def test_relay_logs_false_keeps_records_in_the_worker(collect):
     assert collect.records == []
 
 
+def say_hello():
+    logging.getLogger("relaytest.init").warning("worker ready")
+
+
+def test_what_an_initializer_logs_arrives_outside_any_task(collect):
+    with cw.Pool(1, engine="process", initializer=say_hello) as pool:
+        assert pool.submit(abs, -1).result() == 1
+    [record] = collect.records
+    assert record.getMessage() == "worker ready" and record.corework_task is None
+
+
 def test_relay_logs_must_be_a_bool():
     with pytest.raises(TypeError, match="relay_logs"):
         cw.Pool(1, engine="process", relay_logs="yes")  # type: ignore[arg-type]

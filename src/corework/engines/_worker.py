@@ -81,17 +81,17 @@ def _serve(channel: Channel) -> int:
         import multiprocessing.process
 
         multiprocessing.process.current_process().authkey = setup.authkey
+    worker = _Worker(channel)
+    if setup.relay_logs:  # before the initializer: what it logs is relayed, and the
+        from ._log_relay import install  # logging it sets up is kept
+
+        install(worker.send_log, worker.where, setup.log_levels)
     if setup.initializer is not None:
         try:
             run_initializer(setup.initializer, setup.initargs)
         except BaseException as exc:
             channel.send(("init_failed",), pack_result(Failure.capture(exc)))
             return 3
-    worker = _Worker(channel)
-    if setup.relay_logs:
-        from ._log_relay import install
-
-        install(worker.send_log, worker.where, setup.log_levels)
     channel.send(("ready", os.getpid()))
     return worker.serve(setup.threads, setup.elastic)
 
