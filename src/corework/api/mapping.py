@@ -22,7 +22,7 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
         ordered: bool = True, timeout: float | None = None, retries: int = 0,
         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
         errors: Errors = "raise", address: str | None = None,
-        progress: bool = False) -> list[Any]:
+        progress: object = False) -> list[Any]:
     """``list(builtins.map(fn, items))``, run on every core.
 
     ``engine="auto"`` runs every task in a worker process (a task that crashes costs
@@ -37,7 +37,9 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     ``timeout`` (seconds per task), ``retries``, ``backoff`` and ``retry_on`` are as
     for :class:`Pool`; so is ``address``, a Dask scheduler's for ``engine="dask"``.
     ``progress=True`` shows a progress bar: a widget in a Jupyter notebook, a bar on a
-    terminal, a status line every few seconds elsewhere (see ``corework.api.progress``).
+    terminal (rich if installed, else tqdm), a status line every few seconds elsewhere;
+    or pass your own tqdm bar or rich ``Progress``, or a callable that receives
+    ``(done, total, failed)`` after each batch of results (see ``corework.api.progress``).
     """
     options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
                                ordered=ordered, timeout=timeout, retries=retries,
@@ -54,7 +56,7 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
          ordered: bool = True, timeout: float | None = None, retries: int = 0,
          backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
          errors: Errors = "raise", address: str | None = None,
-         progress: bool = False) -> Iterator[Any]:
+         progress: object = False) -> Iterator[Any]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
     ``ordered=False`` yields each result as soon as it is done (with ``errors="outcome"``
@@ -83,12 +85,13 @@ def _chunks(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions
         chunks = auto_chunks(fn, items, options, run=_run)
     else:
         chunks = _run(fn, items, options, options.pool)
-    if not options.progress:
+    if options.progress is None:
         yield from chunks
         return
     if options.pool.engine == "process":
         start_launcher()  # before the display's thread: the launcher is then forked
-    yield from _progress.observe(chunks, _progress.length(items))
+    yield from _progress.observe(chunks, _progress.length(items), options.progress,
+                                 options.errors)
 
 
 def _run(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions,

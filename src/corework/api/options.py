@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +38,7 @@ class PoolOptions:
     address: str | None = None
     threads: int = 1
     prober: Prober | None = None  # engine="auto": the probe's listener (see api/auto.py)
+    relay_logs: bool = True  # process workers' log records go to this process's handlers
 
     @classmethod
     def parse(cls, workers: int | None = None, *, engine: str = "auto",
@@ -48,20 +50,22 @@ class PoolOptions:
               initargs: Iterable[Any] = (), start_method: str | None = None,
               native_threads: int | Literal["auto"] | None = "auto",
               address: str | None = None, threads: int | None = None,
-              prober: Prober | None = None) -> PoolOptions:
+              prober: Prober | None = None, relay_logs: bool = True) -> PoolOptions:
         """Check every option (one clear error naming the first bad one)."""
         name = resolve_engine_name(engine)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
         if start_method is not None and name != "process":
             raise ValueError(f"start_method applies to engine='process', not {name!r}")
+        if not isinstance(relay_logs, bool):
+            raise TypeError(f"relay_logs must be True or False, not {relay_logs!r}")
         if address is not None and name != "dask":
             raise ValueError(f"address applies to engine='dask', not {name!r}")
         options = cls(parse_workers(workers), name, workers is not None,
                       TaskPolicy(timeout, retries, backoff, tuple(retry_on)),
                       parse_memory(memory_limit), max_tasks_per_worker, initializer,
                       tuple(initargs), start_method, native_threads, address,
-                      parse_threads(threads), prober)
+                      parse_threads(threads), prober, relay_logs)
         options.check()
         return options
 
@@ -92,7 +96,8 @@ class PoolOptions:
         return WorkerSetup(self.initializer, self.initargs,
                            _native_threads(self.native_threads, self.workers * self.threads),
                            self.threads, elastic=self.prober is not None,
-                           authkey=_authkey(self.engine))
+                           authkey=_authkey(self.engine), relay_logs=self.relay_logs,
+                           log_levels=_log_levels(self.relay_logs))
 
 
 @dataclass(frozen=True)
@@ -104,20 +109,20 @@ class MapOptions:
     chunksize: int | None  # None: adaptive
     ordered: bool = True
     errors: Errors = "raise"
-    progress: bool = False
+    progress: object = None  # None, True, or the user's display (see api/progress.py)
 
     @classmethod
     def parse(cls, fn: object, *, workers: int | None, engine: str,
               chunksize: int | Literal["auto"], ordered: bool, timeout: float | None,
               retries: int, backoff: float, retry_on: Iterable[type[BaseException]],
-              errors: str, address: str | None, progress: bool) -> MapOptions:
+              errors: str, address: str | None, progress: object) -> MapOptions:
         """Refuse bad arguments at the call, not at the first result."""
         if not callable(fn):
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
         pool = PoolOptions.parse(workers, engine=engine, timeout=timeout, retries=retries,
                                  backoff=backoff, retry_on=retry_on, address=address)
         return cls(pool, engine == "auto" and address is None, parse_chunksize(chunksize),
-                   ordered, parse_errors(errors), progress)
+                   ordered, parse_errors(errors), _progress(progress))
 
 
 def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:
@@ -173,6 +178,25 @@ def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) 
             f"native_threads must be a positive int, 'auto' or None, not {native_threads!r}"
         )
     return native_threads
+
+
+def _progress(progress: object) -> object:
+    """None (no display) or a ``progress=`` that api/progress.py can show."""
+    if progress is None or progress is False:
+        return None
+    from .progress import check
+
+    return check(progress)
+
+
+def _log_levels(relay: bool) -> dict[str | None, int] | None:
+    """The caller's logger levels, for workers that relay their records (None where
+    ``logging`` was never imported: its defaults hold, and it stays unimported)."""
+    if not relay or "logging" not in sys.modules:
+        return None
+    from ..engines._log_relay import caller_levels
+
+    return caller_levels()
 
 
 def _authkey(engine: str) -> bytes | None:

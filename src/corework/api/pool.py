@@ -59,6 +59,12 @@ class Pool(concurrent.futures.Executor):
     :meth:`options` to change them for some): a task running past ``timeout`` seconds
     fails with ``TaskTimeout`` and its worker is replaced; a task that crashed its worker
     or timed out (or raised one of ``retry_on``) runs again up to ``retries`` times.
+
+    ``relay_logs`` (process workers): what tasks log with ``logging`` reaches this
+    process's loggers and handlers as if logged here, levels and logger names kept,
+    with ``record.corework_task`` (the task's index in its map) and
+    ``record.corework_worker`` added; a record logged just before a crash still
+    arrives. ``relay_logs=False`` leaves logging in each worker to itself.
     """
 
     def __init__(self, workers: int | None = None, *, engine: str = "auto",
@@ -70,13 +76,13 @@ class Pool(concurrent.futures.Executor):
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto",
                  address: str | None = None, threads: int | None = None,
-                 _prober: Prober | None = None) -> None:
+                 relay_logs: bool = True, _prober: Prober | None = None) -> None:
         self._set_up(PoolOptions.parse(
             workers, engine=engine, timeout=timeout, retries=retries, backoff=backoff,
             retry_on=retry_on, memory_limit=memory_limit,
             max_tasks_per_worker=max_tasks_per_worker, initializer=initializer,
             initargs=initargs, start_method=start_method, native_threads=native_threads,
-            address=address, threads=threads, prober=_prober))
+            address=address, threads=threads, prober=_prober, relay_logs=relay_logs))
 
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
@@ -124,7 +130,8 @@ class Pool(concurrent.futures.Executor):
         return self._scheduler.submit_call(fn, args, kwargs, self._policy)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, buffersize: int | None = None) -> Iterator[T]:
+            chunksize: int = 1, buffersize: int | None = None,
+            progress: object = False) -> Iterator[T]:
         """Exactly ``Executor.map`` (Python 3.14's, on every Python): the work is submitted
         now, results come in order, from a generator whose ``close()`` (or dropping it)
         cancels what has not started.
@@ -132,6 +139,8 @@ class Pool(concurrent.futures.Executor):
         ``timeout`` counts from this call; past it, ``next()`` raises ``TimeoutError``.
         ``buffersize``: read the inputs lazily, keeping at most that many chunks submitted
         ahead of the results taken — bounded memory over huge or endless inputs.
+        ``progress`` (corework's own, default off): ``True`` for a progress bar, or your
+        tqdm bar, rich ``Progress`` or ``callback(done, total, failed)``.
         """
         if buffersize is not None:
             if isinstance(buffersize, bool) or not isinstance(buffersize, int):
@@ -140,6 +149,8 @@ class Pool(concurrent.futures.Executor):
                 raise ValueError("buffersize must be None or > 0")
         if isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        progress = _progress_arg(progress)
+        total = _shortest(iterables) if progress is not None else None
         calls: Iterable[Any] = zip(*iterables, strict=False)  # stop at the shortest
         if buffersize is None:
             calls = list(calls)  # read now, as Executor.map does
@@ -149,19 +160,26 @@ class Pool(concurrent.futures.Executor):
                      window=sys.maxsize if buffersize is None else buffersize,
                      policy=self._policy)
         job.fill()
-        return _results(job)
+        return _results(job, progress, total)
 
     def imap(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool = True,
-             chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"
-             ) -> Iterator[Any]:
+             chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise",
+             progress: object = False) -> Iterator[Any]:
         """Lazily map ``fn`` over ``iterable``; ``ordered=False`` yields results as done.
 
         ``errors`` is as for :func:`corework.map`: ``"raise"`` ends the iteration at the
         first failed task, ``"return"`` yields its exception in its place and goes on,
         ``"outcome"`` yields a :class:`corework.Outcome` for every item.
+        ``progress``: ``True`` for a progress bar (rich on a terminal if installed, else
+        tqdm; a widget in Jupyter), or your own tqdm bar or rich ``Progress``, or a
+        callable called with ``(done, total, failed)`` after each batch of results.
         """
-        return iter(self._job(fn, iterable, CallKind.ARG, ordered=ordered, chunksize=chunksize,
-                             errors=errors))
+        job = self._job(fn, iterable, CallKind.ARG, ordered=ordered, chunksize=chunksize,
+                        errors=errors)
+        progress = _progress_arg(progress)
+        if progress is None:
+            return iter(job)
+        return _each(_watched(job.chunks(), iterable, progress, errors))
 
     def _map_chunks(self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool,
                     chunksize: int | None, errors: Errors) -> Iterator[list[Any]]:
@@ -172,20 +190,28 @@ class Pool(concurrent.futures.Executor):
     def imap_batches(self, fn: Callable[..., Any],
                      calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], *,
                      ordered: bool = True, chunksize: int | Literal["auto"] = "auto",
-                     errors: Errors = "raise") -> Iterator[list[Any]]:
+                     errors: Errors = "raise", progress: object = False
+                     ) -> Iterator[list[Any]]:
         """``fn(*args, **kwargs)`` for each ``(args, kwargs)`` pair of ``calls``, lazily;
         yields the results a batch at a time: each list is what came back together (one
         chunk), so a consumer can store a batch at once (``corework run`` commits each to
-        its journal). ``ordered``, ``chunksize`` and ``errors`` are as for :meth:`imap`."""
-        return self._job(fn, calls, CallKind.CALL, ordered=ordered, chunksize=chunksize,
-                         errors=errors).chunks()
+        its journal). ``ordered``, ``chunksize``, ``errors`` and ``progress`` are as for
+        :meth:`imap`."""
+        chunks = self._job(fn, calls, CallKind.CALL, ordered=ordered, chunksize=chunksize,
+                           errors=errors).chunks()
+        return _watched(chunks, calls, _progress_arg(progress), errors)
 
     def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
-                chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise"
-                ) -> list[Any]:
-        """``[fn(*args) for args in iterable]``, in parallel; ``errors`` as for ``imap``."""
-        return list(self._job(fn, iterable, CallKind.STAR, ordered=True,
-                              chunksize=chunksize, errors=errors))
+                chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise",
+                progress: object = False) -> list[Any]:
+        """``[fn(*args) for args in iterable]``, in parallel; ``errors`` and ``progress``
+        as for ``imap``."""
+        job = self._job(fn, iterable, CallKind.STAR, ordered=True, chunksize=chunksize,
+                        errors=errors)
+        results: list[Any] = []
+        for values in _watched(job.chunks(), iterable, _progress_arg(progress), errors):
+            results.extend(values)
+        return results
 
     def _job(self, fn: Callable[..., Any], iterable: Iterable[Any], kind: CallKind, *,
              ordered: bool, chunksize: int | Literal["auto"], errors: Errors) -> MapJob:
@@ -245,12 +271,54 @@ def pool_of(options: PoolOptions) -> Pool:
     return pool
 
 
-def _results(job: MapJob) -> Iterator[Any]:
+def _results(job: MapJob, progress: object, total: int | None) -> Iterator[Any]:
     """``Pool.map``'s generator: its ``finally`` cancels what has not started."""
     try:
-        yield from job
+        if progress is not None:
+            from . import progress as _progress
+
+            yield from _each(_progress.observe(job.chunks(), total, progress))
+        else:
+            yield from job
     finally:
         job.cancel()
+
+
+def _progress_arg(progress: object) -> object:
+    """A map's ``progress=``, checked at the call; None for none (never tested for truth:
+    a tqdm bar without a total refuses ``bool()``)."""
+    if progress is False or progress is None:
+        return None
+    from . import progress as _progress
+
+    return _progress.check(progress)
+
+
+def _watched(chunks: Iterator[list[Any]], items: Iterable[Any], progress: object,
+             errors: str) -> Iterator[list[Any]]:
+    """``chunks``, shown on the display ``progress`` asks for (None: as they are)."""
+    if progress is None:
+        return chunks
+    from . import progress as _progress
+
+    return _progress.observe(chunks, _progress.length(items), progress, errors)
+
+
+def _each(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+    """Each result of each chunk; one handed out is no longer held here (as MapJob)."""
+    for values in chunks:
+        values.reverse()
+        while values:
+            yield values.pop()
+
+
+def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """How many calls ``zip(*iterables)`` makes, where every input knows its length."""
+    from .progress import length
+
+    lengths = [length(iterable) for iterable in iterables]
+    known = [n for n in lengths if n is not None]
+    return min(known) if known and len(known) == len(lengths) else None
 
 
 def _stop_now(pool: Pool, reason: str, *, gently: bool = False) -> None:

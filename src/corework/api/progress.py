@@ -6,10 +6,14 @@ chunk at a time (:func:`observe` wraps the chunk iterator). Where it shows them:
 
 - in a Jupyter kernel: a notebook widget (``tqdm.notebook``, which needs ipywidgets), else
   a text bar in the cell (tqdm, or rich), else the plain lines below;
-- on a terminal: a tqdm bar if tqdm is installed, else a rich one, else the plain lines;
+- on a terminal: a rich bar if rich is installed, else a tqdm one, else the plain lines;
 - otherwise (a log, a pipe): one status line every few seconds.
 
 tqdm comes with the ``progress`` extra; without it and without rich, the plain lines.
+Instead of ``True`` a map's ``progress=`` takes the user's own display — a tqdm bar or
+a rich ``Progress`` (corework advances it, adds its total, and leaves closing it to its
+owner) — or a callable, called with ``(done, total, failed)`` after each batch of
+results (``total`` None where the input has no length): see :func:`check`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from typing import IO, Any, TypeVar
 
 __all__ = ["Progress", "observe", "progress"]
@@ -160,7 +164,7 @@ def progress(total: int | None = None, skipped: int = 0, *, quiet: bool = False,
     if _in_jupyter() and out in (sys.stderr, sys.stdout):
         kinds: tuple[type[_Tqdm] | type[_Rich], ...] = (_TqdmNotebook, _Tqdm, _Rich)
     elif out.isatty():
-        kinds = (_Tqdm, _Rich)
+        kinds = (_Rich, _Tqdm)
     else:
         kinds = ()
     for kind in kinds:
@@ -171,13 +175,92 @@ def progress(total: int | None = None, skipped: int = 0, *, quiet: bool = False,
     return _Lines(total, skipped, out, label)
 
 
-def observe(chunks: Iterator[list[T]], total: int | None) -> Iterator[list[T]]:
-    """``chunks`` as they are, shown on a progress display while they are read; the
-    display closes when the iteration ends, fails or is closed early."""
-    display = progress(total)
+class _UserTqdm(Progress):
+    """The user's own tqdm bar: advanced, given the total if it has none; not closed."""
+
+    def __init__(self, bar: Any, total: int | None) -> None:
+        super().__init__(total)
+        self._bar = bar
+        self._shown = 0
+        if total is not None and getattr(bar, "total", None) is None:
+            bar.total = total
+            bar.refresh()
+
+    def _show(self) -> None:
+        self._bar.update(self.done - self._shown)
+        self._shown = self.done
+        if self.failed:
+            self._bar.set_postfix_str(f"{self.failed:,} failed")
+
+
+class _UserRich(Progress):
+    """The user's own rich ``Progress``: a task of its own in it (not stopped here)."""
+
+    def __init__(self, bar: Any, total: int | None) -> None:
+        super().__init__(total)
+        self._bar = bar
+        self._task = bar.add_task("corework", total=total)
+
+    def _show(self) -> None:
+        self._bar.update(self._task, completed=self.done)
+
+
+class _Callback(Progress):
+    """``fn(done, total, failed)`` after each batch of results."""
+
+    def __init__(self, fn: Callable[[int, int | None, int], object], total: int | None
+                 ) -> None:
+        super().__init__(total)
+        self._fn = fn
+
+    def _show(self) -> None:
+        self._fn(self.done, self.total, self.failed)
+
+
+def check(spec: object) -> object:
+    """``spec`` if a map's ``progress=`` can take it (see the module docstring), else
+    TypeError: at the call, not at the first result."""
+    if spec is None or isinstance(spec, bool) or _kind(spec) is not None:
+        return spec
+    raise TypeError(f"progress must be True, False, a tqdm bar, a rich Progress or a "
+                    f"callable taking (done, total, failed), not {type(spec).__name__}")
+
+
+def _kind(spec: object) -> Callable[[Any, int | None], Progress] | None:
+    if hasattr(spec, "add_task") and hasattr(spec, "update"):
+        return _UserRich
+    if hasattr(spec, "update") and hasattr(spec, "n"):
+        return _UserTqdm
+    if callable(spec):
+        return _Callback
+    return None
+
+
+def display_for(spec: object, total: int | None) -> Progress:
+    """The display a checked ``progress=`` asks for (``True``: :func:`progress`'s)."""
+    kind = None if isinstance(spec, bool) else _kind(spec)
+    return progress(total) if kind is None else kind(spec, total)
+
+
+def failed_in(values: list[Any], errors: str) -> int:
+    """How many of a batch's values are failures (``errors="return"``/``"outcome"``)."""
+    if errors == "outcome":
+        return sum(1 for value in values if not value.ok)
+    if errors == "return":
+        return sum(1 for value in values if isinstance(value, BaseException))
+    return 0
+
+
+def observe(chunks: Iterator[list[T]], total: int | None, spec: object = True,
+            errors: str = "raise") -> Iterator[list[T]]:
+    """``chunks`` as they are, shown on the display ``spec`` asks for (see :func:`check`)
+    while they are read; the display closes when the iteration ends, fails or is closed
+    early (the user's own bar is only brought up to date)."""
+    display = display_for(spec, total)
     try:
         for values in chunks:
-            display.advance(len(values), 0)
+            failed = failed_in(values, errors)
+            display.advance(len(values) - failed, failed)
             yield values
     finally:
         close = getattr(chunks, "close", None)

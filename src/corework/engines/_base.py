@@ -59,6 +59,10 @@ class WorkerSetup:
     #: thread is ``{thread_names}_{N}`` (as the standard library names its threads);
     #: None keeps the engine's own names.
     thread_names: str | None = None
+    #: Send what tasks log to the caller's handlers (process workers: see _log_relay).
+    relay_logs: bool = True
+    #: The caller's logger levels when the pool started (None: logging's defaults).
+    log_levels: dict[str | None, int] | None = None
 
 
 @dataclass(eq=False)
@@ -115,6 +119,11 @@ class EngineEvents(Protocol):
     def worker_lost(self, slot: int, error: BaseException) -> None: ...
 
     def engine_broken(self, error: BaseException) -> None: ...
+
+    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
+                    record: Any) -> None:
+        """A worker logged ``record`` (a ``logging.LogRecord``) while running the task at
+        ``position`` of chunk ``chunk_id`` on ``slot`` (None, None: outside a task)."""
 
 
 class Engine(abc.ABC):
@@ -198,6 +207,10 @@ class _Detached:
         pass
 
     def engine_broken(self, error: BaseException) -> None:
+        pass
+
+    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
+                    record: Any) -> None:
         pass
 
 

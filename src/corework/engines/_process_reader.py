@@ -109,6 +109,9 @@ class Reader:
 
     def _on_message(self, worker: WorkerHandle, message: Message) -> None:
         tag = message.meta[0]
+        if tag == "log":  # even from a retiring worker: its last words count
+            self._on_log(worker, message.meta)
+            return
         if worker.retiring:
             message.discard()
             return
@@ -126,6 +129,16 @@ class Reader:
             error = initializer_failed(self.engine.setup, "in a worker process",
                                        unpack_body(message))
             self.engine._events.engine_broken(error)
+
+    def _on_log(self, worker: WorkerHandle, meta: tuple[Any, ...]) -> None:
+        """A record a worker logged: to the scheduler, which names its task and hands
+        it to this process's handlers (see ``_log_relay``)."""
+        from ._log_relay import rebuild
+
+        _, thread, chunk_id, position, fields = meta
+        record = rebuild(fields, worker.index)
+        slot = self.engine._slot(worker, thread or 0)
+        self.engine._events.task_logged(slot, chunk_id, position, record)
 
     def _on_ready(self, worker: WorkerHandle) -> None:
         engine = self.engine

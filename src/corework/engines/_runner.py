@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..transport.failure import Failure
 from ._base import CallKind, ChunkReport
+
+#: What the current thread runs: ``chunk`` is (chunk id, its results so far) while a
+#: chunk runs — the task running is the one at ``len(results)`` — for the log relay.
+current = threading.local()
 
 
 class Interrupt(BaseException):
@@ -26,18 +31,27 @@ def run_chunk(
     started = time.perf_counter()
     results: list[Any] = []
     failures: dict[int, Failure | BaseException] = {}
-    if kind is CallKind.ARG:
-        _run_args(fn, items, results, failures)
-    else:
-        for position, item in enumerate(items):
-            try:
-                results.append(call_one(fn, kind, item))
-            except Interrupt:
-                raise
-            except BaseException as exc:
-                results.append(None)
-                failures[position] = Failure.capture(exc, skip=2)
+    current.chunk = (chunk_id, results)
+    try:
+        if kind is CallKind.ARG:
+            _run_args(fn, items, results, failures)
+        else:
+            _run_calls(fn, kind, items, results, failures)
+    finally:
+        current.chunk = None
     return ChunkReport(chunk_id, results, failures, time.perf_counter() - started)
+
+
+def _run_calls(fn: Callable[..., Any], kind: CallKind, items: Sequence[Any],
+               results: list[Any], failures: dict[int, Failure | BaseException]) -> None:
+    for position, item in enumerate(items):
+        try:
+            results.append(call_one(fn, kind, item))
+        except Interrupt:
+            raise
+        except BaseException as exc:
+            results.append(None)
+            failures[position] = Failure.capture(exc, skip=2)
 
 
 def call_one(fn: Any, kind: CallKind, item: Any) -> Any:

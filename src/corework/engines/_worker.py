@@ -48,7 +48,7 @@ from ..transport.main_namespace import run_initializer
 from ..transport.packing import pack_result
 from ._base import CallKind, ChunkReport, WorkerSetup
 from ._probe import probe_gil
-from ._runner import run_chunk
+from ._runner import current, run_chunk
 from ._unpicklable import CannotLoad, fail_all, load_function, replace_unpicklable
 
 _NATIVE_THREAD_VARIABLES = (
@@ -81,6 +81,11 @@ def _serve(channel: Channel) -> int:
         import multiprocessing.process
 
         multiprocessing.process.current_process().authkey = setup.authkey
+    worker = _Worker(channel)
+    if setup.relay_logs:  # before the initializer: what it logs is relayed, and the
+        from ._log_relay import install  # logging it sets up is kept
+
+        install(worker.send_log, worker.where, setup.log_levels)
     if setup.initializer is not None:
         try:
             run_initializer(setup.initializer, setup.initargs)
@@ -88,7 +93,7 @@ def _serve(channel: Channel) -> int:
             channel.send(("init_failed",), pack_result(Failure.capture(exc)))
             return 3
     channel.send(("ready", os.getpid()))
-    return _Worker(channel).serve(setup.threads, setup.elastic)
+    return worker.serve(setup.threads, setup.elastic)
 
 
 class _Worker:
@@ -176,9 +181,22 @@ class _Worker:
 
     def _run_tasks(self, index: int) -> None:
         self.native_ids[index] = threading.get_native_id()
+        current.thread = index
         inbox = self.inboxes[index]
         while (job := inbox.get()) is not None:
             self._do(index, job)
+
+    def where(self) -> tuple[int, int, int] | None:
+        """(task thread, chunk id, task's position in it) of the calling thread's running
+        task; None outside a task (for the log relay)."""
+        chunk = getattr(current, "chunk", None)
+        if chunk is None:
+            return None
+        return getattr(current, "thread", 0), chunk[0], len(chunk[1])
+
+    def send_log(self, meta: tuple[Any, ...]) -> None:
+        """Send a log record now (the log relay's handler; see ``_log_relay``)."""
+        self._send(meta)
 
     def _do(self, index: int, job: tuple[Any, ...]) -> None:
         """Run a chunk on task thread ``index`` (this thread) and send its report."""

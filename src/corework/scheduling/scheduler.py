@@ -169,6 +169,20 @@ class Scheduler:
             for chunk in orphans:
                 chunk.sink.fail(chunk, error)
 
+    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
+                    record: Any) -> None:
+        """Hand a worker's log record to this process's handlers, with its task's index
+        in its submission (``record.corework_task``)."""
+        from ..engines._log_relay import deliver
+
+        with self._board as board:
+            chunk = board.running.get(slot)
+        task = None
+        if chunk is not None and chunk.work.id == chunk_id and position is not None:
+            task = chunk.first + position
+        with handing_on():
+            deliver(record, task)
+
     # ------------------------------------------------------------------ stopping tasks
 
     def kill_task(self, sink: ChunkSink) -> bool:
