@@ -141,7 +141,7 @@ class Pool(concurrent.futures.Executor):
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto",
                  address: str | None = None, threads: int | None = None,
-                 _prober: Prober | None = None) -> None:
+                 _prober: Prober | None = None, _thread_names: str | None = None) -> None:
         count = parse_workers(workers)
         self._policy = TaskPolicy(timeout, retries, backoff, tuple(retry_on))
         self.engine = resolve_engine_name(engine)
@@ -158,7 +158,8 @@ class Pool(concurrent.futures.Executor):
                                  "tasks, which threads would share")
         setup = WorkerSetup(initializer, tuple(initargs),
                             _native_threads(native_threads, count * per_worker), per_worker,
-                            elastic=_prober is not None, authkey=_authkey(self.engine))
+                            elastic=_prober is not None, authkey=_authkey(self.engine),
+                            thread_names=_thread_names)
         # engine="dask": the scheduler's address, and its own checks (see engines/dask.py)
         if address is not None and self.engine != "dask":
             raise ValueError(f"address applies to engine='dask', not {self.engine!r}")

@@ -43,6 +43,10 @@ class WorkerSetup:
     #: multiprocessing's authentication key of the caller, so that Manager proxies
     #: passed to tasks connect from workers however they were started.
     authkey: bytes | None = field(default=None, repr=False)
+    #: Names for the slot threads of the thread-hosted engines (interpreter): slot N's
+    #: thread is ``{thread_names}_{N}`` (as the standard library names its threads);
+    #: None keeps the engine's own names.
+    thread_names: str | None = None
 
 
 @dataclass(eq=False)

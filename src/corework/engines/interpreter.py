@@ -27,7 +27,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import Cancelled, EngineUnavailable, InitializerFailed, SerializationError
+from .._errors import (
+    Cancelled,
+    EngineUnavailable,
+    InitializerFailed,
+    RemoteTraceback,
+    SerializationError,
+)
 from .._transport import Failure, pack_for_workers, pack_items
 from ._base import ChunkReport, ChunkWork, Engine, EngineEvents, FunctionRef, WorkerSetup
 
@@ -112,7 +118,8 @@ class _Slot:
 
 
 class InterpreterEngine(Engine):
-    """Slots are threads named ``corework-interpreter-N``, each with a sub-interpreter."""
+    """Slots are threads named ``corework-interpreter-N`` (or ``{setup.thread_names}_N``),
+    each with a sub-interpreter."""
 
 
     def __init__(self, workers: int, setup: WorkerSetup) -> None:
@@ -129,8 +136,11 @@ class InterpreterEngine(Engine):
             self._start_thread(slot)
 
     def _start_thread(self, slot: _Slot) -> None:
+        prefix = self.setup.thread_names
+        name = (f"{prefix}_{slot.index}" if prefix is not None
+                else f"corework-interpreter-{slot.index}")
         slot.thread = threading.Thread(target=self._serve, args=(slot,), daemon=True,
-                                       name=f"corework-interpreter-{slot.index}")
+                                       name=name)
         slot.thread.start()
 
     def _serve(self, slot: _Slot) -> None:
@@ -178,6 +188,8 @@ class InterpreterEngine(Engine):
         broken = InitializerFailed(
             f"the initializer {self.setup.initializer!r} raised in sub-interpreter "
             f"{slot.index}: {error.type_name}: {error.message}. No task can run in this pool.")
+        if error.exc is not None and error.traceback:  # as a task's: where it raised there
+            error.exc.__cause__ = RemoteTraceback(error.traceback)
         broken.__cause__ = error.exc
         self._events.engine_broken(broken)
         return False
