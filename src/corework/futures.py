@@ -20,8 +20,11 @@ What differs from the standard library, and why:
   they say; ``"forkserver"`` runs on corework's launcher (a clean single-threaded process
   that forks each worker: what a fork server is for). The context's other parts (its
   ``Process`` class, its queues) are not used: corework has its own transport.
-* Workers start with the pool, not on the first task; the thread engine's threads are
-  named ``{thread_name_prefix}_{n}`` as the standard library names them.
+* Workers start with the pool, not on the first task (as in the standard library, the
+  first ``submit`` to a pool whose initializer failed still returns a future, which
+  fails; later ones raise). Threads are named ``{thread_name_prefix}_{n}`` as the
+  standard library names them (for the interpreter executor: the threads that host the
+  interpreters).
 * Process workers cap their BLAS/OpenMP thread pools at cores // workers (corework's
   default, so that ``workers`` processes each running numpy do not oversubscribe the
   machine). The thread and interpreter executors leave the caller's native thread pools
@@ -42,8 +45,10 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import pickle
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -135,34 +140,57 @@ class _Executor(Pool):
 
     _max_workers: int
 
+    _submitted = False  # whether submit() has returned a future yet
+
     def _start(self, max_workers: int, engine: str,
                initializer: Callable[..., object] | None, initargs: tuple[Any, ...], *,
-               thread_names: str | None = None, start_method: str | None = None,
-               max_tasks_per_child: int | None = None,
+               thread_names: str | None = None, slot_names: str | None = None,
+               start_method: str | None = None, max_tasks_per_child: int | None = None,
                native_threads: int | Literal["auto"] | None = None) -> None:
+        """``thread_names``: named by the initializer, in the worker (thread engine);
+        ``slot_names``: named by the engine (the threads hosting sub-interpreters)."""
         self._max_workers = max_workers
         setup: Callable[..., object] | None = initializer
         if initializer is not None or thread_names is not None:
             setup, initargs = _Initializer(initializer, tuple(initargs), thread_names), ()
         Pool.__init__(self, max_workers, engine=engine, initializer=setup, initargs=initargs,
                       start_method=start_method, max_tasks_per_worker=max_tasks_per_child,
-                      native_threads=native_threads)
+                      native_threads=native_threads, _thread_names=slot_names)
         self._scheduler.translate = type(self)._stdlib_error  # no cycle through the pool
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """As the standard library's: arguments that cannot be pickled fail the future
-        (a ``PicklingError`` from ``result()``), and a pool shut down raises RuntimeError."""
+        (a ``PicklingError`` from ``result()``), and a pool shut down raises RuntimeError.
+        The standard library starts its workers on ``submit``, so its first ``submit``
+        never finds the pool broken (by a failed initializer): here too, that future fails
+        instead, and a later ``submit`` raises."""
         try:
-            return super().submit(fn, *args, **kwargs)
+            refused = self._refuse(fn, args, kwargs)
+            if refused is not None:
+                self._scheduler.check_open()
+                future = _failed(refused)
+            else:
+                future = super().submit(fn, *args, **kwargs)
         except SerializationError as exc:
             if exc.stage != "pickle-argument":
                 raise
-            failed: Future[Any] = Future()
-            failed.set_exception(exc)
-            return failed
+            future = _failed(exc)
         except PoolClosed:
             when = "interpreter shutdown" if _exiting() else "shutdown"
             raise RuntimeError(f"cannot schedule new futures after {when}") from None
+        except concurrent.futures.BrokenExecutor as exc:
+            error = self._stdlib_error(exc)
+            if self._submitted:
+                raise error from error.__cause__
+            future = _failed(error)
+        self._submitted = True
+        return future
+
+    def _refuse(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> BaseException | None:
+        """Why the standard library's executor would fail this task before it runs, or
+        None (see the interpreter executor on 3.14)."""
+        return None
 
     @staticmethod
     def _stdlib_error(error: BaseException) -> BaseException:
@@ -287,6 +315,12 @@ class _LoadFailed(SerializationError, concurrent.futures.process.BrokenProcessPo
     ``SerializationError`` and the standard library's ``BrokenProcessPool``."""
 
 
+def _failed(error: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(error)
+    return future
+
+
 def _like(old: BaseException, new: BaseException) -> BaseException:
     """``new``, with ``old``'s notes, cause and traceback."""
     if new is not old:
@@ -307,6 +341,24 @@ def _log_initializer_failure(error: BaseException) -> None:
             "Exception in initializer:", exc_info=(type(cause), cause, cause.__traceback__))
 
 
+class _LogOnce:
+    """The scheduler's ``on_broken`` hook of an interpreter executor: logs a failed
+    initializer once, whether the engine reported it before the hook was set (the
+    workers start with the pool) or after. Holds no reference to the pool."""
+
+    def __init__(self, translate: Callable[[BaseException], BaseException]) -> None:
+        self._translate = translate
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, error: BaseException) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        _log_initializer_failure(self._translate(error))
+
+
 def _exiting() -> bool:
     """Whether the program's end has shut corework's pools down already."""
     from . import _pool
@@ -324,10 +376,25 @@ class ThreadPoolExecutor(_Executor, concurrent.futures.thread.ThreadPoolExecutor
 
     _counter = itertools.count().__next__
 
-    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
-                 initializer: Callable[..., object] | None = None,
-                 initargs: tuple[Any, ...] = ()) -> None:
+    if sys.version_info >= (3, 14):  # pragma: no cover - exercised on Python 3.14
+        def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
+                     initializer: Callable[..., object] | None = None,
+                     initargs: tuple[Any, ...] = (), **ctxkwargs: Any) -> None:
+            self._configure(max_workers, thread_name_prefix, initializer, initargs,
+                            ctxkwargs)
+    else:
+        def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
+                     initializer: Callable[..., object] | None = None,
+                     initargs: tuple[Any, ...] = ()) -> None:
+            self._configure(max_workers, thread_name_prefix, initializer, initargs, {})
+
+    def _configure(self, max_workers: int | None, thread_name_prefix: str,
+                   initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
+                   ctxkwargs: dict[str, Any]) -> None:
         workers = _check_max_workers(max_workers, min(32, _cpu_count() + 4))
+        if ctxkwargs:  # 3.14: for a subclass's prepare_context(); a thread's takes none
+            raise TypeError(f"{type(self).__name__}.prepare_context() got an unexpected "
+                            f"keyword argument {next(iter(ctxkwargs))!r}")
         _check_initializer(initializer)
         self._thread_name_prefix = (thread_name_prefix
                                     or f"{type(self).__name__}-{self._counter()}")
@@ -350,24 +417,164 @@ if sys.version_info >= (3, 12):
         As in 3.14, it is a ``ThreadPoolExecutor`` subclass, ``max_workers`` defaults to
         ``min(32, CPU count + 4)``, functions, arguments and results are pickled, and
         ``initializer`` runs in each worker's interpreter. The threads that host the
-        interpreters keep corework's names (``corework-interpreter-N``), whatever
-        ``thread_name_prefix`` says.
+        interpreters are named ``{thread_name_prefix}_{n}``. On 3.14 and later it also
+        keeps 3.14's rules: what 3.14 cannot share with an interpreter (a closure, an
+        instance of a local class, a bound method of one) fails the task with
+        ``concurrent.interpreters.NotShareableError`` (an initializer: breaks the pool,
+        ``BrokenInterpreterPool``), and a task's exception is caused by
+        ``concurrent.interpreters.ExecutionFailed``.
         """
+
+        def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
+                     initializer: Callable[..., object] | None = None,
+                     initargs: tuple[Any, ...] = ()) -> None:
+            self._configure(max_workers, thread_name_prefix, initializer, initargs, {})
 
         def _engine(self) -> str:
             return "interpreter"
 
-        def _start(self, *args: Any, **kwargs: Any) -> None:
-            super()._start(*args, **kwargs)
-            self._scheduler.on_broken = _log_initializer_failure
+        def _start(self, max_workers: int, engine: str,
+                   initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
+                   **kwargs: Any) -> None:
+            refused = self._refuse_initializer(initializer, initargs)
+            if refused is not None:
+                initializer, initargs = None, ()
+            super()._start(max_workers, engine, initializer, initargs,
+                           slot_names=self._thread_name_prefix, **kwargs)
+            log = _LogOnce(type(self)._stdlib_error)
+            self._scheduler.on_broken = log
+            if refused is not None:
+                self._scheduler.engine_broken(refused)
+            broken = getattr(self._scheduler, "_broken", None)
+            if broken is not None:  # reported before the hook was there
+                log(broken)
 
-
-        def _names(self) -> str | None:
+        def _refuse_initializer(self, initializer: Callable[..., object] | None,
+                                initargs: tuple[Any, ...]) -> BaseException | None:
+            """Why the initializer breaks the pool before it runs, or None."""
             return None
 
+        def _names(self) -> str | None:
+            return None  # the engine names the threads; the initializer runs in there
+
     if sys.version_info >= (3, 14):  # pragma: no cover - exercised on Python 3.14
+        import concurrent.futures.interpreter
+        import concurrent.interpreters
+
+        class _BrokenInterpreters(InitializerFailed,
+                                  concurrent.futures.interpreter.BrokenInterpreterPool):
+            """A worker's initializer failed, or could not be shared with its interpreter:
+            corework's ``InitializerFailed`` and the standard library's
+            ``BrokenInterpreterPool``."""
+
         class InterpreterPoolExecutor(_Interpreters, concurrent.futures.InterpreterPoolExecutor):
             __doc__ = _Interpreters.__doc__
+
+            def _refuse(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> BaseException | None:
+                return _not_shareable((fn, args, kwargs))
+
+            def _refuse_initializer(self, initializer: Callable[..., object] | None,
+                                    initargs: tuple[Any, ...]) -> BaseException | None:
+                if initializer is None:
+                    return None
+                refused = _not_shareable((initializer, initargs, {}))
+                if refused is None:
+                    return None
+                broken = _BrokenInterpreters(
+                    f"the initializer {initializer!r} cannot be shared with a "
+                    f"sub-interpreter ({refused.__cause__}). No task can run in this pool.")
+                broken.__cause__ = refused
+                return broken
+
+            @staticmethod
+            def _stdlib_error(error: BaseException) -> BaseException:
+                """A failed initializer is a ``BrokenInterpreterPool``; what a task or an
+                initializer raised in its interpreter is caused by ``ExecutionFailed``, as
+                3.14's ``Interpreter.call()`` raises it."""
+                if isinstance(error, InitializerFailed) and not isinstance(
+                        error, concurrent.futures.interpreter.BrokenInterpreterPool):
+                    error = _like(error, _BrokenInterpreters(str(error)))
+                for raised in (error, error.__cause__):
+                    if raised is not None and isinstance(raised.__cause__, RemoteTraceback):
+                        raised.__cause__ = _execution_failed(raised, raised.__cause__.tb)
+                return error
+
+        def _execution_failed(error: BaseException, traceback_text: str) -> BaseException:
+            """3.14's ``ExecutionFailed`` for ``error``, raised in an interpreter where its
+            traceback was ``traceback_text``: its ``excinfo`` has ``type`` (the names of
+            the exception's type), ``msg``, ``formatted`` and ``errdisplay``."""
+            kind = type(error)
+            name = (kind.__qualname__ if kind.__module__ == "builtins"
+                    else f"{kind.__module__}.{kind.__qualname__}")
+            message = str(error)
+            excinfo = types.SimpleNamespace(
+                type=types.SimpleNamespace(__name__=kind.__name__,
+                                           __qualname__=kind.__qualname__,
+                                           __module__=kind.__module__),
+                msg=message, formatted=f"{name}: {message}" if message else name,
+                errdisplay=traceback_text.strip())
+            return concurrent.interpreters.ExecutionFailed(excinfo)
+
+        def _not_shareable(obj: Any) -> BaseException | None:
+            """Why 3.14 could not share ``obj`` with another interpreter, or None.
+
+            3.14 shares a task's function, arguments and keyword arguments (a tuple, item
+            by item) as cross-interpreter data where the type has it (str, int, bytes,
+            queues, ...), a function that needs no state (no closure, no defaults, no
+            globals but builtins) as its code, and anything else with the standard
+            pickle — by reference, so closures, local classes, their instances and bound
+            methods are refused; pickled data must also load."""
+            if type(obj) is tuple:
+                for item in obj:
+                    refused = _not_shareable(item)
+                    if refused is not None:
+                        return refused
+                return None
+            if concurrent.interpreters.is_shareable(obj):
+                return None
+            if isinstance(obj, types.FunctionType) and _stateless(obj):
+                return None
+            what = f"{obj!r:.200}"
+            try:
+                data = pickle.dumps(obj)
+            except Exception as exc:
+                return _refusal(f"{what} could not be pickled", exc)
+            try:
+                pickle.loads(data)
+            except Exception as exc:
+                return _refusal(f"{what} could not be unpickled", exc)
+            return None
+
+        def _refusal(why: str, cause: BaseException) -> BaseException:
+            reason = concurrent.interpreters.NotShareableError(why)
+            reason.__cause__ = cause
+            error = concurrent.interpreters.NotShareableError("args not shareable")
+            error.__cause__ = reason
+            return error
+
+        _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME",
+                                 "STORE_NAME", "DELETE_NAME"})
+
+        def _stateless(fn: types.FunctionType) -> bool:
+            """Whether 3.14 shares ``fn`` as its code: no closure, no defaults, and no
+            global names but builtins (in its code or any code nested in it)."""
+            if fn.__closure__ or fn.__defaults__ or fn.__kwdefaults__:
+                return False
+            builtins = fn.__builtins__ if isinstance(fn.__builtins__, dict) else vars(
+                fn.__builtins__)
+            codes = [fn.__code__]
+            import dis
+
+            while codes:
+                code = codes.pop()
+                for instruction in dis.get_instructions(code):
+                    if instruction.opname in _GLOBAL_OPS and (
+                            instruction.argval not in builtins
+                            or instruction.argval in fn.__globals__):
+                        return False
+                codes += [const for const in code.co_consts if isinstance(const, types.CodeType)]
+            return True
     else:
         class InterpreterPoolExecutor(_Interpreters):
             __doc__ = _Interpreters.__doc__
