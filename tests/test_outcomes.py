@@ -4,28 +4,14 @@ task exceptions, crashes and timeouts mixed."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 
 import pytest
 
 import corework as cw
 from tests.helpers import skip_on_dask
-
-BAD = {3: "raise", 7: "crash", 11: "hang"}
-
-
-def mixed(x: int) -> int:
-    what = BAD.get(x)
-    if what == "raise":
-        raise ValueError(f"bad {x}")
-    if what == "crash":
-        os._exit(5)
-    if what == "hang":
-        while True:
-            time.sleep(0.01)
-    return x * 10
+from tests.light_tasks import MIXED_BAD as BAD
+from tests.light_tasks import mixed
 
 
 def check_in_place(items: list[int], results: list, kinds: dict[int, str]) -> None:
