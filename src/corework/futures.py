@@ -290,9 +290,16 @@ class ProcessPoolExecutor(_Executor, concurrent.futures.process.ProcessPoolExecu
         """A dead worker, or data that could not be loaded where it arrived, breaks a
         standard-library process pool (``BrokenProcessPool``); what pickling a result
         raised in the worker reaches the caller as is; a worker's traceback is the
-        standard library's ``_RemoteTraceback``. corework's own types stay true too."""
+        standard library's ``_RemoteTraceback`` (from 3.15, a dead worker's exit code is
+        one too, as gh-139462 has it). corework's own types stay true too."""
         if isinstance(error, WorkerCrashed):
-            error = _like(error, _WorkerDied(str(error), exitcode=error.exitcode))
+            died = _WorkerDied(str(error), exitcode=error.exitcode)
+            if (sys.version_info >= (3, 15) and error.__cause__ is None
+                    and error.exitcode is not None):  # gh-139462: say how the worker ended
+                died.__cause__ = concurrent.futures.process._RemoteTraceback(
+                    f"\n'''\nA worker process terminated abruptly with exit code "
+                    f"{error.exitcode}'''")
+            error = _like(error, died)
         elif isinstance(error, SerializationError):
             if error.stage in ("unpickle-argument", "unpickle-function", "unpickle-result"):
                 error = _like(error, _LoadFailed(str(error), stage=error.stage,
