@@ -3,6 +3,7 @@ standard library, so sub-interpreters can import it (the test modules import psu
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -47,3 +48,23 @@ def count_setup(start: int) -> None:
 
 def counter(_: object = None) -> int:
     return _counter
+
+
+#: What ``mixed`` does with some items (the outcome tests): the rest return x * 10.
+MIXED_BAD = {3: "raise", 7: "crash", 11: "hang"}
+
+
+def mixed(x: int) -> int:
+    """Here, not in the test module: loading a task's module in each fresh sub-interpreter
+    (and again in each one that replaces an interpreter stopped at a timeout) must be cheap,
+    or the import of the test module's pytest and corework counts against the tasks'
+    one-second timeout and a trivial task times out on a loaded machine."""
+    what = MIXED_BAD.get(x)
+    if what == "raise":
+        raise ValueError(f"bad {x}")
+    if what == "crash":
+        os._exit(5)
+    if what == "hang":
+        while True:
+            time.sleep(0.01)
+    return x * 10

@@ -127,11 +127,56 @@ def test_a_failing_initializer_is_logged_and_breaks_the_pool(caplog):
             while not executor._broken and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert "no initializing today" in executor._broken
+            # as in the standard library, whose workers start on the first submit: that
+            # one's future fails, and a later submit raises
+            with pytest.raises(concurrent.futures.BrokenExecutor):
+                executor.submit(int).result()
             with pytest.raises(concurrent.futures.BrokenExecutor):
                 executor.submit(int)
         finally:
             executor.shutdown()
     assert any("Exception in initializer" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="3.14's interpreter-pool rules")
+def test_the_interpreter_executor_keeps_3_14s_sharing_rules(caplog):
+    from concurrent import interpreters
+    from concurrent.futures.interpreter import BrokenInterpreterPool
+
+    spam = 1
+
+    def closure():
+        return spam
+
+    def thread_name():
+        import _thread
+
+        return _thread._get_name()
+
+    with cwf.InterpreterPoolExecutor(1) as executor:
+        with pytest.raises(interpreters.NotShareableError, match="args not shareable"):
+            executor.submit(closure).result()
+        with pytest.raises(ValueError, match="bad item 3") as raised:
+            executor.submit(light_tasks.fail_on, 3).result()
+        cause = raised.value.__cause__
+        assert isinstance(cause, interpreters.ExecutionFailed)
+        assert cause.excinfo.type.__name__ == "ValueError"
+        assert cause.excinfo.msg == "bad item 3"
+        assert "Uncaught in the interpreter:" in str(cause) and "fail_on" in str(cause)
+        assert executor.submit(thread_name).result().startswith("InterpreterPoolExec"[:15])
+        assert executor.submit(light_tasks.square, 3).result() == 9
+    with cwf.InterpreterPoolExecutor(1, initializer=closure) as executor:
+        future = executor.submit(light_tasks.square, 3)
+    with pytest.raises(BrokenInterpreterPool) as broken:
+        future.result()
+    assert isinstance(broken.value, corework.InitializerFailed)
+    assert "Exception in initializer" in caplog.text and "NotShareableError" in caplog.text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="3.14 added **ctxkwargs")
+def test_the_thread_executor_refuses_context_arguments_it_does_not_take():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'spam'"):
+        cwf.ThreadPoolExecutor(1, spam=True)
 
 
 @pytest.mark.parametrize("cls", EXECUTORS)

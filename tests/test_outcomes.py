@@ -7,28 +7,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import time
 
 import pytest
 
 import corework as cw
 from tests.helpers import skip_on_dask
+from tests.light_tasks import MIXED_BAD as BAD
+from tests.light_tasks import mixed
 
-BAD = {3: "raise", 7: "crash", 11: "hang"}
 DASK_ON = (importlib.util.find_spec("distributed") is not None
            and os.environ.get("COREWORK_TEST_DASK", "") != "0")
 
-
-def mixed(x: int) -> int:
-    what = BAD.get(x)
-    if what == "raise":
-        raise ValueError(f"bad {x}")
-    if what == "crash":
-        os._exit(5)
-    if what == "hang":
-        while True:
-            time.sleep(0.01)
-    return x * 10
 
 
 def check_in_place(items: list[int], results: list, kinds: dict[int, str]) -> None:

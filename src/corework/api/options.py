@@ -39,6 +39,7 @@ class PoolOptions:
     threads: int = 1
     prober: Prober | None = None  # engine="auto": the probe's listener (see api/auto.py)
     relay_logs: bool = True  # process workers' log records go to this process's handlers
+    thread_names: str | None = None  # slot threads' name prefix (corework.futures' drop-ins)
 
     @classmethod
     def parse(cls, workers: int | None = None, *, engine: str = "auto",
@@ -50,7 +51,8 @@ class PoolOptions:
               initargs: Iterable[Any] = (), start_method: str | None = None,
               native_threads: int | Literal["auto"] | None = "auto",
               address: str | None = None, threads: int | None = None,
-              prober: Prober | None = None, relay_logs: bool = True) -> PoolOptions:
+              prober: Prober | None = None, relay_logs: bool = True,
+              thread_names: str | None = None) -> PoolOptions:
         """Check every option (one clear error naming the first bad one)."""
         name = resolve_engine_name(engine)
         if initializer is not None and not callable(initializer):
@@ -65,7 +67,7 @@ class PoolOptions:
                       TaskPolicy(timeout, retries, backoff, tuple(retry_on)),
                       parse_memory(memory_limit), max_tasks_per_worker, initializer,
                       tuple(initargs), start_method, native_threads, address,
-                      parse_threads(threads), prober, relay_logs)
+                      parse_threads(threads), prober, relay_logs, thread_names)
         options.check()
         return options
 
@@ -97,7 +99,8 @@ class PoolOptions:
                            _native_threads(self.native_threads, self.workers * self.threads),
                            self.threads, elastic=self.prober is not None,
                            authkey=_authkey(self.engine), relay_logs=self.relay_logs,
-                           log_levels=_log_levels(self.relay_logs))
+                           log_levels=_log_levels(self.relay_logs),
+                           thread_names=self.thread_names)
 
 
 @dataclass(frozen=True)

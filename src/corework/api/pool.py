@@ -76,13 +76,15 @@ class Pool(concurrent.futures.Executor):
                  initargs: Iterable[Any] = (), start_method: str | None = None,
                  native_threads: int | Literal["auto"] | None = "auto",
                  address: str | None = None, threads: int | None = None,
-                 relay_logs: bool = True, _prober: Prober | None = None) -> None:
+                 relay_logs: bool = True, _prober: Prober | None = None,
+                 _thread_names: str | None = None) -> None:
         self._set_up(PoolOptions.parse(
             workers, engine=engine, timeout=timeout, retries=retries, backoff=backoff,
             retry_on=retry_on, memory_limit=memory_limit,
             max_tasks_per_worker=max_tasks_per_worker, initializer=initializer,
             initargs=initargs, start_method=start_method, native_threads=native_threads,
-            address=address, threads=threads, prober=_prober, relay_logs=relay_logs))
+            address=address, threads=threads, prober=_prober, relay_logs=relay_logs,
+            thread_names=_thread_names))
 
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine

@@ -90,7 +90,12 @@ def _serve(channel: Channel) -> int:
         try:
             run_initializer(setup.initializer, setup.initargs)
         except BaseException as exc:
-            channel.send(("init_failed",), pack_result(Failure.capture(exc)))
+            failure = pack_result(Failure.capture(exc))
+            # what the initializer logged to a multiprocessing queue (a QueueHandler) is
+            # in it before the caller hears that the pool is broken, as when a standard
+            # library worker has exited
+            finish_process()
+            channel.send(("init_failed",), failure)
             return 3
     channel.send(("ready", os.getpid()))
     return worker.serve(setup.threads, setup.elastic)
