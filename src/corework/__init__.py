@@ -1,6 +1,6 @@
 """corework: run Python work on every core, with the classic pitfalls engineered away.
 
-One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
+One API (``map``, ``imap``, ``aimap``, ``Pool``, ``Process``, ``Thread``) over engines that run
 tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
 in shared memory once, for every task; ``advise`` measures which engine suits a function.
 For tools built on it (the ``corework`` command is one): ``ENGINES``, ``default_workers``,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         WorkerCrashed,
     )
     from .api.advise import Advice, advise
+    from .api.asyncmap import aimap
     from .api.mapping import imap, map
     from .api.options import parse_memory
     from .api.pool import Pool
@@ -67,6 +68,7 @@ __all__ = (
     "Thread",
     "WorkerCrashed",
     "advise",
+    "aimap",
     "default_workers",
     "imap",
     "map",
@@ -99,6 +101,7 @@ _HOMES = {
     "Thread": ".api.thread",
     "WorkerCrashed": _ERRORS,
     "advise": ".api.advise",
+    "aimap": ".api.asyncmap",
     "default_workers": ".engines",
     "imap": ".api.mapping",
     "map": ".api.mapping",
