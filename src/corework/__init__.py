@@ -1,6 +1,6 @@
 """corework: run Python work on every core, with the classic pitfalls engineered away.
 
-One API (``map``, ``imap``, ``Pool``, ``Process``, ``Thread``) over engines that run
+One API (``map``, ``imap``, ``aimap``, ``Pool``, ``Process``, ``Thread``) over engines that run
 tasks in processes, threads, sub-interpreters or a Dask cluster; ``share`` puts big data
 in shared memory once, for every task (``empty``/``zeros`` make arrays there from the
 start); ``advise`` measures which engine suits a function.
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from .api.advise import Advice, advise
     from .api.arrays import empty, zeros
+    from .api.asyncmap import aimap
     from .api.mapping import imap, map
     from .api.options import parse_memory
     from .api.pool import Pool
@@ -69,6 +70,7 @@ __all__ = (
     "Thread",
     "WorkerCrashed",
     "advise",
+    "aimap",
     "default_workers",
     "empty",
     "imap",
@@ -103,6 +105,7 @@ _HOMES = {
     "Thread": ".api.thread",
     "WorkerCrashed": _ERRORS,
     "advise": ".api.advise",
+    "aimap": ".api.asyncmap",
     "default_workers": ".engines",
     "empty": ".api.arrays",
     "imap": ".api.mapping",

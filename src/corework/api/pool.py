@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from ..engines import CallKind, Prober, create_engine
@@ -250,10 +250,6 @@ class Pool(concurrent.futures.Executor):
         """Live worker process ids (process engine), for ``Process`` and tests."""
         return self._scheduler.engine.worker_pids()
 
-    def _exit_codes(self) -> dict[int, int | None]:
-        """Exit codes of the workers reaped at shutdown (process engine)."""
-        return dict(self._scheduler.engine.exit_codes)
-
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.kill()  # Ctrl-C: don't make the user wait for running tasks
@@ -264,6 +260,18 @@ class Pool(concurrent.futures.Executor):
     def __repr__(self) -> str:
         threads = f" threads={self.threads}" if self.threads > 1 else ""
         return f"<corework.Pool engine={self.engine!r} workers={self.workers}{threads}>"
+
+    def aimap(self, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True,
+              chunksize: int | Literal["auto"] = "auto", errors: Errors = "raise",
+              kill_on_cancel: bool = False) -> AsyncGenerator[Any, None]:
+        """:meth:`imap` for asyncio: ``async for result in pool.aimap(fn, items)``; results
+        arrive through the running event loop, which goes on serving other coroutines.
+        Leaving the iteration early (``aclose()``, ``break``, a cancelled task) drops the
+        work not yet started; ``kill_on_cancel=True`` also kills the tasks that run."""
+        from .asyncmap import pool_aimap
+
+        return pool_aimap(self, fn, iterable, ordered=ordered, chunksize=chunksize,
+                          errors=errors, kill_on_cancel=kill_on_cancel)
 
 
 def pool_of(options: PoolOptions) -> Pool:

@@ -85,7 +85,7 @@ class Process:
         if self._future is None or not self._future.done():
             return None
         if self._killed:
-            codes = self._pool._exit_codes() if self._pool is not None else {}
+            codes = dict(self._pool._scheduler.engine.exit_codes) if self._pool is not None else {}
             return next(iter(codes.values()), None)
         error = self._future.exception()
         if isinstance(error, WorkerCrashed):
@@ -100,7 +100,7 @@ class Process:
         return self._future
 
     def _exited_pid(self) -> int | None:
-        codes = self._pool._exit_codes() if self._pool is not None else {}
+        codes = dict(self._pool._scheduler.engine.exit_codes) if self._pool is not None else {}
         return next(iter(codes), None)
 
     def __repr__(self) -> str:

@@ -179,12 +179,7 @@ class MapJob:
         """
         try:
             for chunk, outcome in self._finished_chunks():
-                if self._errors == "outcome":
-                    values, error = _outcomes(chunk, outcome), None
-                elif self._errors == "return":
-                    values, error = _in_place(chunk, outcome), None
-                else:
-                    values, error = self._results(chunk, outcome)
+                values, error = self._values(chunk, outcome)
                 del chunk, outcome  # only the values are held while they are handed out
                 if values:
                     yield values
@@ -192,6 +187,24 @@ class MapJob:
                     raise self._scheduler.translate(error)
         finally:
             self.cancel()
+
+    def _values(self, chunk: Chunk, outcome: ChunkReport | BaseException
+                ) -> tuple[list[Any], BaseException | None]:
+        """A finished chunk's values as ``errors`` says, and the failure to raise after
+        them (``"raise"`` only)."""
+        if self._errors == "outcome":
+            return _outcomes(chunk, outcome), None
+        if self._errors == "return":
+            return _in_place(chunk, outcome), None
+        return self._results(chunk, outcome)
+
+    def _take_ready(self) -> tuple[Chunk, ChunkReport | BaseException] | None:
+        """The next chunk to hand out and its outcome, if it has finished (lock held)."""
+        chunk = self._ready_chunk()
+        if chunk is None:
+            return None
+        self._out.remove(chunk)
+        return chunk, self._finished.pop(chunk.work.id)
 
     def _finished_chunks(self) -> Iterator[tuple[Chunk, ChunkReport | BaseException]]:
         while True:
@@ -203,10 +216,9 @@ class MapJob:
     def _wait_for_next(self) -> tuple[Chunk, ChunkReport | BaseException]:
         with self._changed:
             while True:
-                chunk = self._ready_chunk()
-                if chunk is not None:
-                    self._out.remove(chunk)
-                    return chunk, self._finished.pop(chunk.work.id)
+                ready = self._take_ready()
+                if ready is not None:
+                    return ready
                 self._changed.wait(_for_at_most(self._time_left()))
 
     def _ready_chunk(self) -> Chunk | None:

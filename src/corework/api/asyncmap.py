@@ -1,0 +1,129 @@
+"""``aimap``: ``async for result in cw.aimap(fn, items)``, without blocking the event loop.
+
+Results reach the loop as the scheduler's threads finish them (see
+``scheduling/amapjob.py``). Leaving the iteration before its end (``break``, ``aclose()``,
+a cancelled task, a failure raised with ``errors="raise"``) drops the work not yet
+started; the tasks running then are killed with ``kill_on_cancel=True``, otherwise they
+finish unseen (their results are dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..scheduling.amapjob import AsyncMapJob
+from ..scheduling.mapjob import Errors, parse_errors
+from . import progress as _progress
+from .auto import auto_chunks
+from .options import MapOptions, PoolOptions, parse_chunksize
+from .pool import pool_of
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+__all__ = ["aimap"]
+
+
+def aimap(fn: Callable[[Any], Any], items: Iterable[Any], *, engine: str = "auto",
+          workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
+          ordered: bool = True, timeout: float | None = None, retries: int = 0,
+          backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
+          errors: Errors = "raise", address: str | None = None, progress: bool = False,
+          kill_on_cancel: bool = False) -> AsyncGenerator[Any, None]:
+    """:func:`corework.imap` for asyncio: ``async for result in cw.aimap(fn, items)``.
+
+    The options are as for :func:`corework.imap` (checked here, at the call); the pool
+    starts at the first ``__anext__`` and is shut down when the iteration ends (the
+    loop is not blocked meanwhile). Leaving early cancels what has not started, and with
+    ``kill_on_cancel=True`` kills the tasks that run.
+    """
+    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
+                               ordered=ordered, timeout=timeout, retries=retries,
+                               backoff=backoff, retry_on=retry_on, errors=errors,
+                               address=address, progress=progress)
+    return _aimap(fn, items, options, kill_on_cancel)
+
+
+async def _aimap(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOptions,
+                 kill_on_cancel: bool) -> AsyncGenerator[Any, None]:
+    items, pool_options = _sized(fn, items, options)
+    pool = pool_of(pool_options)
+    display = _progress.progress(_progress.length(items)) if options.progress else None
+    chunks = _values(pool, fn, items, ordered=options.ordered, chunksize=options.chunksize,
+                     errors=options.errors, kill_on_cancel=kill_on_cancel)
+    finished = False
+    try:
+        async for values in chunks:
+            if display is not None:
+                display.advance(len(values), 0)
+            for value in values:
+                yield value
+        finished = True
+    finally:
+        await chunks.aclose()  # an ``async for`` left early does not close it
+        if display is not None:
+            display.close()
+        if finished:  # the workers' exit, awaited in a thread of the loop's executor
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        elif kill_on_cancel:
+            pool.kill()
+        else:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _sized(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOptions
+           ) -> tuple[Iterable[Any], PoolOptions]:
+    """The items and the options of the pool to map them on: ``engine="auto"``'s as
+    ``cw.imap`` sizes it (``api/auto.py``), else the options as given."""
+    if not options.auto:
+        return items, options.pool
+    chosen: list[tuple[Iterable[Any], PoolOptions]] = []
+
+    def choose(fn_: Callable[[Any], Any], items_: Iterable[Any], options_: MapOptions,
+               pool_options: PoolOptions) -> Iterator[list[Any]]:
+        chosen.append((items_, pool_options))
+        return iter(())
+
+    for _ in auto_chunks(fn, items, options, run=choose):
+        pass
+    return chosen[0]
+
+
+def pool_aimap(pool: Pool, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+               ordered: bool, chunksize: int | Literal["auto"], errors: Errors,
+               kill_on_cancel: bool) -> AsyncGenerator[Any, None]:
+    """``Pool.aimap``: options checked now, the map started at the first ``__anext__``."""
+    return _flat(_values(pool, fn, iterable, ordered=ordered,
+                         chunksize=parse_chunksize(chunksize), errors=parse_errors(errors),
+                         kill_on_cancel=kill_on_cancel))
+
+
+async def _flat(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
+    try:
+        async for values in chunks:
+            for value in values:
+                yield value
+    finally:
+        await chunks.aclose()
+
+
+async def _values(pool: Pool, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                  ordered: bool, chunksize: int | None, errors: Errors,
+                  kill_on_cancel: bool) -> AsyncGenerator[list[Any], None]:
+    """The map's results a chunk at a time; left early, its work not started is dropped
+    and, with ``kill_on_cancel``, its running tasks are killed."""
+    job = AsyncMapJob(pool._scheduler, fn, iterable, loop=asyncio.get_running_loop(),
+                      chunksize=chunksize, ordered=ordered, policy=pool._policy,
+                      errors=errors)
+    chunks = job.achunks()
+    finished = False
+    try:
+        async for values in chunks:
+            yield values
+        finished = True
+    finally:
+        await chunks.aclose()
+        if not finished and kill_on_cancel:
+            job.kill_running()

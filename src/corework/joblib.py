@@ -1,0 +1,171 @@
+"""A joblib parallel backend named ``"corework"``: scikit-learn's ``n_jobs`` on corework.
+
+``import corework.joblib`` registers it (:func:`register` does it again, explicitly)::
+
+    import joblib
+    import corework.joblib
+
+    with joblib.parallel_config(backend="corework", n_jobs=2, retries=1):
+        search.fit(X, y)  # GridSearchCV's fits run on corework's worker processes
+
+Each joblib batch is one corework task on a :class:`corework.Pool` that lives as long as
+the ``Parallel`` call (scikit-learn's ``fit``): a batch that crashes its worker costs that
+batch (joblib sees :class:`corework.WorkerCrashed`, or with ``retries`` the batch runs
+again) and the pool goes on with a fresh worker; ``timeout`` (seconds per batch) fails a
+batch that runs too long with :class:`corework.TaskTimeout`. Big arguments (numpy arrays)
+travel through shared memory, and :func:`corework.share` objects are sent by reference.
+
+joblib's hints are honoured: ``prefer="threads"`` or ``require="sharedmem"`` (as
+scikit-learn asks for work that must share the caller's objects, or that releases the
+GIL) runs the batches on corework threads in this process. Nested calls do not
+oversubscribe: each worker process caps its BLAS/OpenMP thread pools at
+``inner_max_num_threads`` (default: cores // n_jobs) and a ``Parallel`` call inside a task
+runs on that many threads (none beyond: sequentially).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import joblib
+from joblib.parallel import ParallelBackendBase, SequentialBackend, ThreadingBackend
+
+from .api.pool import Pool
+from .scheduling.future import Future
+
+__all__ = ["NAME", "CoreworkBackend", "register"]
+
+#: The name under which the backend is registered with joblib.
+NAME = "corework"
+
+
+class CoreworkBackend(ParallelBackendBase):  # type: ignore[misc]
+    """joblib's ``ParallelBackendBase`` over a :class:`corework.Pool`.
+
+    ``engine`` is the pool's for joblib's default (process-preferring) calls:
+    ``"process"`` unless said otherwise; calls that prefer threads or require shared
+    memory run on ``"thread"``. ``timeout``, ``retries``, ``backoff``, ``retry_on``,
+    ``memory_limit``, ``max_tasks_per_worker`` and ``start_method`` are the pool's (see
+    :class:`corework.Pool`), given as ``parallel_config(backend="corework", ...)``
+    keywords.
+    """
+
+    supports_retrieve_callback = True
+    supports_inner_max_num_threads = True
+    supports_sharedmem = True  # by running on threads when asked to (see configure)
+    uses_threads = False
+
+    def __init__(self, nesting_level: int | None = None,
+                 inner_max_num_threads: int | None = None, *, engine: str = "process",
+                 timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
+                 retry_on: Iterable[type[BaseException]] = (),
+                 memory_limit: int | str | None = None,
+                 max_tasks_per_worker: int | None = None,
+                 start_method: str | None = None) -> None:
+        super().__init__(nesting_level=nesting_level,
+                         inner_max_num_threads=inner_max_num_threads)
+        self._engine = engine
+        self._limits: dict[str, Any] = {
+            "timeout": timeout, "retries": retries, "backoff": backoff,
+            "retry_on": tuple(retry_on), "memory_limit": memory_limit,
+            "max_tasks_per_worker": max_tasks_per_worker}
+        self._start_method = start_method
+        self._pool: Pool | None = None
+        self._shape: tuple[str, int] | None = None  # the pool's (engine, workers)
+        self._n_jobs = 1
+        self._running: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """``n_jobs`` as joblib counts it: -1 every core, -2 all but one, and so on."""
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if n_jobs is None:
+            return 1
+        if n_jobs < 0:
+            return max(int(joblib.cpu_count()) + 1 + n_jobs, 1)
+        return int(n_jobs)
+
+    def configure(self, n_jobs: int | None = 1, parallel: Any = None,
+                  prefer: str | None = None, require: str | None = None,
+                  **_joblib_options: Any) -> int:
+        """Start the pool of one ``Parallel`` call: ``n_jobs`` workers, threads when the
+        call prefers them or needs shared memory."""
+        self._n_jobs = self.effective_n_jobs(n_jobs)
+        threads = prefer == "threads" or require == "sharedmem"
+        self._use("thread" if threads else self._engine, self._n_jobs)
+        self.parallel = parallel
+        return self._n_jobs
+
+    def _use(self, engine: str, workers: int) -> None:
+        if self._shape == (engine, workers) and self._pool is not None:
+            return
+        self._close_pool()
+        native: int | str = self.inner_max_num_threads or "auto"
+        self._pool = Pool(workers, engine=engine, native_threads=native,  # type: ignore[arg-type]
+                          start_method=self._start_method if engine == "process" else None,
+                          **self._limits)
+        self._shape = (engine, workers)
+
+    def submit(self, func: Callable[[], Any], callback: Callable[[Any], Any] | None = None
+               ) -> Future[Any]:
+        """Run one joblib batch as a corework task."""
+        assert self._pool is not None, "configure() comes first"
+        future = self._pool.submit(func)
+        with self._lock:
+            self._running.add(future)
+        future.add_done_callback(self._forget)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._running.discard(future)
+
+    def retrieve_result_callback(self, out: Future[Any]) -> Any:
+        return out.result()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """A batch failed: stop the others of the call (queued ones are cancelled,
+        running ones killed, their workers replaced); the pool stays usable."""
+        with self._lock:
+            running = list(self._running)
+        for future in running:
+            future.kill()
+        if not ensure_ready:
+            self._close_pool()
+
+    def terminate(self) -> None:
+        """The end of a ``Parallel`` call: its pool's workers exit (nothing is left
+        behind once the call returns; the next call starts a pool of its own)."""
+        self._close_pool(wait=True)
+
+    def get_nested_backend(self) -> tuple[Any, int | None]:
+        """What a ``Parallel`` call inside a task runs on: threads, as many as each worker
+        has cores (``inner_max_num_threads``, or cores // n_jobs); sequentially if one."""
+        level = (self.nesting_level or 0) + 1
+        inner = self.inner_max_num_threads or max(1, int(joblib.cpu_count()) // self._n_jobs)
+        if level > 1 or inner == 1:
+            return SequentialBackend(nesting_level=level), None
+        return ThreadingBackend(nesting_level=level), inner
+
+    def _close_pool(self, *, wait: bool = False) -> None:
+        pool, self._pool, self._shape = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the corework joblib backend stays in the process that made it")
+
+
+def register() -> None:
+    """Register the ``"corework"`` backend with joblib (done by ``import corework.joblib``;
+    again here, e.g. after another library replaced it)."""
+    joblib.register_parallel_backend(NAME, CoreworkBackend)
+
+
+register()

@@ -1,0 +1,54 @@
+"""A scikit-learn classifier that crashes its process once, and joblib task functions,
+importable by name in any worker."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import joblib
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.svm import SVC
+
+
+class CrashOnce(ClassifierMixin, BaseEstimator):
+    """An SVC whose fit with ``C == crash_at`` kills its process the first time any process
+    fits it (the one that removes ``crash_file`` crashes; later fits find it gone)."""
+
+    def __init__(self, C: float = 1.0, crash_file: str | None = None,
+                 crash_at: float = 10.0) -> None:
+        self.C = C
+        self.crash_file = crash_file
+        self.crash_at = crash_at
+
+    def fit(self, X, y):
+        if self.crash_file is not None and self.C == self.crash_at:
+            try:
+                os.remove(self.crash_file)
+            except FileNotFoundError:
+                pass
+            else:
+                os._exit(1)  # as a segfault in native code would: no exception, no cleanup
+        self.svc_ = SVC(C=self.C, gamma=0.001).fit(X, y)
+        self.classes_ = self.svc_.classes_
+        return self
+
+    def predict(self, X):
+        return self.svc_.predict(X)
+
+
+def pid(_: object = None) -> int:
+    return os.getpid()
+
+
+def nested_jobs(_: object = None) -> tuple[int, int]:
+    """How many jobs a Parallel call inside a task gets, and BLAS's thread cap here."""
+    from threadpoolctl import threadpool_info
+
+    caps = [info["num_threads"] for info in threadpool_info()] or [1]
+    return joblib.effective_n_jobs(-1), max(caps)
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,119 @@
+"""The ``"corework"`` joblib backend with real scikit-learn: the same scores as joblib's
+default backend, a crash that costs one task, and joblib's hints honoured."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+joblib = pytest.importorskip("joblib")
+pytest.importorskip("sklearn")
+
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+
+import corework as cw  # noqa: E402
+import corework.joblib  # noqa: E402  (registers the backend)
+from tests.helpers import ROOT_ENV  # noqa: E402
+from tests.sklearn_tasks import CrashOnce, nested_jobs, pid, sleep  # noqa: E402
+
+GRID = {"C": [1.0, 10.0, 100.0]}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(return_X_y=True)
+
+
+def search(X, y, **estimator):
+    return GridSearchCV(CrashOnce(**estimator), GRID, cv=3, n_jobs=2).fit(X, y)
+
+
+LOKY_BASELINE = """
+import sys
+from sklearn.datasets import load_digits
+from sklearn.model_selection import cross_val_score
+from sklearn.svm import SVC
+from tests.test_joblib import search
+X, y = load_digits(return_X_y=True)
+cv = cross_val_score(SVC(gamma=0.001), X, y, cv=4, n_jobs=2)
+grid = search(X, y).cv_results_["mean_test_score"]
+print(repr([list(map(float, cv)), list(map(float, grid))]))
+"""
+
+
+@pytest.fixture(scope="module")
+def loky_scores():
+    """The scores on joblib's default backend (loky), computed in a child interpreter:
+    loky's reusable workers and memmapping folders outlive any call, not that child."""
+    done = subprocess.run([sys.executable, "-c", LOKY_BASELINE], capture_output=True,
+                          text=True, timeout=300, env=ROOT_ENV)
+    assert done.returncode == 0, done.stderr
+    return ast.literal_eval(done.stdout.splitlines()[-1])
+
+
+def test_registered_on_import():
+    assert "corework" in joblib.parallel.BACKENDS
+    del joblib.parallel.BACKENDS["corework"]
+    corework.joblib.register()
+    assert joblib.parallel.BACKENDS["corework"] is corework.joblib.CoreworkBackend
+
+
+def test_cross_val_score_and_grid_search_score_as_joblib_default(digits, loky_scores):
+    X, y = digits
+    expected_cv, expected = loky_scores
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        got_cv = cross_val_score(SVC(gamma=0.001), X, y, cv=4, n_jobs=2)
+        got = search(X, y)
+    assert list(map(float, got_cv)) == expected_cv
+    assert list(map(float, got.cv_results_["mean_test_score"])) == expected
+    assert got.best_params_ == {"C": GRID["C"][expected.index(max(expected))]}
+
+
+def test_a_crash_costs_its_task_not_the_pool_and_a_retry_saves_the_search(digits, tmp_path,
+                                                                          loky_scores):
+    X, y = digits
+    expected = loky_scores[1]
+    flag = tmp_path / "crash"
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        flag.touch()
+        with pytest.raises(cw.WorkerCrashed):
+            search(X, y, crash_file=str(flag))  # joblib sees the crash
+        assert not flag.exists()
+        again = search(X, y, crash_file=str(flag))  # the same backend goes on
+    with joblib.parallel_config(backend="corework", n_jobs=2, retries=1):
+        flag.touch()
+        retried = search(X, y, crash_file=str(flag))
+        assert not flag.exists()  # it did crash once
+    for result in (again, retried):
+        assert list(map(float, result.cv_results_["mean_test_score"])) == expected
+
+
+def test_threads_when_preferred_or_shared_memory_required():
+    here = os.getpid()
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        default = joblib.Parallel()(joblib.delayed(pid)() for _ in range(4))
+        threads = joblib.Parallel(prefer="threads")(joblib.delayed(pid)() for _ in range(4))
+        shared = joblib.Parallel(require="sharedmem")(joblib.delayed(pid)() for _ in range(4))
+    assert here not in default
+    assert set(threads) == {here} and set(shared) == {here}
+
+
+def test_nested_calls_do_not_oversubscribe():
+    with joblib.parallel_config(backend="corework", n_jobs=2, inner_max_num_threads=1):
+        inner = joblib.Parallel()(joblib.delayed(nested_jobs)() for _ in range(2))
+    assert inner == [(1, 1), (1, 1)]
+
+
+def test_timeout_fails_the_batch_that_runs_too_long():
+    started = time.monotonic()
+    with joblib.parallel_config(backend="corework", n_jobs=2, timeout=1), \
+            pytest.raises(cw.TaskTimeout):
+        joblib.Parallel()(joblib.delayed(sleep)(s) for s in (0.1, 60))
+    assert time.monotonic() - started < 30
