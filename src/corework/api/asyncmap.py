@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..scheduling.amapjob import AsyncMapJob
-from ..scheduling.mapjob import Errors, parse_errors
+from ..scheduling.amapjob import async_chunks
+from ..scheduling.mapjob import Errors
 from . import progress as _progress
 from .auto import auto_chunks
-from .options import MapOptions, PoolOptions, parse_chunksize
+from .options import MapOptions, PoolOptions
 from .pool import pool_of
 
 if TYPE_CHECKING:
-    from .pool import Pool
+    pass
 
 __all__ = ["aimap"]
 
@@ -51,8 +51,9 @@ async def _aimap(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOpt
     items, pool_options = _sized(fn, items, options)
     pool = pool_of(pool_options)
     display = _progress.progress(_progress.length(items)) if options.progress else None
-    chunks = _values(pool, fn, items, ordered=options.ordered, chunksize=options.chunksize,
-                     errors=options.errors, kill_on_cancel=kill_on_cancel)
+    chunks = async_chunks(pool._scheduler, fn, items, policy=pool._policy, ordered=options.ordered,
+                     chunksize=options.chunksize, errors=options.errors,
+                     kill_on_cancel=kill_on_cancel)
     finished = False
     try:
         async for values in chunks:
@@ -89,41 +90,3 @@ def _sized(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOptions
     for _ in auto_chunks(fn, items, options, run=choose):
         pass
     return chosen[0]
-
-
-def pool_aimap(pool: Pool, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
-               ordered: bool, chunksize: int | Literal["auto"], errors: Errors,
-               kill_on_cancel: bool) -> AsyncGenerator[Any, None]:
-    """``Pool.aimap``: options checked now, the map started at the first ``__anext__``."""
-    return _flat(_values(pool, fn, iterable, ordered=ordered,
-                         chunksize=parse_chunksize(chunksize), errors=parse_errors(errors),
-                         kill_on_cancel=kill_on_cancel))
-
-
-async def _flat(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
-    try:
-        async for values in chunks:
-            for value in values:
-                yield value
-    finally:
-        await chunks.aclose()
-
-
-async def _values(pool: Pool, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
-                  ordered: bool, chunksize: int | None, errors: Errors,
-                  kill_on_cancel: bool) -> AsyncGenerator[list[Any], None]:
-    """The map's results a chunk at a time; left early, its work not started is dropped
-    and, with ``kill_on_cancel``, its running tasks are killed."""
-    job = AsyncMapJob(pool._scheduler, fn, iterable, loop=asyncio.get_running_loop(),
-                      chunksize=chunksize, ordered=ordered, policy=pool._policy,
-                      errors=errors)
-    chunks = job.achunks()
-    finished = False
-    try:
-        async for values in chunks:
-            yield values
-        finished = True
-    finally:
-        await chunks.aclose()
-        if not finished and kill_on_cancel:
-            job.kill_running()

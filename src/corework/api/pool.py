@@ -268,10 +268,11 @@ class Pool(concurrent.futures.Executor):
         arrive through the running event loop, which goes on serving other coroutines.
         Leaving the iteration early (``aclose()``, ``break``, a cancelled task) drops the
         work not yet started; ``kill_on_cancel=True`` also kills the tasks that run."""
-        from .asyncmap import pool_aimap
+        from ..scheduling.amapjob import async_chunks, flatten  # asyncio: only when used
 
-        return pool_aimap(self, fn, iterable, ordered=ordered, chunksize=chunksize,
-                          errors=errors, kill_on_cancel=kill_on_cancel)
+        return flatten(async_chunks(self._scheduler, fn, iterable, policy=self._policy,
+                               ordered=ordered, chunksize=parse_chunksize(chunksize),
+                               errors=parse_errors(errors), kill_on_cancel=kill_on_cancel))
 
 
 def pool_of(options: PoolOptions) -> Pool:

@@ -8,19 +8,48 @@ from __future__ import annotations
 import contextlib
 import math
 import select
+import socket
+import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._errors import CoreworkError
-from ..transport.channel import Message
+from ..transport.channel import Channel, Message
 from ..transport.failure import Failure
-from ._base import ChunkReport, initializer_failed
+from ._base import ChunkReport, EngineEvents, Prober, WorkerSetup, initializer_failed
 from ._launcher import LauncherClient
 from ._worker_handle import Death, WorkerHandle, unpack_body
 
-if TYPE_CHECKING:
-    from .process import ProcessEngine
+
+class Host(Protocol):
+    """What the reader shares with its engine (``ProcessEngine``, the sending half),
+    all of it under ``_lock``: the workers, and how to start and stop them."""
+
+    setup: WorkerSetup
+    workers: int
+    memory_limit: int | None
+    threads: int  # task threads in each worker process now
+    _events: EngineEvents
+    _lock: threading.Lock
+    _prober: Prober | None
+    _workers: dict[int, WorkerHandle]
+    _retiring: dict[Channel, WorkerHandle]
+    _exited: list[WorkerHandle]
+    _shares_sent: set[str]
+    _stopping: bool
+    _wake_r: socket.socket
+    _wake_w: socket.socket
+
+    def _slot(self, worker: WorkerHandle, thread: int) -> int: ...
+
+    def _start_workers(self, indexes: list[int]) -> None: ...
+
+    def _wake(self) -> None: ...
+
+    def grow(self, threads: int) -> None: ...
+
+    def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None: ...
 
 __all__ = ["FAILED_STARTS_LIMIT", "MEMORY_CHECK_INTERVAL", "Reader"]
 
@@ -35,7 +64,7 @@ MEMORY_CHECK_INTERVAL = 0.1
 class Reader:
     """The reader thread's work for one engine (see the module docstring)."""
 
-    def __init__(self, engine: ProcessEngine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
         self.memory = _MemoryWatch(engine.memory_limit)
         self.failed_starts: dict[int, int] = {}  # group -> workers in a row that died unready
@@ -262,7 +291,7 @@ class _MemoryWatch:
             return None
         return max(0.0, self.next_check - time.monotonic())
 
-    def check(self, engine: ProcessEngine) -> None:
+    def check(self, engine: Host) -> None:
         """Measure the engine's workers if it is time; kill those over the limit."""
         if self.limit is None or time.monotonic() < self.next_check:
             return

@@ -71,3 +71,32 @@ class AsyncMapJob(MapJob):
         # A closed loop (RuntimeError): nobody is awaiting these results any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._wake.set)
+
+
+async def async_chunks(scheduler: Scheduler, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                  policy: TaskPolicy, ordered: bool, chunksize: int | None, errors: Errors,
+                  kill_on_cancel: bool) -> AsyncGenerator[list[Any], None]:
+    """The map's results a chunk at a time; left early, its work not started is dropped
+    and, with ``kill_on_cancel``, its running tasks are killed."""
+    job = AsyncMapJob(scheduler, fn, iterable, loop=asyncio.get_running_loop(),
+                      chunksize=chunksize, ordered=ordered, policy=policy,
+                      errors=errors)
+    chunks = job.achunks()
+    finished = False
+    try:
+        async for values in chunks:
+            yield values
+        finished = True
+    finally:
+        await chunks.aclose()
+        if not finished and kill_on_cancel:
+            job.kill_running()
+
+
+async def flatten(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
+    try:
+        async for values in chunks:
+            for value in values:
+                yield value
+    finally:
+        await chunks.aclose()

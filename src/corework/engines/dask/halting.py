@@ -10,12 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .worker import _end_worker, _stop_keys
 
-if TYPE_CHECKING:
-    from .engine import DaskEngine
+
+class Host(Protocol):
+    """What halting uses of its engine (``DaskEngine``)."""
+
+    _client: Any
+    _lock: threading.Lock
+    _stopping: bool
+
+    def _ready(self, slot: int) -> None: ...
+
+    def _keep_own_cluster_whole(self) -> None: ...
 
 #: How long restarting a worker (to stop a task) may take before it is given up.
 RESTART_SECONDS = 60.0
@@ -28,7 +37,7 @@ log = logging.getLogger("corework.dask")
 class Halts:
     """The engine's background stops of tasks, one thread each."""
 
-    def __init__(self, engine: DaskEngine) -> None:
+    def __init__(self, engine: Host) -> None:
         self._engine = engine
         self._threads: list[threading.Thread] = []
 

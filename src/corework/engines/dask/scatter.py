@@ -10,15 +10,18 @@ import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..._errors import SerializationError
 from ...transport import segments as _segments
 from ...transport.picklers import dumps_by_value
 from .worker import _Args
 
-if TYPE_CHECKING:
-    from .engine import DaskEngine
+
+class Host(Protocol):
+    """What scattering uses of its engine (``DaskEngine``): its Dask client."""
+
+    _client: Any
 
 #: Buffers at least this big are scattered to the workers rather than put in the task
 #: graph (which goes through the scheduler). Smaller ones are cheaper inline than one
@@ -29,7 +32,7 @@ SCATTER_BYTES = 1 << 20
 class Scatter:
     """Packs chunks for one engine's client, and keeps its scattered shares."""
 
-    def __init__(self, engine: DaskEngine) -> None:
+    def __init__(self, engine: Host) -> None:
         self._engine = engine
         self._lock = threading.Lock()
         self._shares: dict[str, Any] = {}  # share id -> the share scattered (a future)
