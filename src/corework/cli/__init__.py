@@ -35,7 +35,8 @@ class _Version(argparse.Action):
             found = version("corework")
         except PackageNotFoundError:  # run from a source tree that was never installed
             found = "unknown (not installed)"
-        parser.exit(0, f"corework {found}\n")
+        print(f"corework {found}")  # on stdout, as argparse's own version action
+        parser.exit(0)
 
 
 def _parser() -> argparse.ArgumentParser:
