@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 
 import pytest
 
@@ -92,6 +97,7 @@ def test_thread_returns_the_target_result():
     assert not thread.is_alive()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_thread_reraises_the_target_exception():
     thread = cw.Thread(target=fail_on, args=(3,))
     thread.start()
@@ -155,3 +161,95 @@ def test_cancel_after_finish_returns_false():
     thread.join()
     assert thread.cancel() is False
     assert thread.result() == 0
+
+
+def _run_script(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_an_uncaught_exception_is_printed_as_the_standard_library_does():
+    done = _run_script("""
+        import corework as cw
+
+        def bad():
+            raise ValueError("boom")
+
+        p = cw.Process(target=bad)
+        p.start()
+        p.join()
+        t = cw.Thread(target=bad)
+        t.start()
+        t.join()
+        named = cw.Thread(target=bad, name="worker-a")
+        named.start()
+        named.join()
+        for stopped in (p, t, named):
+            try:
+                stopped.result()
+            except ValueError as exc:
+                print("re-raised:", exc)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("re-raised: boom") == 3
+    blocks = done.stderr.split("ValueError: boom\n")
+    assert blocks[0].startswith("Process Process-1:\nTraceback (most recent call last):\n")
+    assert blocks[1].startswith("Exception in thread Thread-1 (bad):\nTraceback")
+    assert blocks[2].startswith("Exception in thread worker-a:\nTraceback")
+    # From the target's frame on: none of corework's own frames.
+    assert "corework" not in done.stderr.replace("import corework", "")
+    assert all('line 5, in bad' in block for block in blocks[:3])
+
+
+def test_process_name_and_daemon():
+    process = cw.Process(target=int, name="loader", daemon=True)
+    assert (process.name, process.daemon) == ("loader", True)
+    assert cw.Process(target=int).name.startswith("Process-")
+
+
+def test_a_daemon_process_is_killed_at_exit_and_others_are_waited_for():
+    done = _run_script("""
+        import time
+        import corework as cw
+        started = time.monotonic()
+        cw.Process(target=time.sleep, args=(60,), daemon=True).start()
+        cw.Process(target=time.sleep, args=(0.5,)).start()
+        time.sleep(0.2)
+    """)
+    assert done.returncode == 0, done.stderr
+
+
+def test_process_terminate_sends_sigterm_and_result_says_so(blocked_process):
+    blocked_process.terminate()
+    assert blocked_process.exitcode == -15
+    with pytest.raises(cw.Cancelled, match=r"terminated by Process.terminate\(\) \(SIGTERM\)"):
+        blocked_process.result()
+
+
+def test_process_result_after_kill_says_it_was_killed(blocked_process):
+    blocked_process.kill()
+    with pytest.raises(cw.Cancelled, match=r"killed by Process.kill\(\)") as caught:
+        blocked_process.result()
+    assert "Pool" not in str(caught.value)
+
+
+def test_thread_name_daemon_and_how_it_was_stopped():
+    started = threading.Event()
+
+    def spin():
+        started.set()
+        while True:
+            time.sleep(0.001)
+
+    for stop, said in (("kill", "killed by Thread.kill()"),
+                       ("terminate", "terminated by Thread.terminate()")):
+        started.clear()
+        thread = cw.Thread(target=spin, name=f"spinner-{stop}", daemon=True)
+        assert (thread.name, thread.daemon) == (f"spinner-{stop}", True)
+        thread.start()
+        started.wait()
+        assert getattr(thread, stop)() is True
+        with pytest.raises(cw.Cancelled, match=re.escape(said)):
+            thread.result()
+        thread.join(60)
+        assert not thread.is_alive()

@@ -234,17 +234,17 @@ class Pool(concurrent.futures.Executor):
 
     def kill(self) -> None:
         """Stop now: cancel pending work, stop running tasks (killing process workers)."""
-        _stop_now(self, "cancelled by Pool.kill()")
+        stop_now(self, "cancelled by Pool.kill()")
 
     def kill_workers(self) -> None:
         """Python 3.14's name for :meth:`kill`: pending work is cancelled, running tasks
         are stopped (process workers get SIGKILL), and the pool takes no more work."""
-        _stop_now(self, "stopped by Pool.kill_workers()")
+        stop_now(self, "stopped by Pool.kill_workers()")
 
     def terminate_workers(self) -> None:
         """As :meth:`kill_workers`, but process workers get SIGTERM (a task may clean up
         in a signal handler of its own); Python 3.14's ``ProcessPoolExecutor`` API."""
-        _stop_now(self, "stopped by Pool.terminate_workers()", gently=True)
+        stop_now(self, "stopped by Pool.terminate_workers()", gently=True)
 
     def _pids(self) -> list[int]:
         """Live worker process ids (process engine), for ``Process`` and tests."""
@@ -332,7 +332,7 @@ def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:
     return min(known) if known and len(known) == len(lengths) else None
 
 
-def _stop_now(pool: Pool, reason: str, *, gently: bool = False) -> None:
+def stop_now(pool: Pool, reason: str, *, gently: bool = False) -> None:
     with pool._shutdown_lock:
         pool._scheduler.terminate(reason, gently=gently)
     _forget(pool._scheduler)

@@ -1,13 +1,19 @@
 """``corework run --journal``: an SQLite file of every finished record, to resume from.
 
-One row per input record (its index, whether it succeeded, and its output line), plus the
-identity of the run: the target function and the input. Rows are committed as their
-records finish: each batch of results that comes back from a worker is one transaction,
-and those records finished at the same moment, so nothing finished is ever left
-uncommitted waiting for other records. WAL mode with ``synchronous=NORMAL``: a killed
-process (SIGKILL, Ctrl-C, the OOM killer) loses no committed record; a power loss may lose
-the last few commits, which a rerun simply runs again. Either way every record ends up in
-the journal — and so in the output — exactly once, because rows are keyed by index.
+One row per input record (its index, whether it succeeded, its output line, and which
+version of the function produced it), plus the identity of the run: the target function
+(its current version) and the input. A rerun with a changed function is refused, except
+with ``--retry-failed``: then the failed records run again with the new version and the
+succeeded ones are kept, each row still naming the version that wrote it. Journals of
+schema 1 (no versions) are migrated when opened: their rows get the one function they had.
+
+Rows are committed as their records finish: each batch of results that comes back from a
+worker is one transaction, and those records finished at the same moment, so nothing
+finished is ever left uncommitted waiting for other records. WAL mode with
+``synchronous=NORMAL``: a killed process (SIGKILL, Ctrl-C, the OOM killer) loses no
+committed record; a power loss may lose the last few commits, which a rerun simply runs
+again. Either way every record ends up in the journal — and so in the output — exactly
+once, because rows are keyed by index.
 
 Test hook: with ``COREWORK_JOURNAL_TEST_KILL_AFTER=N`` in the environment, the process
 SIGKILLs itself after inserting its N-th row and before committing it, to test a crash in
@@ -21,15 +27,20 @@ import signal
 import sqlite3
 from collections.abc import Iterator, Sequence
 
-__all__ = ["IndexSet", "Journal", "JournalError"]
+__all__ = ["IndexSet", "Journal", "JournalError", "JournalWriteError"]
 
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 _KILL_AFTER = "COREWORK_JOURNAL_TEST_KILL_AFTER"
 _READ_BATCH = 10_000
 
 
 class JournalError(Exception):
     """The journal cannot be used for this run (the message says why, in one line)."""
+
+
+class JournalWriteError(Exception):
+    """A commit failed mid-run (a full disk): the journal keeps every record committed
+    before it. One line, exit code 1."""
 
 
 class IndexSet:
@@ -71,7 +82,9 @@ class Journal:
                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS records (
                     idx INTEGER PRIMARY KEY, ok INTEGER NOT NULL,
-                    seq INTEGER NOT NULL, line TEXT NOT NULL);
+                    seq INTEGER NOT NULL, line TEXT NOT NULL, fn INTEGER);
+                CREATE TABLE IF NOT EXISTS functions (
+                    id INTEGER PRIMARY KEY, identity TEXT UNIQUE NOT NULL);
                 CREATE INDEX IF NOT EXISTS records_by_seq ON records (seq);
             """)
             row = self._db.execute("SELECT max(seq) FROM records").fetchone()
@@ -85,21 +98,63 @@ class Journal:
         self._seq = row[0] or 0
         self._kill_after = int(os.environ.get(_KILL_AFTER, "0"))
         self._inserted = 0
+        self._function = 0  # the functions row of this run's function
 
-    def check_identity(self, identity: dict[str, str]) -> None:
-        """Store ``identity`` in a new journal; refuse a journal written for another one."""
-        wanted = {"schema": _SCHEMA_VERSION, **identity}
+    def check_identity(self, identity: dict[str, str], *, retry_failed: bool = False
+                       ) -> str | None:
+        """Store ``identity`` in a new journal; refuse a journal written for another one.
+
+        Another function is accepted with ``retry_failed``: it becomes the journal's
+        function, and the old one's identity is returned (None when nothing changed)."""
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if not stored:
-            with self._transaction():
+        if stored.get("schema") == "1":
+            stored = self._migrate(stored)
+        wanted = {"schema": _SCHEMA_VERSION, **identity}
+        changed = None
+        with self._transaction():
+            if not stored:
                 self._db.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
-            return
-        for key, value in wanted.items():
-            if stored.get(key) != value:
-                raise JournalError(
-                    f"journal {self.path!r} was written for another {key} "
-                    f"({stored.get(key)!r}, not {value!r}); use another --journal path, "
-                    f"or delete this one to start over")
+            for key, value in wanted.items():
+                if stored and stored.get(key) != value:
+                    if key != "function" or not retry_failed:
+                        raise JournalError(self._refusal(key, stored.get(key), value))
+                    changed = stored[key]
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+            self._function = self._function_id(wanted["function"])
+        return changed
+
+    def _refusal(self, key: str, stored: str | None, wanted: str) -> str:
+        fix = ("rerun with --retry-failed to run its failed records with this function "
+               "and keep the succeeded ones, or use another --journal path, or delete "
+               "this one to start over") if key == "function" else (
+               "use another --journal path, or delete this one to start over")
+        return (f"journal {self.path!r} was written for another {key} "
+                f"({stored!r}, not {wanted!r}); {fix}")
+
+    def _function_id(self, identity: str) -> int:
+        self._db.execute("INSERT OR IGNORE INTO functions (identity) VALUES (?)", (identity,))
+        row = self._db.execute("SELECT id FROM functions WHERE identity = ?",
+                               (identity,)).fetchone()
+        return int(row[0])
+
+    def _migrate(self, stored: dict[str, str]) -> dict[str, str]:
+        """Schema 1 to 2: every row was written by the one function the journal had."""
+        with self._transaction():
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(records)")]
+            if "fn" not in columns:
+                self._db.execute("ALTER TABLE records ADD COLUMN fn INTEGER")
+            function = self._function_id(stored["function"])
+            self._db.execute("UPDATE records SET fn = ?", (function,))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                             (_SCHEMA_VERSION,))
+        return {**stored, "schema": _SCHEMA_VERSION}
+
+    def versions(self) -> list[tuple[str, int, int]]:
+        """``(function identity, succeeded, failed)`` of each version with rows."""
+        rows = self._db.execute(
+            "SELECT f.identity, coalesce(sum(r.ok), 0), count(*) FROM records r "
+            "JOIN functions f ON f.id = r.fn GROUP BY r.fn ORDER BY r.fn").fetchall()
+        return [(identity, int(ok), int(total) - int(ok)) for identity, ok, total in rows]
 
     def done(self, *, retry_failed: bool) -> IndexSet:
         """The records finished before (only the successful ones, with ``retry_failed``)."""
@@ -114,15 +169,20 @@ class Journal:
         return found
 
     def record(self, rows: Sequence[tuple[int, bool, str]]) -> None:
-        """Commit finished records: ``(index, succeeded, output line)`` each."""
-        with self._transaction():
-            for index, ok, line in rows:
-                self._seq += 1
-                self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
-                                 (index, int(ok), self._seq, line))
-                self._inserted += 1
-                if self._inserted == self._kill_after:  # the test hook: die mid-commit
-                    os.kill(os.getpid(), signal.SIGKILL)
+        """Commit finished records: ``(index, succeeded, output line)`` each, as written
+        by this run's function. A failed commit (a full disk) is rolled back whole."""
+        try:
+            with self._transaction():
+                for index, ok, line in rows:
+                    self._seq += 1
+                    self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                                     (index, int(ok), self._seq, line, self._function))
+                    self._inserted += 1
+                    if self._inserted == self._kill_after:  # the test hook: die mid-commit
+                        os.kill(os.getpid(), signal.SIGKILL)
+        except sqlite3.OperationalError as exc:
+            raise JournalWriteError(f"cannot write to the journal {self.path!r}: {exc}; "
+                                    f"the records committed before are kept") from None
 
     def counts(self) -> tuple[int, int]:
         """(succeeded, failed) records in the journal."""
@@ -163,4 +223,12 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:  # a full disk at the commit: nothing of it is kept
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise

@@ -5,11 +5,15 @@ be rebuilt."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import traceback
+from types import TracebackType
 from typing import Any
 
 __all__ = ["Failure"]
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class Failure:
@@ -27,11 +31,13 @@ class Failure:
 
     @classmethod
     def capture(cls, exc: BaseException, skip: int = 0) -> Failure:
-        """Record ``exc`` as raised just now; ``skip`` drops corework's own outer frames."""
-        tb_top = exc.__traceback__
-        for _ in range(skip):
-            if tb_top is not None and tb_top.tb_next is not None:
-                tb_top = tb_top.tb_next
+        """Record ``exc`` as raised just now. Its traceback starts at the user's frame:
+        corework's own outer frames (the worker's loop, the call itself) are dropped, as
+        ``concurrent.futures`` does for remote tracebacks; an error raised by the call
+        itself (a wrong signature) keeps no frame at all. ``skip`` is kept for callers
+        that drop frames by count."""
+        del skip  # every leading frame inside the package is dropped, however many
+        tb_top = _user_frames(exc.__traceback__)
         exc.__traceback__ = tb_top
         tb = "".join(traceback.format_exception(type(exc), exc, tb_top))
         return cls(exc, type(exc).__qualname__, str(exc), tb)
@@ -51,6 +57,13 @@ class Failure:
         except BaseException:  # whatever its __reduce__ raises: SystemExit too
             pass
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from its first frame outside the corework package (None if none is)."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        tb = tb.tb_next
+    return tb
 
 
 def _rebuild_failure(exc_bytes: bytes | None, type_name: str, message: str, tb: str) -> Failure:

@@ -28,7 +28,26 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     _pool(parser)
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress and no summary on stderr")
+    _list_engines_in_help(parser)
     return parser
+
+
+_ENGINES_HELP = "one of the engines (default: auto)"
+
+
+def _list_engines_in_help(parser: argparse.ArgumentParser) -> None:
+    """``run --help`` names every engine of ``cw.ENGINES``; looked up only when the help
+    is shown, so ``corework --help`` imports no engine."""
+    format_help = parser.format_help
+
+    def with_engines() -> str:
+        import corework as cw
+
+        for action in parser._actions:
+            if action.help == _ENGINES_HELP:
+                action.help = f"{', '.join(cw.ENGINES)} (default: auto)"
+        return format_help()
+    parser.format_help = with_engines  # type: ignore[method-assign]
 
 
 def _input_output(parser: argparse.ArgumentParser) -> None:
@@ -52,12 +71,16 @@ def _journal(parser: argparse.ArgumentParser) -> None:
                         help="SQLite journal: run the same command again after a crash or "
                              "Ctrl-C and it finishes what is left")
     parser.add_argument("--retry-failed", action="store_true",
-                        help="with --journal: run again the records that failed before")
+                        help="with --journal: run again the records that failed before "
+                             "(with the function as it is now, even if it changed: the "
+                             "records that succeeded are kept)")
+    parser.add_argument("--max-failures", type=positive(int), metavar="N",
+                        help="stop the run once N records have failed (malformed input "
+                             "lines included); with --journal, --retry-failed resumes")
 
 
 def _pool(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="auto",
-                        help="auto, process, thread or dask (default: auto)")
+    parser.add_argument("--engine", default="auto", help=_ENGINES_HELP)
     parser.add_argument("--address", metavar="URL",
                         help="with --engine dask: the Dask scheduler, e.g. "
                              "tcp://127.0.0.1:8786 (default: a LocalCluster started here)")

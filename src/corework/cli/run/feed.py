@@ -93,12 +93,14 @@ class Feed:
 
 def error_fields(exc: BaseException) -> dict[str, Any]:
     """``{"type", "message", "traceback"}`` of a record's error; the traceback is the
-    worker's, or None for errors that did not come from the function (a timeout)."""
+    worker's, from the function's own frame on (corework's frames are dropped: a call
+    that fails before the function runs, a wrong signature, shows just its exception),
+    or None for errors that did not come from the function (a timeout, a crash)."""
     type_name = exc.type_name if isinstance(exc, cw.TaskError) else type(exc).__name__
     cause = exc.__cause__
     if isinstance(cause, cw.RemoteTraceback):
         tb: str | None = cause.tb
-    elif exc.__traceback__ is not None:
+    elif exc.__traceback__ is not None or not isinstance(exc, cw.CoreworkError):
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     else:
         tb = None

@@ -6,12 +6,13 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
+from .._records import write_lines
 from .checks import UsageError
 
-__all__ = ["output", "scan"]
+__all__ = ["Output", "OutputError", "check_output", "output", "scan"]
 
 _SCAN_BLOCK = 1 << 20
 
@@ -40,27 +41,82 @@ def scan(path: str) -> tuple[str | None, int | None]:
     return f"sha256:{digest.hexdigest()}", lines
 
 
+class OutputError(Exception):
+    """The output cannot be written mid-run (a full disk, a closed pipe): one line, exit
+    code 1."""
+
+
+class Output:
+    """The output stream; a failed write (``ENOSPC``: a full disk, ``/dev/full``) raises
+    :class:`OutputError`, naming the output, instead of a traceback."""
+
+    def __init__(self, stream: IO[str], path: str) -> None:
+        self.stream = stream
+        self.path = path
+
+    def write_lines(self, lines: Iterable[str], *, flush: bool = False) -> None:
+        try:
+            write_lines(lines, self.stream)
+            if flush:
+                self.stream.flush()
+        except OSError as exc:
+            raise self.error(exc) from None
+
+    def error(self, exc: OSError) -> OutputError:
+        shown = "to standard output" if self.path == "-" else f"the output {self.path!r}"
+        return OutputError(f"cannot write {shown}: {exc.strerror or exc}")
+
+
+def check_output(path: str) -> None:
+    """Usage errors of ``--output``, found before anything runs."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"the output {path!r} is a directory")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write the output {path!r}: no such directory {parent!r}")
+
+
 @contextlib.contextmanager
-def output(path: str, streaming: bool) -> Iterator[IO[str]]:
+def output(path: str, streaming: bool) -> Iterator[Output]:
     """Where output lines go. Without a journal they stream to ``path`` as they come;
     with one they are written at the end, to a temporary file renamed over ``path``, so
-    a killed run never leaves a half-written output behind."""
+    a killed run never leaves a half-written output behind (a device or a pipe, such as
+    ``/dev/stdout``, is written in place: it cannot be renamed over)."""
     if path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+        out = Output(sys.stdout, path)
+        yield out
+        out.write_lines((), flush=True)
         return
-    target = path if streaming else f"{path}.corework-partial"
+    special = os.path.exists(path) and not os.path.isfile(path)
+    target = path if streaming or special else f"{path}.corework-partial"
     try:
-        out = open(target, "w", encoding="utf-8")  # noqa: SIM115
+        stream = open(target, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise UsageError(f"cannot write the output {path!r}: {exc.strerror}") from None
     try:
-        with out:
-            yield out
+        with _closing(stream, path):
+            yield Output(stream, path)
     except BaseException:
-        if not streaming:
+        if target != path:
             with contextlib.suppress(OSError):
                 os.unlink(target)
         raise
-    if not streaming:
+    if target != path:
         os.replace(target, path)
+
+
+@contextlib.contextmanager
+def _closing(stream: IO[str], path: str) -> Iterator[None]:
+    """Close ``stream`` at the end; its last buffered write failing is an OutputError."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            stream.close()
+        raise
+    try:
+        stream.close()
+    except OSError as exc:
+        raise Output(stream, path).error(exc) from None

@@ -7,16 +7,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import corework as cw
 
-from .._journal import IndexSet, Journal
-from .._records import Record, open_input, read_records, write_lines
+from .._journal import IndexSet, Journal, JournalWriteError
+from .._records import Record, open_input, read_records
 from .._target import check_picklable, function_identity, load_target
 from .checks import UsageError, input_format, pool_options
 from .feed import Feed, Row
-from .files import output, scan
+from .files import Output, OutputError, check_output, output, scan
 from .tally import Tally
 
 __all__ = ["Plan"]
@@ -33,11 +33,14 @@ class Plan:
     journal: Journal | None = None
     input_lines: int | None = None
     tally: Tally = field(default_factory=Tally)
+    replaced_function: str | None = None  # with --retry-failed: the journal's old one
+    stopped_early: bool = False  # --max-failures was reached
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
         options = pool_options(args)
         fmt = input_format(args)
+        check_output(args.output)
         fn = load_target(args.target)
         if options["engine"] in ("process", "dask"):
             check_picklable(fn, args.target)
@@ -53,8 +56,9 @@ class Plan:
             return
         self.journal = Journal(self.args.journal)
         typed = " typed" if self.args.typed else ""
-        self.journal.check_identity({"function": function_identity(self.fn),
-                                     "input": f"{self.fmt}{typed} {digest}"})
+        self.replaced_function = self.journal.check_identity(
+            {"function": function_identity(self.fn), "input": f"{self.fmt}{typed} {digest}"},
+            retry_failed=self.args.retry_failed)
 
     def close(self) -> None:
         if self.journal is not None:
@@ -64,10 +68,12 @@ class Plan:
         started = time.monotonic()
         done = self._done_before()
         try:
+            # The pool first: its launcher is forked while this process has no threads
+            # yet (the progress display may start one); and an engine that cannot run
+            # here is a usage error before any output is opened.
+            pool = self._pool()
             with output(self.args.output, self.journal is None) as out:
-                # The pool first: its launcher is forked while this process has no
-                # threads yet (the progress display may start one).
-                with cw.Pool(**self.pool_options) as pool:
+                with pool:
                     progress = cw.progress(self._total(), done.count, quiet=self.args.quiet,
                                            label="corework run", unit=" records")
                     try:
@@ -75,13 +81,27 @@ class Plan:
                     finally:
                         progress.close()
                 if self.journal is not None:
-                    write_lines(self.journal.lines(ordered=self.args.ordered), out)
+                    out.write_lines(self.journal.lines(ordered=self.args.ordered))
         except KeyboardInterrupt:
             print(f"corework run: interrupted. {self._resume_hint()}", file=sys.stderr)
             return 130
+        except (OutputError, JournalWriteError) as exc:
+            print(f"corework run: {exc}. {self._resume_hint(output_failed=True)}",
+                  file=sys.stderr)
+            return 1
         if not self.args.quiet:
             self.tally.print_summary(time.monotonic() - started)
+        if self.stopped_early:
+            print(f"corework run: stopped after {self.tally.failed:,} failed records "
+                  f"(--max-failures {self.args.max_failures}). {self._resume_hint()}",
+                  file=sys.stderr)
         return self.tally.exit_code
+
+    def _pool(self) -> cw.Pool:
+        try:
+            return cw.Pool(**self.pool_options)
+        except cw.EngineUnavailable as exc:
+            raise UsageError(str(exc).replace("engine=", "--engine ")) from None
 
     def _total(self) -> int | None:
         """Records in the input, for the progress display (about: from its line count)."""
@@ -100,9 +120,15 @@ class Plan:
             rerun = ", running the failed ones again" if self.args.retry_failed and failed else ""
             print(f"corework run: resuming from {self.args.journal}: {ok:,} records "
                   f"succeeded and {failed:,} failed before{rerun}", file=sys.stderr)
+        if self.replaced_function is not None:
+            print(f"corework run: the function changed since the journal was written "
+                  f"({self.replaced_function!r} before, now "
+                  f"{function_identity(self.fn)!r}): the {ok:,} records that succeeded "
+                  f"are kept as they are; the {failed:,} failed ones (and any not run yet) "
+                  f"run with the new function", file=sys.stderr)
         return done
 
-    def _run(self, pool: cw.Pool, done: IndexSet, out: IO[str], progress: cw.Progress) -> None:
+    def _run(self, pool: cw.Pool, done: IndexSet, out: Output, progress: cw.Progress) -> None:
         # With a journal the output is written from it, in order, at the end; so results
         # are taken as they finish and committed at once, never held back behind a slow
         # record.
@@ -116,9 +142,19 @@ class Plan:
             raise UsageError(str(exc).splitlines()[0]) from None
         for batch in batches:
             self._emit(emit, feed.rows(batch, ordered=ordered), progress)
+            if self._too_many_failures():
+                # Records still running are not recorded: a rerun runs them. Killing
+                # them now is what "stop early" means for a function failing everything.
+                pool.kill()
+                return
         self._emit(emit, feed.held(before=None), progress)
         if feed.problem is not None:
             raise UsageError(f"{feed.problem} (stopped there: --strict)")
+
+    def _too_many_failures(self) -> bool:
+        limit = self.args.max_failures
+        self.stopped_early = limit is not None and self.tally.failed >= limit
+        return self.stopped_early
 
     def input_stream(self) -> Iterator[Record]:
         stream = open_input(self.args.input)
@@ -128,13 +164,12 @@ class Plan:
             if stream is not sys.stdin.buffer:
                 stream.close()
 
-    def _emitter(self, out: IO[str]) -> Callable[[list[Row]], None]:
+    def _emitter(self, out: Output) -> Callable[[list[Row]], None]:
         if self.journal is not None:
             return self.journal.record
 
         def write(rows: list[Row]) -> None:
-            write_lines((line for _, _, line in rows), out)
-            out.flush()
+            out.write_lines((line for _, _, line in rows), flush=True)
         return write
 
     @staticmethod
@@ -145,9 +180,15 @@ class Plan:
             ok = sum(1 for row in rows if row[1])
             progress.advance(ok, len(rows) - ok)
 
-    def _resume_hint(self) -> str:
+    def _resume_hint(self, *, output_failed: bool = False) -> str:
         if self.journal is None:
             return "No --journal was given, so running the command again starts over."
         ok, failed = self.journal.counts()
+        again = ("run the command again (with another --output if that one is full) to "
+                 "write them and finish the rest" if output_failed else
+                 "run the same command again to finish the rest")
+        if self.stopped_early:
+            again = ("fix the function, then run the same command with --retry-failed to "
+                     "run the failed records again and finish the rest")
         return (f"{ok + failed:,} finished records are safe in the journal "
-                f"{self.args.journal}; run the same command again to finish the rest.")
+                f"{self.args.journal}; {again}.")
