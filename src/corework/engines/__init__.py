@@ -95,7 +95,7 @@ def gil_enabled() -> bool:
 def resolve_engine_name(name: str) -> str:
     """Validate an engine name and settle ``"auto"``: processes, as safe as they come (a
     task that crashes costs that task, never the caller); ``cw.map`` measures its tasks
-    to size the pool (see ``_auto``)."""
+    to size the pool (see ``api/auto.py``)."""
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {name!r}")
     return "process" if name == "auto" else name

@@ -101,7 +101,7 @@ class ChunkReport:
 
 
 class Prober(Protocol):
-    """Watches how the first chunk's tasks use the GIL (``engine="auto"``, see _auto)."""
+    """Watches how the first chunk's tasks use the GIL (``engine="auto"``, see api/auto.py)."""
 
     seconds: float
 

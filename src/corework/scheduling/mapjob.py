@@ -8,7 +8,7 @@ reorder buffer grow without bound.
 What a failed task does to the iteration is the ``errors`` mode: ``"raise"`` (its
 exception is raised at its place and the map is over), ``"return"`` (the exception takes
 its place among the results and the map goes on) or ``"outcome"`` (every item as an
-:class:`~corework._outcomes.Outcome`).
+:class:`~corework.scheduling.outcomes.Outcome`).
 """
 
 from __future__ import annotations

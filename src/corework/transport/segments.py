@@ -3,7 +3,7 @@
 A segment is a ``memfd``: a file with no name. Nothing can leak — the kernel frees it once
 the last descriptor and the last mapping of it are gone, whoever was SIGKILLed — and it
 does not live in ``/dev/shm``, so a small ``/dev/shm`` (Docker's 64 MB) does not limit it.
-Descriptors travel between processes over Unix sockets (see ``_channel``).
+Descriptors travel between processes over Unix sockets (see ``channel``).
 
 Two kinds of segment carry data:
 
