@@ -97,7 +97,10 @@ def test_a_first_map_loads_only_its_engine(engine):
         assert cw.map(abs, range(-5, 5), engine={engine!r}) == [abs(i) for i in range(-5, 5)]
     """))
     other = {"process": "corework.engines.thread", "thread": "corework.engines.process"}
-    assert sorted(modules & {*NOT_FOR_A_MAP, other[engine]}) == []
+    unwanted = {*NOT_FOR_A_MAP, other[engine]}
+    if engine == "process" and sys.version_info < (3, 11):
+        unwanted.discard("subprocess")  # 3.10's platform module (cloudpickle's) imports it
+    assert sorted(modules & unwanted) == []
     if engine == "thread":
         assert sorted(modules & {"corework.engines._launcher", "socket", "cloudpickle",
                                  "corework.transport.picklers"}) == []
