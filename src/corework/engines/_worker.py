@@ -94,7 +94,7 @@ def _serve(channel: Channel) -> int:
             # what the initializer logged to a multiprocessing queue (a QueueHandler) is
             # in it before the caller hears that the pool is broken, as when a standard
             # library worker has exited
-            finish_process()
+            flush_queues()
             channel.send(("init_failed",), failure)
             return 3
     channel.send(("ready", os.getpid()))
@@ -291,6 +291,21 @@ def flush_std_streams() -> None:
                 stream.flush()
         except (OSError, ValueError):
             pass
+
+
+def flush_queues() -> None:
+    """Let this process's multiprocessing queues hand over what was put in them (their
+    close and join finalizers, in their order), and nothing else of a process's exit:
+    the other finalizers (a semaphore's unlink among them) are not this moment's."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    wanted = ("_finalize_close", "_finalize_join")
+    with contextlib.suppress(BaseException):
+        pending = [(key, finalizer) for key, finalizer in list(util._finalizer_registry.items())
+                   if getattr(finalizer._callback, "__name__", "") in wanted]
+        for _, finalizer in sorted(pending, key=lambda entry: entry[0], reverse=True):
+            finalizer()
 
 
 def finish_process() -> None:
