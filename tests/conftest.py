@@ -46,9 +46,7 @@ _cluster_threads: set[threading.Thread] = set()
 def _our_processes() -> set[int]:
     """Child processes of this test process, except the long-lived launcher itself and
     the session's Dask cluster."""
-    spared = set()
-    if _launcher._client is not None:
-        spared.add(_launcher._client.pid)
+    spared = set(_launcher.launcher_pids())
     sessions = _cluster.sessions() if _cluster is not None else set()
     children = psutil.Process().children(recursive=True)
     found = set()

@@ -105,7 +105,7 @@ def test_native_thread_cap_can_be_turned_off():
 def test_a_pool_that_cannot_start_its_workers_leaves_nothing_behind(monkeypatch):
     from corework.engines import _launcher
 
-    def refuse(self, socks, mode, timeout=60.0):
+    def refuse(self, socks, mode, timeout=60.0, *, warm=False):
         raise cw.CoreworkError("could not start a worker process: no more processes")
 
     monkeypatch.setattr(_launcher.LauncherClient, "start_workers", refuse)

@@ -3,28 +3,32 @@
 Why: ``fork()`` is the cheapest way to start a Python worker, but forking a process that
 has threads can deadlock the child. corework never forks the caller once it has threads.
 Instead, the first pool forks (or, if the caller already has threads, spawns) one
-launcher; it stays single-threaded forever and forks every worker on request::
+launcher; it stays single-threaded and forks every worker on request::
 
     caller ──ctrl socket (SEQPACKET, fds passed)──▶ launcher ──fork──▶ worker, worker, ...
        ▲                                              │ reaps children, reports exit codes
        └──────── one socket per worker ─────────────────────────────────────┘
 
-Lifetimes are chained so nothing outlives the caller, even after SIGKILL: the launcher
-exits (killing its workers) when the control socket reaches end-of-file, which the kernel
-delivers when the caller dies; each worker has ``PR_SET_PDEATHSIG`` set to SIGKILL for
-the launcher's death.
+Workers are born from the caller's present, not from the launcher's past: each start
+request carries what changed in the caller's environment, working directory, ``sys.path``
+and umask (``_present``), and the libraries the caller imported since (``_warmup``), which
+the launcher imports too, so workers start warm. The launcher holds none of the caller's
+file descriptors, and nothing outlives the caller, even after SIGKILL: the launcher
+watches the caller's pid and exits (killing its workers) when it ends; each worker has
+``PR_SET_PDEATHSIG`` set to SIGKILL for the launcher's death. The launcher's own loop is
+``_launcher_loop``.
 
-The client side (:func:`get_launcher`) is the process's one piece of shared state: a cache
-of the running launcher, replaced if it dies and dropped in a forked child.
+The client side here (:func:`get_launcher`) is the process's one piece of shared state: a
+cache of the running launcher, replaced if it dies and dropped in a forked child.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import pickle
-import select
 import signal
 import socket
 import sys
@@ -34,147 +38,22 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CoreworkError
-from . import _worker
-from ._platform import is_single_threaded, prepare_for_forks, set_parent_death_signal
+from . import _present, _worker
+from ._launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
+from ._platform import is_single_threaded
+from ._warmup import Imports
 
 if TYPE_CHECKING:
     import subprocess
 
-_ENV_FD = "COREWORK_LAUNCHER_FD"
-_ENV_PATH = "COREWORK_SYS_PATH"
-_MAX_MESSAGE = 65536
 _KEPT_EXITS = 4096  # exit codes nobody asked for yet; old ones are dropped past this
+_NAMES_PER_MESSAGE = 1000  # module names in one "warm" request
+_EXIT_SECONDS = 2.0  # how long a launcher told to exit may take before it is killed
+logger = logging.getLogger("corework")
 
 
 class LauncherDied(CoreworkError):
     """The launcher process ended; a new one is started on the next request."""
-
-
-# --------------------------------------------------------------------------- launcher side
-
-
-def _serve(ctrl: socket.socket) -> None:
-    """The launcher's loop: start workers on request, report each one's exit."""
-    _reset_signal_handlers()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
-    prepare_for_forks()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: set[int] = set()
-    try:
-        while True:
-            readable, _, _ = select.select([ctrl.fileno(), wake_r], [], [])
-            if wake_r in readable:
-                os.read(wake_r, 4096)
-                _reap(ctrl, children)
-            if ctrl.fileno() in readable and not _handle_request(ctrl, children, (wake_r, wake_w)):
-                return
-    finally:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-
-
-def _reset_signal_handlers() -> None:
-    """Drop the Python signal handlers a forked launcher inherited from the caller's code
-    (a SIGTERM handler meant for the application must not run here, nor in workers)."""
-    for number in signal.valid_signals():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            if callable(signal.getsignal(number)):
-                signal.signal(number, signal.SIG_DFL)
-
-
-def _handle_request(ctrl: socket.socket, children: set[int], own_fds: tuple[int, int]) -> bool:
-    """Serve one request; False when the caller is gone."""
-    try:
-        data, fds, _, _ = socket.recv_fds(ctrl, _MAX_MESSAGE, 1)
-    except ConnectionResetError:
-        return False
-    if not data:
-        return False
-    request = pickle.loads(data)
-    if request[0] == "start":
-        _, request_id, mode = request
-        try:
-            pid = _start_worker(fds[0], mode, ctrl, own_fds)
-            children.add(pid)
-            _send(ctrl, ("started", request_id, pid))
-        except OSError as exc:
-            _send(ctrl, ("failed", request_id, str(exc)))
-        finally:
-            for fd in fds:
-                os.close(fd)
-    elif request[0] == "kill" and request[1] in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(request[1], request[2])
-    return True
-
-
-def _start_worker(fd: int, mode: str, ctrl: socket.socket, own_fds: tuple[int, int]) -> int:
-    launcher_pid = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:  # the new worker: drop the launcher's machinery, then serve or exec
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        ctrl.close()
-        for own in own_fds:
-            os.close(own)
-        set_parent_death_signal()
-        if os.getppid() != launcher_pid:  # the launcher died before we could watch it
-            os._exit(1)
-        if mode == "spawn":
-            _exec_worker(fd)
-        code = _worker.serve_fd(fd)
-    finally:
-        _worker.finish_process()
-        os._exit(code)
-
-
-# json and subprocess are imported where a fresh interpreter is spawned (start_method=
-# "spawn", or a caller with threads), not by every caller and forked worker.
-
-
-def _exec_worker(fd: int) -> None:
-    import json
-
-    os.set_inheritable(fd, True)
-    env = dict(os.environ, **{_ENV_PATH: json.dumps(sys.path)})
-    argv = [sys.executable, "-c", "from corework.engines._worker import main; main()", str(fd)]
-    os.execve(sys.executable, argv, env)
-
-
-def _reap(ctrl: socket.socket, children: set[int]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        children.discard(pid)
-        _send(ctrl, ("exited", pid, os.waitstatus_to_exitcode(status)))
-
-
-def _send(ctrl: socket.socket, message: tuple[Any, ...]) -> None:
-    with contextlib.suppress(OSError):  # the caller is gone: the next recv says so
-        ctrl.send(pickle.dumps(message))
-
-
-def main() -> None:
-    """Entry point of a spawned launcher (see ``_spawn_launcher``)."""
-    import json
-
-    sys.path[:] = json.loads(os.environ.pop(_ENV_PATH, "[]")) or sys.path
-    fd = int(os.environ.pop(_ENV_FD))
-    _serve(socket.socket(fileno=fd))
 
 
 # ----------------------------------------------------------------------------- caller side
@@ -183,7 +62,8 @@ def main() -> None:
 class LauncherClient:
     """The caller's handle on its launcher. Thread-safe; every call is one short exchange."""
 
-    def __init__(self, ctrl: socket.socket, pid: int, popen: subprocess.Popen[bytes] | None):
+    def __init__(self, ctrl: socket.socket, pid: int, popen: subprocess.Popen[bytes] | None,
+                 present: _present.Changes, imports: Imports) -> None:
         self.pid = pid
         self._ctrl = ctrl
         self._popen = popen
@@ -192,21 +72,33 @@ class LauncherClient:
         self._next_id = 0
         self._started: dict[int, int | str] = {}
         self._exits: OrderedDict[int, int] = OrderedDict()
+        self._present = present  # what the launcher sees of this process
+        self._imports = imports
+        self._warm_sent = 0  # "warm" requests sent, and answered ("warmed")
+        self._warm_answered = 0
+        #: The module whose import gave the launcher a thread: it forks no more, and new
+        #: pools get a new launcher (see get_launcher).
+        self.tainted_by: str | None = None
         self.alive = True
 
-    def start_workers(self, socks: list[socket.socket], mode: str,
-                      timeout: float = 60.0) -> list[int]:
-        """Have the launcher start one worker per socket; returns their pids.
+    def start_workers(self, socks: list[socket.socket], mode: str, timeout: float = 60.0,
+                      *, warm: bool = False) -> list[int]:
+        """Have the launcher start one worker per socket, in this process's present;
+        returns their pids.
 
-        The requests go out together, so the launcher forks them back to back.
+        The requests go out together, so the launcher forks them back to back. With
+        ``warm``, the launcher first imports the modules it was told of before (not those
+        named after these requests: a first pool never waits for its caller's imports).
         """
         with self._lock:
             request_ids = list(range(self._next_id + 1, self._next_id + 1 + len(socks)))
             self._next_id += len(socks)
             try:
+                self._send_present()
                 for request_id, sock in zip(request_ids, socks, strict=True):
-                    socket.send_fds(self._ctrl, [pickle.dumps(("start", request_id, mode))],
+                    socket.send_fds(self._ctrl, [pickle.dumps(("start", request_id, mode, warm))],
                                     [sock.fileno()])
+                self._send_imports()
             except OSError as exc:
                 self.alive = False
                 raise LauncherDied(f"the worker launcher is gone: {exc}") from exc
@@ -216,6 +108,27 @@ class LauncherClient:
             if isinstance(outcome, str):
                 raise CoreworkError(f"could not start a worker process: {outcome}")
         return outcomes  # type: ignore[return-value]
+
+    def _send_present(self) -> None:
+        now = _present.capture()
+        for change in _present.changes(self._present, now):
+            self._ctrl.send(pickle.dumps(("present", change)))
+        self._present = now
+
+    def _send_imports(self) -> None:
+        names = self._imports.new()
+        for start in range(0, len(names), _NAMES_PER_MESSAGE):
+            self._ctrl.send(pickle.dumps(("warm", names[start:start + _NAMES_PER_MESSAGE])))
+            self._warm_sent += 1
+
+    def wait_warm(self, timeout: float) -> bool:
+        """Wait until the launcher has imported what it was told to; whether it has."""
+        with self._lock:
+            try:
+                self._read_until(lambda: self._warm_answered >= self._warm_sent, timeout)
+            except (TimeoutError, LauncherDied):
+                return False
+            return True
 
     def kill(self, pid: int, signum: int = signal.SIGKILL) -> None:
         """Send a worker ``signum`` (SIGKILL), if it is still the launcher's child (so
@@ -242,7 +155,7 @@ class LauncherClient:
                 raise TimeoutError("the worker launcher did not answer in time")
             try:
                 self._ctrl.settimeout(remaining)
-                data = self._ctrl.recv(_MAX_MESSAGE)
+                data = self._ctrl.recv(MAX_MESSAGE)
             except TimeoutError:
                 continue
             except OSError:  # closed: the launcher, or this process, is going away
@@ -257,8 +170,23 @@ class LauncherClient:
             self._exits[message[1]] = message[2]
             while len(self._exits) > _KEPT_EXITS:
                 self._exits.popitem(last=False)
+        elif message[0] == "warmed":
+            self._warmed(*message[1:])
         else:  # "started" or "failed"
             self._started[message[1]] = message[2]
+
+    def _warmed(self, requests: int, imported: int, skipped: list[str],
+                tainted_by: str | None) -> None:
+        self._warm_answered = requests
+        for reason in skipped:
+            logger.debug("the worker launcher could not import %s", reason)
+        if tainted_by is not None and self.tainted_by is None:
+            self.tainted_by = tainted_by
+            Imports.never(tainted_by)
+            logger.debug("importing %s started a thread in the worker launcher; "
+                         "it executes workers afresh from now on, and a new launcher "
+                         "leaves that module out", tainted_by)
+        logger.debug("the worker launcher imported %d modules", imported)
 
     def running(self) -> bool:
         """Whether the launcher process is still there (a cheap check, no exchange)."""
@@ -274,17 +202,30 @@ class LauncherClient:
         return self.alive
 
     def close(self) -> None:
-        """End the launcher (it kills any worker still running) and reap it."""
+        """End the launcher (it kills any worker still running) and reap it. Told, not
+        just hung up on: a child this process forked may hold the socket too."""
         self.alive = False
+        with contextlib.suppress(OSError):
+            self._ctrl.send(pickle.dumps(("exit",)))
         with contextlib.suppress(OSError):
             self._ctrl.close()
         if os.getpid() != self._owner:
             return
+        deadline = time.monotonic() + _EXIT_SECONDS
+        while not self._reaped():
+            if time.monotonic() > deadline:  # busy importing a module: it must go now
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.005)
+
+    def _reaped(self) -> bool:
         if self._popen is not None:
-            self._popen.wait()
-        else:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)  # already reaped if running() saw it gone
+            return self._popen.poll() is not None
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+        except ChildProcessError:  # already reaped (running() saw it gone)
+            return True
 
 
 def _exists(pid: int) -> bool:
@@ -299,32 +240,47 @@ def _exists(pid: int) -> bool:
 
 _client: LauncherClient | None = None
 _client_lock = threading.Lock()
+#: Launchers that stopped forking (a module gave them a thread) but still serve the
+#: workers of pools made before; closed at exit.
+_retired: list[LauncherClient] = []
 
 
 def get_launcher() -> LauncherClient:
     """The running launcher, started on first use (forked if this process has no threads)
-    and again whenever the last one has died (killed, or out of memory)."""
+    and again whenever the last one has died (killed, or out of memory) or stopped
+    forking."""
     global _client
     with _client_lock:
-        if _client is None or not _client.running():
-            if _client is not None:
+        if _client is None or not _client.running() or _client.tainted_by is not None:
+            if _client is not None and _client.alive and _client.tainted_by is not None:
+                _retired.append(_client)
+            elif _client is not None:
                 _client.close()
             _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()
         return _client
 
 
+def launcher_pids() -> list[int]:
+    """The pids of this process's launchers (the current one and any retired)."""
+    clients = [*_retired, _client] if _client is not None else list(_retired)
+    return [client.pid for client in clients if client.alive]
+
+
 def _fork_launcher() -> LauncherClient:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     _worker.flush_std_streams()
+    present, imports = _present.capture(), Imports.loaded()
+    caller = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
             ours.close()
-            _serve(theirs)
+            drop_inherited_fds(keep=theirs.fileno())
+            serve(theirs, caller)
         finally:
             os._exit(0)
     theirs.close()
-    return LauncherClient(ours, pid, None)
+    return LauncherClient(ours, pid, None, present, imports)
 
 
 def _spawn_launcher() -> LauncherClient:
@@ -332,30 +288,36 @@ def _spawn_launcher() -> LauncherClient:
     import subprocess
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = dict(os.environ, **{_ENV_FD: str(theirs.fileno()), _ENV_PATH: json.dumps(sys.path)})
+    present = _present.capture()
+    env = dict(present["env"], **{ENV_FD: str(theirs.fileno()), ENV_PATH: json.dumps(sys.path),
+                                  ENV_CALLER: str(os.getpid())})
     popen = subprocess.Popen(
-        [sys.executable, "-c", "from corework.engines._launcher import main; main()"],
+        [sys.executable, "-c", "from corework.engines._launcher_loop import main; main()"],
         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
     )
     theirs.close()
-    return LauncherClient(ours, popen.pid, popen)
+    return LauncherClient(ours, popen.pid, popen, present, Imports())
 
 
 def _drop_in_child() -> None:
-    """A forked child must not share its parent's launcher; it starts its own if needed."""
+    """A forked child must not share its parent's launchers; it starts its own if needed."""
     global _client, _client_lock
-    if _client is not None:
-        with contextlib.suppress(OSError):
-            _client._ctrl.close()
+    for client in [*_retired, _client]:
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client._ctrl.close()
     _client = None
+    _retired.clear()
     _client_lock = threading.Lock()
 
 
 def _close_at_exit() -> None:
     global _client
-    if _client is not None:
-        _client.close()
-        _client = None
+    for client in [*_retired, _client]:
+        if client is not None:
+            client.close()
+    _client = None
+    _retired.clear()
 
 
 os.register_at_fork(after_in_child=_drop_in_child)

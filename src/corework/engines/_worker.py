@@ -50,11 +50,8 @@ from ._base import CallKind, ChunkReport, WorkerSetup
 from ._probe import probe_gil
 from ._runner import current, run_chunk
 from ._unpicklable import CannotLoad, fail_all, load_function, replace_unpicklable
+from ._warmup import NATIVE_THREAD_VARIABLES, Warmer
 
-_NATIVE_THREAD_VARIABLES = (
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
-)
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 #: The exit code of a worker whose own machinery failed (never a task's doing).
 BROKEN_EXIT = 70
@@ -63,6 +60,7 @@ BROKEN_EXIT = 70
 def serve_fd(fd: int) -> int:
     """Serve the caller on socket ``fd``; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    os.set_inheritable(fd, False)  # programs that tasks start must not hold the channel
     _line_buffer_std_streams()
     channel = Channel.from_fd(fd)
     try:
@@ -262,15 +260,31 @@ class _Worker:
 
 
 def _limit_native_threads(limit: int | None) -> None:
-    """Cap BLAS/OpenMP thread pools so workers × native threads fit the cores."""
+    """Cap BLAS/OpenMP thread pools so workers × native threads fit the cores; with no
+    cap, give the pools the launcher's warm-up loaded at one thread their own sizes."""
     if limit is None:
+        if Warmer.held_native_pools:
+            _restore_native_threads()
         return
-    for name in _NATIVE_THREAD_VARIABLES:  # for libraries loaded from now on
+    for name in NATIVE_THREAD_VARIABLES:  # for libraries loaded from now on
         os.environ[name] = str(limit)
     if any(name in sys.modules for name in _NATIVE_POOL_MODULES):  # already loaded
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=limit)
+
+
+def _restore_native_threads() -> None:
+    """The sizes the pools would have had, loaded here: the caller's variables, else
+    one thread per core."""
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS") or omp
+    with contextlib.suppress(ValueError):
+        threadpool_limits(limits={"openmp": int(omp or cores), "blas": int(blas or cores)})
 
 
 def _line_buffer_std_streams() -> None:

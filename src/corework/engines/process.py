@@ -101,15 +101,17 @@ class ProcessEngine(Engine):
             target=self._receiver.run, name="corework-process-reader", daemon=True
         )
         try:
-            self._start_workers(list(range(self.workers)))
+            self._start_workers(list(range(self.workers)), new_pool=True)
         except BaseException:
             self._wake_r.close()
             self._wake_w.close()
             raise
         self._reader.start()  # while the new workers get going
 
-    def _start_workers(self, indexes: list[int]) -> None:
-        """Start a worker for each group; its setup waits in its socket before it exists."""
+    def _start_workers(self, indexes: list[int], *, new_pool: bool = False) -> None:
+        """Start a worker for each group; its setup waits in its socket before it exists.
+        A new pool's workers are forked once the launcher has imported what this process
+        had imported (see ``_warmup``); a replacement's never wait for that."""
         pairs = [socket.socketpair() for _ in indexes]
         early = len(self._setup.data) <= SETUP_SENT_EARLY  # fits the socket buffer
         conns = [Channel(ours) for ours, _ in pairs]
@@ -118,7 +120,7 @@ class ProcessEngine(Engine):
                 conn.send(("setup",), self._setup)
         theirs = [pair[1] for pair in pairs]
         try:
-            pids, launcher = self._launch(theirs)
+            pids, launcher = self._launch(theirs, new_pool)
         except BaseException:
             for conn in conns:
                 conn.close()
@@ -136,14 +138,15 @@ class ProcessEngine(Engine):
                     conn.send(("stop",))
         self._wake()
 
-    def _launch(self, socks: list[socket.socket]) -> tuple[list[int], LauncherClient]:
+    def _launch(self, socks: list[socket.socket], warm: bool
+                ) -> tuple[list[int], LauncherClient]:
         """Have a launcher start the workers (their pids, and that launcher); one that
         died is replaced (a few times in a row at most: a launcher that cannot live is an
         error, not a loop)."""
         for attempt in range(LAUNCHER_TRIES):
             launcher = self._launcher
             try:
-                return launcher.start_workers(socks, self.start_method), launcher
+                return launcher.start_workers(socks, self.start_method, warm=warm), launcher
             except LauncherDied:
                 if attempt == LAUNCHER_TRIES - 1:
                     raise

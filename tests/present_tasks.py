@@ -1,0 +1,52 @@
+"""Tasks that report what a worker sees of its caller, and start programs of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def present(name: str) -> tuple[str | None, str, list[str], int | None]:
+    """(the variable ``name``, the working directory, sys.path, the umask) here."""
+    return os.environ.get(name), os.getcwd(), list(sys.path), umask()
+
+
+def present_after(name: str, fifo: str) -> tuple[str | None, str, list[str], int | None]:
+    """:func:`present`, once the caller opened ``fifo`` for writing and closed it."""
+    seen = present(name)
+    with open(fifo) as go:
+        go.read()
+    return seen
+
+
+def umask() -> int | None:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return None
+
+
+def read_relative(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def start_program(seconds: float) -> tuple[int, list[int]]:
+    """Start a program that outlives this task; its pid and the descriptors it holds."""
+    child = subprocess.Popen(["sleep", str(seconds)], close_fds=False,
+                             stdin=subprocess.DEVNULL)
+    return child.pid, sorted(map(int, os.listdir(f"/proc/{child.pid}/fd")))
+
+
+def start_program_and_exit(seconds: float) -> None:
+    """``os.system("sleep N &")`` (the shell passes on every inheritable descriptor),
+    then end the worker."""
+    os.system(f"sleep {seconds} &")
+    os._exit(3)
+
+
+def modules(names: list[str]) -> list[bool]:
+    """Which of ``names`` this worker had imported before the task ran."""
+    return [name in sys.modules for name in names]
