@@ -52,3 +52,12 @@ def nested_jobs(_: object = None) -> tuple[int, int]:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def crash_if(flag: str) -> None:
+    """End this process if ``flag`` exists (removing it: the next call finds it gone)."""
+    try:
+        os.remove(flag)
+    except FileNotFoundError:
+        return
+    os._exit(1)

@@ -4,11 +4,13 @@ default backend, a crash that costs one task, and joblib's hints honoured."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 joblib = pytest.importorskip("joblib")
@@ -21,9 +23,17 @@ from sklearn.svm import SVC  # noqa: E402
 import corework as cw  # noqa: E402
 import corework.joblib  # noqa: E402  (registers the backend)
 from tests.helpers import ROOT_ENV  # noqa: E402
-from tests.sklearn_tasks import CrashOnce, nested_jobs, pid, sleep  # noqa: E402
+from tests.sklearn_tasks import CrashOnce, crash_if, nested_jobs, pid, sleep  # noqa: E402
 
 GRID = {"C": [1.0, 10.0, 100.0]}
+
+
+@pytest.fixture(autouse=True)
+def no_kept_pool():
+    """Each test ends the workers the backend keeps for the next call (the leftover check
+    runs after this)."""
+    yield
+    corework.joblib.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +127,46 @@ def test_timeout_fails_the_batch_that_runs_too_long():
             pytest.raises(cw.TaskTimeout):
         joblib.Parallel()(joblib.delayed(sleep)(s) for s in (0.1, 60))
     assert time.monotonic() - started < 30
+
+
+def test_successive_calls_of_one_shape_reuse_the_workers():
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        first = set(joblib.Parallel()(joblib.delayed(pid)() for _ in range(8)))
+        second = set(joblib.Parallel()(joblib.delayed(pid)() for _ in range(8)))
+    with joblib.parallel_config(backend="corework", n_jobs=2, retries=1):  # another shape
+        other = set(joblib.Parallel()(joblib.delayed(pid)() for _ in range(8)))
+    assert second <= first
+    assert not other & first, "another shape got the same workers"
+    corework.joblib.shutdown()  # the first shape's pool ends on its own, not waited for
+    assert _gone_within(first | other, seconds=10)
+
+
+def _gone_within(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = []
+        for number in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if psutil.Process(number).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(number)
+        if not alive:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_tiny_tasks_are_batched():
+    backend = corework.joblib.CoreworkBackend()
+    with joblib.parallel_config(backend=backend, n_jobs=2):
+        results = joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(3000))
+    assert results == list(range(3000))
+    assert backend.compute_batch_size() > 1
+
+
+def test_a_crash_leaves_a_kept_pool_usable_for_the_next_call(tmp_path):
+    flag = tmp_path / "crash"
+    flag.touch()
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        with pytest.raises(cw.WorkerCrashed):
+            joblib.Parallel()(joblib.delayed(crash_if)(str(flag)) for _ in range(2))
+        assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]

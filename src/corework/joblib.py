@@ -8,10 +8,15 @@
     with joblib.parallel_config(backend="corework", n_jobs=2, retries=1):
         search.fit(X, y)  # GridSearchCV's fits run on corework's worker processes
 
-Each joblib batch is one corework task on a :class:`corework.Pool` that lives as long as
-the ``Parallel`` call (scikit-learn's ``fit``): a batch that crashes its worker costs that
-batch (joblib sees :class:`corework.WorkerCrashed`, or with ``retries`` the batch runs
-again) and the pool goes on with a fresh worker; ``timeout`` (seconds per batch) fails a
+Each joblib batch is one corework task on a :class:`corework.Pool` of worker processes
+that is kept from one ``Parallel`` call to the next while their shape (``n_jobs`` and the
+pool's options) stays the same, as loky's reusable executor is: a scikit-learn search
+starts its workers once. It ends at interpreter exit, when a call asks for another shape,
+or with :func:`shutdown`. Tiny tasks are batched as joblib's own process backend batches
+them (``batch_size="auto"``: batches grow until each takes a fraction of a second).
+A batch that crashes its worker costs that batch (joblib sees
+:class:`corework.WorkerCrashed`, or with ``retries`` the batch runs again) and the pool
+goes on with a fresh worker; ``timeout`` (seconds per batch) fails a
 batch that runs too long with :class:`corework.TaskTimeout`. Big arguments (numpy arrays)
 travel through shared memory, and :func:`corework.share` objects are sent by reference.
 
@@ -25,24 +30,73 @@ runs on that many threads (none beyond: sequentially).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import joblib
-from joblib.parallel import ParallelBackendBase, SequentialBackend, ThreadingBackend
+from joblib.parallel import (
+    AutoBatchingMixin,
+    ParallelBackendBase,
+    SequentialBackend,
+    ThreadingBackend,
+)
 
 from .api.pool import Pool
 from .scheduling.future import Future
 
-__all__ = ["NAME", "CoreworkBackend", "register"]
+__all__ = ["NAME", "CoreworkBackend", "register", "shutdown"]
 
 #: The name under which the backend is registered with joblib.
 NAME = "corework"
 
 
-class CoreworkBackend(ParallelBackendBase):  # type: ignore[misc]
+class _Reusable:
+    """The one process pool kept across ``Parallel`` calls, and the shape it was made for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: Pool | None = None
+        self._shape: tuple[Any, ...] | None = None
+
+    def get(self, shape: tuple[Any, ...], make: Callable[[], Pool]) -> Pool:
+        """The kept pool if it has ``shape`` and works; else a new one (the old one ends)."""
+        with self._lock:
+            pool, old = self._pool, None
+            if pool is None or self._shape != shape or not pool._scheduler.accepting:
+                old, pool = pool, make()
+                self._pool, self._shape = pool, shape
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+        return pool
+
+    def drop(self, pool: Pool) -> None:
+        """Forget ``pool`` if it is the kept one (it was shut down)."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool, self._shape = None, None
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool, self._shape = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_reusable = _Reusable()
+
+
+def shutdown() -> None:
+    """End the worker processes kept for the next ``Parallel`` call (done at exit)."""
+    _reusable.shutdown()
+
+
+atexit.register(shutdown)
+
+
+class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
     """joblib's ``ParallelBackendBase`` over a :class:`corework.Pool`.
 
     ``engine`` is the pool's for joblib's default (process-preferring) calls:
@@ -105,9 +159,18 @@ class CoreworkBackend(ParallelBackendBase):  # type: ignore[misc]
             return
         self._close_pool()
         native: int | str = self.inner_max_num_threads or "auto"
-        self._pool = Pool(workers, engine=engine, native_threads=native,  # type: ignore[arg-type]
-                          start_method=self._start_method if engine == "process" else None,
-                          **self._limits)
+
+        def make() -> Pool:
+            return Pool(workers, engine=engine, native_threads=native,  # type: ignore[arg-type]
+                        start_method=self._start_method if engine == "process" else None,
+                        **self._limits)
+
+        if engine == "thread":  # threads of this process: one pool per call
+            self._pool = make()
+        else:
+            shape = (engine, workers, native, self._start_method,
+                     tuple(sorted(self._limits.items())))
+            self._pool = _reusable.get(shape, make)
         self._shape = (engine, workers)
 
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], Any] | None = None
@@ -140,9 +203,12 @@ class CoreworkBackend(ParallelBackendBase):  # type: ignore[misc]
             self._close_pool()
 
     def terminate(self) -> None:
-        """The end of a ``Parallel`` call: its pool's workers exit (nothing is left
-        behind once the call returns; the next call starts a pool of its own)."""
-        self._close_pool(wait=True)
+        """The end of a ``Parallel`` call: a thread pool ends; a process pool is kept for
+        the next call of the same shape (see :func:`shutdown`)."""
+        if self._shape is not None and self._shape[0] == "thread":
+            self._close_pool(wait=True)
+        else:
+            self._pool, self._shape = None, None
 
     def get_nested_backend(self) -> tuple[Any, int | None]:
         """What a ``Parallel`` call inside a task runs on: threads, as many as each worker
@@ -156,6 +222,7 @@ class CoreworkBackend(ParallelBackendBase):  # type: ignore[misc]
     def _close_pool(self, *, wait: bool = False) -> None:
         pool, self._pool, self._shape = self._pool, None, None
         if pool is not None:
+            _reusable.drop(pool)
             pool.shutdown(wait=wait, cancel_futures=True)
 
     def __reduce__(self) -> Any:

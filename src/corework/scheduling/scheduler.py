@@ -81,6 +81,12 @@ class Scheduler:
         return self.engine.slots
 
     @property
+    def accepting(self) -> bool:
+        """Whether the pool takes new work (not shut down, not broken)."""
+        with self._board as board:
+            return not board.closed and board.broken is None
+
+    @property
     def broken(self) -> BaseException | None:
         """Why the pool can run nothing more, if it cannot."""
         with self._board as board:
