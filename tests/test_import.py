@@ -98,9 +98,17 @@ def test_a_first_map_loads_only_its_engine(engine):
     """))
     other = {"process": "corework.engines.thread", "thread": "corework.engines.process"}
     unwanted = {*NOT_FOR_A_MAP, other[engine]}
-    if engine == "process" and sys.version_info < (3, 11):
-        unwanted.discard("subprocess")  # 3.10's platform module (cloudpickle's) imports it
     assert sorted(modules & unwanted) == []
     if engine == "thread":
         assert sorted(modules & {"corework.engines._launcher", "socket", "cloudpickle",
                                  "corework.transport.picklers"}) == []
+    else:  # an importable function over plain data: the standard pickle sends it
+        assert "cloudpickle" not in modules
+
+
+def test_cloudpickle_comes_in_for_what_only_it_can_send():
+    modules = loaded_after(textwrap.dedent("""
+        import corework as cw
+        assert cw.map(lambda x: -x, [1, 2], engine="process") == [-1, -2]
+    """))
+    assert "cloudpickle" in modules

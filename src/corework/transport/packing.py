@@ -1,9 +1,10 @@
 """Packing: an object pickled for another process, its large buffers in shared memory.
 
-Functions and arguments go by value (cloudpickle); results by the standard pickle first,
-cloudpickle after (see ``picklers``). Large buffers — numpy arrays, memoryviews, anything
-with pickle protocol 5 buffers — go out of band, through shared memory (see ``segments``),
-and buffers inside a :func:`corework.share` go as references to it.
+The standard pickle first, cloudpickle where it cannot send an object as the caller means
+it: functions and arguments of ``__main__`` go by value (see ``picklers``). Large buffers —
+numpy arrays, memoryviews, anything with pickle protocol 5 buffers — go out of band,
+through shared memory (see ``segments``), and buffers inside a :func:`corework.share` go as
+references to it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import cloudpickle
 
 from .._errors import SerializationError
 from . import inherited as _inherited
@@ -81,13 +80,15 @@ def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
     """Pickle ``obj``; buffers of ``inline_below`` bytes or more go into shared memory.
 
     Buffers that lie in a share are sent as references to it, whatever their size.
-    ``by_value`` pickles with cloudpickle (functions and arguments); otherwise the
-    standard pickle is tried first (faster for plain data: results) and cloudpickle after.
+    ``by_value`` (functions and arguments): what ``__main__`` defines goes by value;
+    the standard pickle is tried first either way, and cloudpickle after.
     ``in_band`` is plain cloudpickle, for receivers that cannot map segments (or import
     corework: sub-interpreters). With ``spawning``, multiprocessing's queues and locks
     may be in ``obj`` (a worker's setup: see ``inherited``).
     """
     if in_band:
+        import cloudpickle
+
         return Packed(cloudpickle.dumps(obj, protocol=PROTOCOL))
     collector = _BufferCollector(inline_below)
     spawner = _inherited.Spawning() if spawning else None

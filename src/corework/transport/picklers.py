@@ -1,6 +1,10 @@
-"""The picklers: cloudpickle by value (functions, arguments: lambdas, closures and
-``__main__`` classes travel) and the standard pickle by reference (results: faster for
-plain data), both offering memoryviews as out-of-band buffers for the caller to place."""
+"""The picklers: the standard pickle wherever it sends an object as the caller means it,
+cloudpickle by value where it cannot (lambdas, closures, what ``__main__`` defines: they
+travel by value so every start method has them, and a re-defined function runs its new
+body), both offering memoryviews as out-of-band buffers for the caller to place.
+
+cloudpickle is imported only when something needs it: a first map of an importable
+function over plain data never loads it (nor ``inspect``, which it imports)."""
 
 from __future__ import annotations
 
@@ -9,46 +13,22 @@ import contextlib
 import functools
 import io
 import pickle
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
-
 from .main_namespace import MainGlobals
 
-__all__ = ["PROTOCOL", "ByValuePickler", "check_picklable", "dumps", "dumps_by_reference",
+__all__ = ["PROTOCOL", "by_value_pickler", "check_picklable", "dumps", "dumps_by_reference",
            "dumps_by_value", "shaped_view"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
-    """cloudpickle's reduction of a code object, but with its file name kept (cloudpickle
-    writes ``<dynamic-code>``), so that a worker's traceback shows the file and line."""
-    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
-    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg
-                              for arg in args)
-
-
-class ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with memoryviews offered as out-of-band buffers, code objects keeping
-    their file names, and functions of ``__main__`` given one shared namespace where they
-    are loaded (see MainNamespace)."""
-
-    if hasattr(cloudpickle.cloudpickle, "_code_reduce"):  # cloudpickle's own, private
-        dispatch_table = collections.ChainMap({types.CodeType: _code_keeping_its_file},
-                                              cloudpickle.Pickler.dispatch_table)
-
-    def reducer_override(self, obj: Any) -> Any:
-        reduced = _reduce_memoryview(obj)
-        return super().reducer_override(obj) if reduced is None else reduced
-
-    def _function_getnewargs(self, func: Any) -> Any:
-        code, base_globals, *rest = super()._function_getnewargs(func)
-        if func.__globals__.get("__name__") == "__main__":
-            base_globals = MainGlobals()
-        return (code, base_globals, *rest)
+class _NeedsValue(Exception):
+    """The standard pickle would send this object by a reference that means another thing
+    (or nothing) where it is loaded: cloudpickle must send it."""
 
 
 class ByReferencePickler(pickle.Pickler):
@@ -59,28 +39,89 @@ class ByReferencePickler(pickle.Pickler):
         return NotImplemented if reduced is None else reduced
 
 
+class _PlainFirstPickler(ByReferencePickler):
+    """The standard pickle for what goes by value: it refuses functions and classes of
+    ``__main__`` (by reference they would name the worker's ``__main__``, or nothing)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) \
+                and getattr(obj, "__module__", None) == "__main__":
+            raise _NeedsValue(obj)
+        return super().reducer_override(obj)
+
+
+def _plain_first_allowed() -> bool:
+    """False once a module was registered to go by value (``corework run`` does that for
+    the user's module): cloudpickle alone knows which."""
+    cloudpickle = sys.modules.get("cloudpickle.cloudpickle")
+    return cloudpickle is None or not getattr(cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
+
+
 def dumps(obj: Any, by_value: bool, buffer_callback: Callable[[pickle.PickleBuffer], Any],
           discard: Callable[[], Any], spawning: bool = False) -> bytes:
-    """Pickle ``obj``, offering its buffers to ``buffer_callback``: by value, or by
-    reference first and by value when that fails (``discard`` forgets the buffers the
-    failed try offered). With ``spawning``, multiprocessing's reductions too."""
-    file = io.BytesIO()
-    if not by_value:
+    """Pickle ``obj``, offering its buffers to ``buffer_callback``: the standard pickle
+    first, cloudpickle when that fails (``discard`` forgets the buffers the failed try
+    offered). ``by_value``: what ``__main__`` defines goes by value. With ``spawning``,
+    multiprocessing's reductions too."""
+    if not by_value or _plain_first_allowed():
+        file = io.BytesIO()
+        plain = _plain_pickler(spawning) if by_value else ByReferencePickler
         try:
-            ByReferencePickler(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+            plain(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
             return file.getvalue()
         except Exception:
             discard()
-            file = io.BytesIO()
-    pickler_class = spawning_pickler() if spawning else ByValuePickler
-    pickler_class(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    file = io.BytesIO()
+    by_value_pickler(spawning)(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
     return file.getvalue()
 
 
 @functools.cache
-def spawning_pickler() -> type[ByValuePickler]:
-    """Our by-value pickler with multiprocessing's own reductions (its connections and
-    sockets travel as descriptors: see ``inherited``), made on first use."""
+def _plain_pickler(spawning: bool) -> type[pickle.Pickler]:
+    if not spawning:
+        return _PlainFirstPickler
+    from multiprocessing.reduction import ForkingPickler
+
+    class SpawningPlainPickler(_PlainFirstPickler):
+        dispatch_table = collections.ChainMap(  # noqa: RUF012 - pickle reads it here
+            ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+            _copyreg_dispatch())
+
+    return SpawningPlainPickler
+
+
+def _copyreg_dispatch() -> Any:
+    import copyreg
+
+    return copyreg.dispatch_table
+
+
+@functools.cache
+def by_value_pickler(spawning: bool = False) -> type[pickle.Pickler]:
+    """cloudpickle, with memoryviews offered as out-of-band buffers, code objects keeping
+    their file names, and functions of ``__main__`` given one shared namespace where they
+    are loaded (see MainNamespace); with ``spawning``, multiprocessing's reductions too
+    (its connections and sockets travel as descriptors: see ``inherited``). Made, and
+    cloudpickle imported, on first use."""
+    import cloudpickle
+
+    class ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+        if hasattr(cloudpickle.cloudpickle, "_code_reduce"):  # cloudpickle's own, private
+            dispatch_table = collections.ChainMap(
+                {types.CodeType: _code_keeping_its_file}, cloudpickle.Pickler.dispatch_table)
+
+        def reducer_override(self, obj: Any) -> Any:
+            reduced = _reduce_memoryview(obj)
+            return super().reducer_override(obj) if reduced is None else reduced
+
+        def _function_getnewargs(self, func: Any) -> Any:
+            code, base_globals, *rest = super()._function_getnewargs(func)
+            if func.__globals__.get("__name__") == "__main__":
+                base_globals = MainGlobals()
+            return (code, base_globals, *rest)
+
+    if not spawning:
+        return ByValuePickler
     from multiprocessing.reduction import ForkingPickler
 
     class SpawningPickler(ByValuePickler):
@@ -89,6 +130,16 @@ def spawning_pickler() -> type[ByValuePickler]:
             ByValuePickler.dispatch_table)
 
     return SpawningPickler
+
+
+def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, but with its file name kept (cloudpickle
+    writes ``<dynamic-code>``), so that a worker's traceback shows the file and line."""
+    import cloudpickle
+
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg
+                              for arg in args)
 
 
 def dumps_by_value(obj: Any, buffer_callback: Any = None) -> bytes:
@@ -106,7 +157,7 @@ def dumps_by_reference(obj: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
 def check_picklable(obj: Any) -> None:
     """Pickle ``obj`` as a task's function or argument would be, copying no buffer (they
     would go out of band); raises what pickling raises."""
-    ByValuePickler(io.BytesIO(), PROTOCOL, buffer_callback=_leave_out).dump(obj)
+    dumps(obj, True, _leave_out, _nothing)
 
 
 def _leave_out(buffer: pickle.PickleBuffer) -> bool:
