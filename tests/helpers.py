@@ -40,7 +40,12 @@ def whoami(_: object = None) -> tuple[int, int]:
 
 
 class Unrebuildable(Exception):
-    """An exception whose constructor needs two arguments, so unpickling it fails."""
+    """An exception whose constructor needs two arguments, so unpickling it fails (even
+    where a library such as tblib, which dask installs, rebuilds exceptions through
+    ``__new__``: workers import what the caller imported)."""
+
+    def __new__(cls, a: int, b: int) -> Unrebuildable:
+        return super().__new__(cls, a, b)
 
     def __init__(self, a: int, b: int) -> None:
         super().__init__(f"{a}/{b}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import pickle
 import signal
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 _KEPT_EXITS = 4096  # exit codes nobody asked for yet; old ones are dropped past this
 _NAMES_PER_MESSAGE = 1000  # module names in one "warm" request
 _EXIT_SECONDS = 2.0  # how long a launcher told to exit may take before it is killed
-logger = logging.getLogger("corework")
 
 
 class LauncherDied(CoreworkError):
@@ -177,6 +175,9 @@ class LauncherClient:
 
     def _warmed(self, requests: int, imported: int, skipped: list[str],
                 tainted_by: str | None) -> None:
+        import logging  # here: a first result does not wait for logging's import
+
+        logger = logging.getLogger("corework")
         self._warm_answered = requests
         for reason in skipped:
             logger.debug("the worker launcher could not import %s", reason)
@@ -205,27 +206,33 @@ class LauncherClient:
         """End the launcher (it kills any worker still running) and reap it. Told, not
         just hung up on: a child this process forked may hold the socket too."""
         self.alive = False
+        owner = os.getpid() == self._owner
         with contextlib.suppress(OSError):
             self._ctrl.send(pickle.dumps(("exit",)))
+            if owner:
+                self._wait_hang_up(_EXIT_SECONDS)
         with contextlib.suppress(OSError):
             self._ctrl.close()
-        if os.getpid() != self._owner:
+        if not owner:
             return
-        deadline = time.monotonic() + _EXIT_SECONDS
-        while not self._reaped():
-            if time.monotonic() > deadline:  # busy importing a module: it must go now
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-                deadline = float("inf")
-            time.sleep(0.005)
-
-    def _reaped(self) -> bool:
         if self._popen is not None:
-            return self._popen.poll() is not None
-        try:
-            return os.waitpid(self.pid, os.WNOHANG) != (0, 0)
-        except ChildProcessError:  # already reaped (running() saw it gone)
-            return True
+            self._popen.wait()
+        else:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)  # already reaped if running() saw it gone
+
+    def _wait_hang_up(self, seconds: float) -> None:
+        """Read until the launcher's end closes (it exited); kill it after ``seconds``
+        (busy importing a module, it would answer only after that import)."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._ctrl.settimeout(remaining)
+            try:
+                if not self._ctrl.recv(MAX_MESSAGE):
+                    return
+            except TimeoutError:
+                break
+        os.kill(self.pid, signal.SIGKILL)
 
 
 def _exists(pid: int) -> bool:

@@ -10,7 +10,6 @@ worker it forks, or executes afresh, inherits it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -23,8 +22,6 @@ Changes = dict[str, Any]
 #: longer than 128 KiB: the kernel would refuse to execute a program with it.)
 _BYTES_PER_MESSAGE = 32 * 1024
 _LONGEST_ENTRY = 128 * 1024
-
-logger = logging.getLogger("corework")
 
 
 def capture() -> Changes:
@@ -88,8 +85,10 @@ def _chdir(path: str | None, caller: int) -> None:
         try:  # removed or renamed meanwhile: the directory the caller is in, still
             os.chdir(f"/proc/{caller}/cwd")
         except OSError as exc:
-            logger.debug("corework: workers cannot enter the caller's directory %s: %s",
-                         path, exc)
+            import logging
+
+            logging.getLogger("corework").debug(
+                "workers cannot enter the caller's directory %s: %s", path, exc)
 
 
 def _umask() -> int | None:

@@ -23,7 +23,6 @@ import importlib
 import os
 import signal
 import sys
-import sysconfig
 from collections.abc import Iterator
 
 from ._platform import is_single_threaded
@@ -76,9 +75,10 @@ class Imports:
 
 
 def _library_roots() -> tuple[str, ...]:
-    """Where installed libraries live: the standard library and site-packages."""
-    paths = sysconfig.get_paths()
-    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    """Where installed libraries live: the standard library (where ``os`` is) and
+    site-packages (asked of ``site``, loaded already: sysconfig would cost a first pool
+    a millisecond or two)."""
+    roots = {os.path.dirname(os.__file__)}
     with contextlib.suppress(Exception):
         import site
 
