@@ -144,6 +144,48 @@ def test_without_an_address_a_local_cluster_is_started_and_torn_down():
     assert cw.map(square, range(100), engine="dask", workers=2) == [x * x for x in range(100)]
 
 
+def _refused(address: str, security: object = None) -> bool:
+    """Whether a comm with these credentials (none: plain TCP) cannot ask the scheduler
+    at ``address`` who it is (on a loop of its own: a failed synchronous client leaves
+    its event loop's thread behind)."""
+    async def ask() -> None:
+        arguments = security.get_connection_args("client") if security else {}
+        comm = await distributed.comm.connect(address, timeout=5, **arguments)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            await comm.read()
+        finally:
+            await comm.close()
+
+    try:
+        asyncio.run(ask())
+    except (OSError, TimeoutError, TypeError):  # TypeError: TLS without a context
+        return True
+    return False
+
+
+def test_a_local_cluster_of_the_pools_own_admits_no_one_else():
+    """The pool's own cluster speaks TLS with credentials only this process holds: a
+    client without them, or with other throw-away ones, is refused (another user of the
+    machine could otherwise run code as this user, in this process)."""
+    from distributed.security import Security
+
+    with cw.Pool(2, engine="dask") as pool:
+        address = pool._scheduler.engine._cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        assert _refused(address)
+        assert _refused(address.replace("tls://", "tcp://"))
+        assert _refused(address, security=Security.temporary())
+        assert not _refused(address, security=pool._scheduler.engine._client.security)
+        assert pool.submit(square, 7).result(timeout=WAIT_SECONDS) == 49
+
+
+def test_an_unreachable_scheduler_is_one_clear_error_within_seconds():
+    with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at "
+                                              r"tcp://127\.0\.0\.1:1 within 10 s"):
+        cw.Pool(1, engine="dask", address="tcp://127.0.0.1:1")
+
+
 @pytest.fixture
 def session_cluster(dask_address) -> Iterator[str]:
     """Pools given no address use the session's cluster (see conftest.py)."""

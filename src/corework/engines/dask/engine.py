@@ -35,6 +35,9 @@ __all__ = ["DaskEngine", "check_options"]
 #: thread count sizes the pool).
 WORKERS_WAIT_SECONDS = 60.0
 
+#: How long a client may take to reach a scheduler before the pool says it cannot.
+CONNECT_SECONDS = 10.0
+
 _INSTALL = "engine='dask' needs Dask's distributed package: pip install 'corework[dask]'"
 
 log = logging.getLogger("corework.dask")
@@ -47,6 +50,35 @@ def _distributed() -> Any:
     except ImportError as exc:
         raise ImportError(_INSTALL) from exc
     return distributed
+
+
+def _private_security() -> Any:
+    """TLS with throw-away credentials, known to this process and the cluster it starts
+    alone: no other user of the machine can connect to its scheduler or workers (which
+    would run code as this user, in this process)."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()  # type: ignore[no-untyped-call]
+    except ImportError:
+        raise ImportError(
+            "engine='dask' without address= starts a private cluster secured with TLS, "
+            "which needs the cryptography package: pip install 'corework[dask]'") from None
+
+
+def _reachable(address: str) -> None:
+    """Raise OSError unless something listens at a tcp:// or tls:// ``address`` (found
+    before a Client is made: a Client that fails leaves its event loop's thread behind)."""
+    import socket
+
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("tcp", "tls", ""):
+        return  # another transport (inproc, ucx): the Client finds out
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit():
+        return
+    socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                             timeout=CONNECT_SECONDS).close()
 
 
 def check_options(*, memory_limit: int | None, max_tasks_per_worker: int | None) -> None:
@@ -108,25 +140,31 @@ class DaskEngine(Engine):
         import dask
 
         address = self.address or dask.config.get("scheduler-address", None)
+        security = None  # the user's cluster: Dask's own configuration (distributed.comm.tls)
         if address is None and _in_dask_task(distributed):
             # A task using corework: run on its own cluster, and let its worker run other
             # tasks while this one's thread waits for results (as worker_client() does).
-            address = distributed.get_worker().scheduler.address
+            worker = distributed.get_worker()
+            address, security = worker.scheduler.address, worker.security
             distributed.secede()
         if address is None:
+            security = _private_security()
             # No dashboard; the scheduler's HTTP server (it has one anyway) on a free
             # port, not 8787, which another Dask scheduler here may have taken.
             self._cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None,
+                host="127.0.0.1", dashboard_address=None, security=security,
                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             address = self._cluster.scheduler_address
         try:
-            self._client = distributed.Client(address, set_as_default=False)
-        except OSError as exc:
+            _reachable(address)
+            self._client = distributed.Client(address, set_as_default=False,
+                                              security=security, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError) as exc:
             raise ConnectionError(
-                f"cannot reach the Dask scheduler at {address}: {exc}. Start one with "
-                f"`dask scheduler` and workers with `dask worker {address}`") from exc
+                f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS:g} s "
+                f"({type(exc).__name__}: {exc}): start one with `dask scheduler` and workers "
+                f"with `dask worker {address}`, or check the address") from None
         if not self._sized:
             self.workers = self._cluster_threads(address)
 
