@@ -55,6 +55,17 @@ def raise_unrebuildable(_: object) -> None:
     raise Unrebuildable(1, 2)
 
 
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def raise_unprintable(_: object) -> None:
+    raise Unprintable()
+
+
 STATE: dict[str, object] = {}
 
 

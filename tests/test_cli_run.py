@@ -61,6 +61,26 @@ TASKS = textwrap.dedent('''
 
     def nothing(x):
         return None
+
+    LIMIT = 10
+
+    def big(digits):
+        return 10 ** digits
+
+    def bad_repr(x):
+        class Odd:
+            def __repr__(self):
+                raise RuntimeError("no repr")
+        return Odd()
+
+    def bad_message(x):
+        class Odd(Exception):
+            def __str__(self):
+                raise RuntimeError("no str")
+        raise Odd()
+
+    def big_line(x):
+        return "x" * x
 ''')
 
 
@@ -211,10 +231,16 @@ def test_strict_stops_at_the_first_malformed_line(work):
     (["missing.py:f", "-i", "in.jsonl"], "no such file: 'missing.py'"),
     (["tasks", "-i", "in.jsonl"], "must be package.module:function"),
     (["tasks:os", "-i", "in.jsonl"], "is a module, not a function"),
+    (["tasks:LIMIT", "-i", "in.jsonl"], "is an int, not a function"),
     (["tasks:square", "-i", "nope.jsonl"], "no such input file: 'nope.jsonl'"),
     (["tasks:square", "-i", "in.data"], "say --format"),
-    (["tasks:square", "-i", "in.jsonl", "--workers", "0"], "expected a positive number"),
+    (["tasks:square", "-i", "in.jsonl", "--workers", "0"], "expected a positive whole number"),
+    (["tasks:square", "-i", "in.jsonl", "--workers", "abc"], "'abc' is not a number"),
     (["tasks:square", "-i", "in.jsonl", "--timeout", "-1"], "expected a positive number"),
+    (["tasks:square", "-i", "in.jsonl", "--max-record-bytes", "lots"], "'lots' is not a size"),
+    (["tasks:square", "-i", "in.jsonl", "--retry-failed"], "--retry-failed needs --journal"),
+    (["tasks:square", "-i", "in.jsonl", "--engine", "dask", "--address",
+      "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
     (["tasks:square", "-i", "in.jsonl", "--engine", "gpu"], "engine must be one of"),
     (["tasks:square", "-i", "in.jsonl", "--memory-limit", "lots"], "memory-limit must be"),
     (["tasks:square", "-i", "in.jsonl", "--engine", "thread", "--memory-limit", "1GB"],

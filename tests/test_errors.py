@@ -10,7 +10,14 @@ import threading
 import pytest
 
 import corework as cw
-from tests.helpers import Unrebuildable, fail_on, raise_unrebuildable, square
+from tests.helpers import (
+    Unprintable,
+    Unrebuildable,
+    fail_on,
+    raise_unprintable,
+    raise_unrebuildable,
+    square,
+)
 
 
 def test_task_exception_keeps_its_type_and_names_the_task(engine):
@@ -32,6 +39,14 @@ def test_exception_that_cannot_be_rebuilt_becomes_task_error():
         cw.map(raise_unrebuildable, [1], engine="process")
     assert info.value.type_name == Unrebuildable.__qualname__
     assert "task 0" in str(info.value)
+
+
+def test_an_exception_whose_str_raises_fails_its_task_not_the_worker(engine):
+    with cw.Pool(1, engine=engine) as pool:
+        with pytest.raises((Unprintable, cw.TaskError)) as info:
+            pool.submit(raise_unprintable, 1).result(timeout=60)
+        assert not isinstance(info.value, cw.WorkerCrashed)
+        assert pool.submit(square, 3).result(timeout=60) == 9
 
 
 def test_failed_submit_reraises_from_future(engine):

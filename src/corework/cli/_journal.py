@@ -27,12 +27,16 @@ import signal
 import sqlite3
 from collections.abc import Iterator, Sequence
 
-__all__ = ["IndexSet", "Journal", "JournalError", "JournalWriteError"]
+__all__ = ["JOURNAL_LINE_LIMIT", "IndexSet", "Journal", "JournalError", "JournalWriteError"]
 
 _SCHEMA_VERSION = "2"
 _KILL_AFTER = "COREWORK_JOURNAL_TEST_KILL_AFTER"
 _READ_BATCH = 10_000
 
+
+#: The longest output line the journal keeps: SQLite's default limit on a string
+#: (SQLITE_MAX_LENGTH, one billion bytes), less room for the row around it.
+JOURNAL_LINE_LIMIT = 999_000_000
 
 class JournalError(Exception):
     """The journal cannot be used for this run (the message says why, in one line)."""
@@ -69,6 +73,11 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        for name in (path, f"{path}-wal", f"{path}-shm"):  # SQLite follows links
+            if os.path.islink(name):
+                raise JournalError(
+                    f"cannot use {path!r} as a journal: {name!r} is a symbolic link (a "
+                    "run would write into the file it points at); give a real file")
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
             # One run at a time: the lock is taken now and held until close(), so a
@@ -180,7 +189,7 @@ class Journal:
                     self._inserted += 1
                     if self._inserted == self._kill_after:  # the test hook: die mid-commit
                         os.kill(os.getpid(), signal.SIGKILL)
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, sqlite3.DataError) as exc:
             raise JournalWriteError(f"cannot write to the journal {self.path!r}: {exc}; "
                                     f"the records committed before are kept") from None
 

@@ -15,8 +15,10 @@ lines unless told otherwise):
   string argument.
 
 Each record is read as a :class:`Record`: its index (0, 1, ... in input order), the line
-it starts on, and the call to make — or, for a line that cannot be read, the reason.
-Nothing is read ahead: a ten-million-line input is one line in memory at a time.
+it starts on, and the call to make — or, for a line that cannot be read, the reason: no
+line can stop a run (one nested too deeply, numbers too long, a line over ``max_bytes``,
+which is read past without being held). Nothing is read ahead: a ten-million-line input is
+one line in memory at a time.
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ from typing import IO, Any
 from ._args import FORMATS
 
 __all__ = ["FORMATS", "Record", "format_for", "json_line", "open_input", "read_records",
-           "write_lines"]
+           "safe_repr", "write_lines"]
 
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text",
                ".text": "text", ".lines": "text"}
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
+#: What reading one record may raise besides ValueError (a JSON value nested too deeply,
+#: a line too big for memory): that record fails, never the run.
+_RECORD_ERRORS = (ValueError, RecursionError, MemoryError)
+_SKIP_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,30 +69,74 @@ def format_for(path: str, chosen: str | None) -> str:
     return found
 
 
-def read_records(stream: IO[bytes], fmt: str, *, typed: bool = False) -> Iterator[Record]:
-    """Every record of ``stream`` (binary), lazily, in order."""
+def read_records(stream: IO[bytes], fmt: str, *, typed: bool = False,
+                 max_bytes: int | None = None) -> Iterator[Record]:
+    """Every record of ``stream`` (binary), lazily, in order; a line longer than
+    ``max_bytes`` is a failed record."""
+    lines = _bounded_lines(stream, max_bytes)
     if fmt == "csv":
-        return _csv_records(stream, typed)
-    return _line_records(stream, _jsonl_call if fmt == "jsonl" else _text_call)
+        return _csv_records(lines, typed)
+    return _line_records(lines, _jsonl_call if fmt == "jsonl" else _text_call)
 
 
-def _line_records(stream: IO[bytes], parse: Any) -> Iterator[Record]:
+class _TooLong(bytes):
+    """A line over the limit, read past: its length in ``size``, its bytes dropped."""
+
+    size = 0
+    limit = 0
+
+
+def _bounded_lines(stream: IO[bytes], limit: int | None) -> Iterator[bytes]:
+    """The lines of ``stream``; one longer than ``limit`` comes as a :class:`_TooLong`."""
+    if limit is None:
+        yield from stream
+        return
+    while raw := stream.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        size = len(raw)
+        while raw and not raw.endswith(b"\n"):
+            raw = stream.readline(_SKIP_BLOCK)
+            size += len(raw)
+        too_long = _TooLong()
+        too_long.size, too_long.limit = size, limit
+        yield too_long
+
+
+def _too_long(raw: bytes) -> str | None:
+    if not isinstance(raw, _TooLong):
+        return None
+    return (f"{raw.size:,} bytes, over --max-record-bytes ({raw.limit:,}): not read "
+            "(split the record, or give a larger --max-record-bytes)")
+
+
+def _line_records(lines: Iterator[bytes], parse: Any) -> Iterator[Record]:
     index = 0
-    for number, raw in enumerate(stream, start=1):
+    for number, raw in enumerate(lines, start=1):
+        problem = _too_long(raw)
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            yield Record(index, number, problem=f"line {number}: not UTF-8 ({exc.reason} "
-                                                f"at byte {exc.start})")
-            index += 1
+            problem = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+        if problem is None and parse is _jsonl_call and not text.strip():
             continue
-        if parse is _jsonl_call and not text.strip():
-            continue
-        try:
-            yield Record(index, number, call=parse(text))
-        except ValueError as exc:
-            yield Record(index, number, problem=f"line {number}: {exc}")
+        if problem is None:
+            try:
+                yield Record(index, number, call=parse(text))
+            except _RECORD_ERRORS as exc:
+                problem = _reason(exc)
+        if problem is not None:
+            yield Record(index, number, problem=f"line {number}: {problem}")
         index += 1
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read (RecursionError)"
+    if isinstance(exc, MemoryError):
+        return "too big to read into memory (MemoryError)"
+    return str(exc)
 
 
 def _text_call(text: str) -> Call:
@@ -111,7 +161,7 @@ def _jsonl_call(text: str) -> Call:
 class _Lines:
     """Decoded lines for the csv module, remembering which ones were not UTF-8."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: Iterator[bytes]) -> None:
         self._stream = stream
         self.bad: dict[int, str] = {}  # line number -> reason
         self.number = 0
@@ -119,6 +169,11 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         for raw in self._stream:
             self.number += 1
+            too_long = _too_long(raw)
+            if too_long is not None:
+                self.bad[self.number] = too_long
+                yield "\n"
+                continue
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -126,7 +181,7 @@ class _Lines:
                 yield raw.decode("utf-8", errors="replace")
 
 
-def _csv_records(stream: IO[bytes], typed: bool) -> Iterator[Record]:
+def _csv_records(stream: Iterator[bytes], typed: bool) -> Iterator[Record]:
     lines = _Lines(stream)
     reader = csv.reader(lines, strict=True)
     header: list[str] | None = None
@@ -137,8 +192,8 @@ def _csv_records(stream: IO[bytes], typed: bool) -> Iterator[Record]:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            yield Record(index, start, problem=f"line {start}: bad CSV: {exc}")
+        except (csv.Error, *_RECORD_ERRORS) as exc:
+            yield Record(index, start, problem=f"line {start}: bad CSV: {_reason(exc)}")
             index += 1
             continue
         problem = _csv_problem(lines, start, row, header)
@@ -180,7 +235,7 @@ def _typed(field: str) -> Any:
     if looks_typed:
         try:
             return json.loads(field)
-        except ValueError:
+        except _RECORD_ERRORS:  # not JSON after all, or a number too long: the text
             pass
     return field
 
@@ -192,9 +247,22 @@ def json_line(fields: dict[str, Any]) -> str:
     UTF-8."""
     try:
         return json.dumps(fields, allow_nan=False)
-    except (TypeError, ValueError):
-        shown = dict(fields, result=repr(fields.get("result")), repr=True)
-        return json.dumps(shown, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        shown = dict(fields, result=safe_repr(fields.get("result")), repr=True)
+        return json.dumps(shown, default=safe_repr)
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or what it is when even that fails (an int of more digits than
+    Python converts, a ``__repr__`` that raises): never an exception."""
+    try:
+        return repr(value)
+    except ValueError as exc:
+        if isinstance(value, int):  # past sys.get_int_max_str_digits(): hex has no limit
+            return f"{value:#x}"
+        return f"<{type(value).__name__} object: repr() failed: {exc}>"
+    except BaseException as exc:  # whatever a user's __repr__ raises
+        return f"<{type(value).__name__} object: repr() failed: {type(exc).__name__}>"
 
 
 def write_lines(lines: Iterable[str], out: IO[str]) -> None:

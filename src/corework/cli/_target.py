@@ -41,7 +41,7 @@ def load_target(target: str) -> Callable[..., Any]:
         except AttributeError:
             raise TargetError(f"{where!r} has no {name!r}") from None
     if not callable(fn):
-        raise TargetError(f"{target!r} is a {type(fn).__name__}, not a function")
+        raise TargetError(f"{target!r} is {_a(type(fn).__name__)}, not a function")
     return fn  # type: ignore[no-any-return]
 
 
@@ -125,3 +125,8 @@ def _hash_code(code: types.CodeType, digest: Any) -> None:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its article: "an int", "a str"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

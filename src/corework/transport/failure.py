@@ -40,7 +40,7 @@ class Failure:
         tb_top = _user_frames(exc.__traceback__)
         exc.__traceback__ = tb_top
         tb = "".join(traceback.format_exception(type(exc), exc, tb_top))
-        return cls(exc, type(exc).__qualname__, str(exc), tb)
+        return cls(exc, type(exc).__qualname__, _message(exc), tb)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Here, not at the top: the thread engine keeps its failures in the process and
@@ -57,6 +57,15 @@ class Failure:
         except BaseException:  # whatever its __reduce__ raises: SystemExit too
             pass
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception's own ``__str__`` raises (the task
+    still fails with it: the worker must not)."""
+    try:
+        return str(exc)
+    except BaseException as failed:
+        return f"<str() of the exception failed: {type(failed).__name__}>"
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._args import FORMATS, positive
+from .._args import FORMATS, parse_size, positive
+
+#: The longest input line read as a record; a longer one is a failed record, read past
+#: without being held in memory.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 __all__ = ["add_parser"]
 
@@ -64,6 +68,10 @@ def _input_output(parser: argparse.ArgumentParser) -> None:
                         help="output in input order (default: as records finish)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first malformed input line (exit code 2)")
+    parser.add_argument("--max-record-bytes", type=parse_size, default=MAX_RECORD_BYTES,
+                        metavar="SIZE",
+                        help="an input line longer than this is a failed record, not read "
+                             "into memory (default: 256MiB)")
 
 
 def _journal(parser: argparse.ArgumentParser) -> None:

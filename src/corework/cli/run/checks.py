@@ -42,6 +42,9 @@ def input_format(args: argparse.Namespace) -> str:
         raise UsageError(f"no such input file: {args.input!r}")
     if args.input != "-" and os.path.isdir(args.input):
         raise UsageError(f"the input {args.input!r} is a directory")
+    if args.retry_failed and args.journal is None:
+        raise UsageError("--retry-failed needs --journal: only a journal knows which "
+                         "records failed before")
     if args.journal is not None and args.input == "-":
         # A rerun must be able to check that it reads the same input as the journal
         # records, before it skips anything; standard input cannot be read twice.

@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from .._records import write_lines
@@ -48,11 +49,25 @@ class OutputError(Exception):
 
 class Output:
     """The output stream; a failed write (``ENOSPC``: a full disk, ``/dev/full``) raises
-    :class:`OutputError`, naming the output, instead of a traceback."""
+    :class:`OutputError`, naming the output, instead of a traceback. Opened on the first
+    write when ``opener`` is given (a journaled run writes only at its end)."""
 
-    def __init__(self, stream: IO[str], path: str) -> None:
-        self.stream = stream
+    def __init__(self, stream: IO[str] | None, path: str,
+                 opener: Callable[[], IO[str]] | None = None) -> None:
+        self._stream = stream
+        self._opener = opener
         self.path = path
+
+    @property
+    def stream(self) -> IO[str]:
+        if self._stream is None:
+            assert self._opener is not None
+            self._stream = self._opener()
+        return self._stream
+
+    @property
+    def opened(self) -> IO[str] | None:
+        return self._stream
 
     def write_lines(self, lines: Iterable[str], *, flush: bool = False) -> None:
         try:
@@ -81,30 +96,61 @@ def check_output(path: str) -> None:
 @contextlib.contextmanager
 def output(path: str, streaming: bool) -> Iterator[Output]:
     """Where output lines go. Without a journal they stream to ``path`` as they come;
-    with one they are written at the end, to a temporary file renamed over ``path``, so
-    a killed run never leaves a half-written output behind (a device or a pipe, such as
-    ``/dev/stdout``, is written in place: it cannot be renamed over)."""
+    with one they are written at the end into a new temporary file beside ``path``
+    (created exclusively, so no file or link planted there is followed, and only then:
+    a run killed before its end leaves none), renamed over ``path`` once whole. A device
+    or a pipe, such as ``/dev/stdout``, is written in place: it cannot be renamed over.
+    New files get the permissions the umask allows, as ``open`` gives them."""
     if path == "-":
         out = Output(sys.stdout, path)
         yield out
         out.write_lines((), flush=True)
         return
     special = os.path.exists(path) and not os.path.isfile(path)
-    target = path if streaming or special else f"{path}.corework-partial"
-    try:
-        stream = open(target, "w", encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise UsageError(f"cannot write the output {path!r}: {exc.strerror}") from None
-    try:
+    if streaming or special:
+        try:
+            stream = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write the output {path!r}: {exc.strerror}") from None
         with _closing(stream, path):
             yield Output(stream, path)
+        return
+    temporary: list[str] = []
+    out = Output(None, path, lambda: _beside(path, temporary))
+    try:
+        yield out
+        out.write_lines(())  # an empty output is a file too
+        with _closing(out.stream, path):
+            pass
+        os.replace(temporary[0], path)
     except BaseException:
-        if target != path:
+        if out.opened is not None:
             with contextlib.suppress(OSError):
-                os.unlink(target)
+                out.opened.close()
+        for name in temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
         raise
-    if target != path:
-        os.replace(target, path)
+
+
+def _beside(path: str, made: list[str]) -> IO[str]:
+    """A new file in ``path``'s directory (``O_EXCL``: never an existing file or link),
+    its name appended to ``made``; mode 0666 less the umask."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.",
+                                         suffix=".corework-partial")
+    except OSError as exc:
+        raise OutputError(f"cannot write the output {path!r}: {exc.strerror}") from None
+    made.append(temporary)
+    os.chmod(temporary, 0o666 & ~_umask())
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)  # read by setting it: this thread alone creates files now
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import corework as cw
 
-from .._journal import IndexSet, Journal, JournalWriteError
+from .._journal import JOURNAL_LINE_LIMIT, IndexSet, Journal, JournalWriteError
 from .._records import Record, open_input, read_records
 from .._target import check_picklable, function_identity, load_target
 from .checks import UsageError, input_format, pool_options
@@ -102,6 +102,8 @@ class Plan:
             return cw.Pool(**self.pool_options)
         except cw.EngineUnavailable as exc:
             raise UsageError(str(exc).replace("engine=", "--engine ")) from None
+        except (ConnectionError, ImportError) as exc:  # a Dask scheduler not there
+            raise UsageError(str(exc).replace("address=", "--address ")) from None
 
     def _total(self) -> int | None:
         """Records in the input, for the progress display (about: from its line count)."""
@@ -133,8 +135,10 @@ class Plan:
         # are taken as they finish and committed at once, never held back behind a slow
         # record.
         ordered = self.args.ordered and self.journal is None
-        feed = Feed(self.input_stream(), done, self.tally, strict=self.args.strict)
         emit = self._emitter(out)
+        feed = Feed(self.input_stream(), done, self.tally, strict=self.args.strict,
+                    ordered=ordered, emit=lambda rows: self._emit(emit, rows, progress),
+                    max_line=None if self.journal is None else JOURNAL_LINE_LIMIT)
         try:
             batches = pool.imap_batches(self.fn, feed.calls(), ordered=ordered,
                                         chunksize=self.args.chunksize, errors="outcome")
@@ -159,7 +163,8 @@ class Plan:
     def input_stream(self) -> Iterator[Record]:
         stream = open_input(self.args.input)
         try:
-            yield from read_records(stream, self.fmt, typed=self.args.typed)
+            yield from read_records(stream, self.fmt, typed=self.args.typed,
+                                    max_bytes=self.args.max_record_bytes)
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
