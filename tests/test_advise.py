@@ -37,12 +37,8 @@ def test_advice_for_waiting_tasks_is_threads_with_its_figures():
                     reason="needs two cores, and a GIL, to see the GIL")
 def test_advice_for_pure_python_cpu_work_is_a_gil_free_engine():
     advice = cw.advise(cpu_task, [400_000] * 6, workers=2)
-    busy = advice.cpu_share < 0.8 or advice.speedup["process"] < 1.3
-    if busy:  # a CPU-bound loop got under 80% of a core, or 2 processes no speedup
-        pytest.skip(f"this machine is too busy to measure: CPU share {advice.cpu_share:.0%}, "
-                    f"processes {advice.speedup['process']:.1f}x")
     assert advice.engine in ("process", "interpreter"), advice
-    assert advice.cpu_share > 0.8 and advice.gil_held > 0.5
+    assert advice.cpu_share > 0.8 and advice.holds_gil is True
     assert "GIL" in advice.reason
 
 
@@ -110,3 +106,33 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == code, done.stderr
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def busy_machine():
+    """Two busy loops beside the test, as on a shared machine (one per core here)."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(2)]
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+@pytest.mark.skipif(not gil_enabled(), reason="without a GIL, threads suit CPU work")
+def test_a_busy_machine_does_not_turn_the_advice_upside_down(busy_machine):
+    cpu = cw.advise(cpu_task, [300_000] * 6, workers=2)
+    assert cpu.engine in ("process", "interpreter"), cpu
+    waiting = cw.advise(wait_task, range(8), workers=4)
+    assert waiting.engine == "thread", waiting
+    assert "wait" in waiting.reason
+
+
+@pytest.mark.skipif(not gil_enabled(), reason="without a GIL, threads suit CPU work")
+def test_a_busy_machine_does_not_turn_auto_upside_down(busy_machine):
+    from corework.api import auto
+
+    assert cw.map(cpu_task, [300_000] * 4) == [cpu_task(300_000)] * 4
+    assert cw.map(wait_task, range(4)) == list(range(4))
+    assert auto.remembered(cpu_task).waits is False
+    assert auto.remembered(wait_task).waits is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,18 @@ BATCH_SECONDS = 0.01
 #: that a per-task time of microseconds is measured, not one stall's worth of noise.
 _SERIAL_AT_LEAST = 0.02
 _SERIAL_RUNS = 20
+#: Less than this share of a task's time wanting a core (running, or waiting for one):
+#: the task mostly waits.
+WAITING_SHARE = 0.5
+#: More than this share of the serial run spent waiting for a core: the machine is busy,
+#: and the timings say less than usual (the verdict rests on what the task does).
+BUSY_SHARE = 0.2
+#: How long the GIL is watched while the sample runs on a thread, at most.
+PROBE_SECONDS = 0.2
+#: At least this share of the probe's wake-ups late: the tasks hold the GIL (on a busy
+#: machine 15-100% for Python loops; 0-1% for sleeps and numpy, measured on 2 cores
+#: beside two busy loops).
+LATE_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,8 @@ class Advice:
     task_seconds: float = 0.0  # per task, run serially (the best of a few runs if short)
     too_short: bool = False  # no pool can pay for tasks this short: run serially or batch
     batch: int = 1  # with too_short: items per batch for a batch of ~BATCH_SECONDS
+    holds_gil: bool | None = None  # seen directly: the task's thread kept the GIL
+    busy_machine: bool = False  # the tasks waited for a core: the timings are uncertain
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +107,8 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
     if not items:
         raise ValueError("advise needs a non-empty sample of the function's inputs")
     count = parse_workers(workers)
-    serial, cpu_share, results = _serially(fn, items)
+    serial, cpu_share, waited, results = _serially(fn, items)
+    holds_gil = _holds_gil(fn, items) if gil_enabled() else False
     task_seconds = serial / len(items)
     pickle_seconds, pickle_bytes = _pickling(items, results)
     seconds = {"serial": serial}
@@ -106,38 +122,95 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
                for name, value in seconds.items()}
     parallel = min(count, len(items))
     gil_held = _gil_held(speedup.get("thread", 1.0), parallel, cpu_share)
-    engine = _fastest(seconds)
+    if holds_gil is None:  # the sample ended before the GIL could be watched
+        holds_gil = gil_held >= 0.5
     too_short = _too_short(task_seconds, speedup)
+    busy = waited >= BUSY_SHARE
     batch = max(1, math.ceil(BATCH_SECONDS / task_seconds)) if too_short and task_seconds else 1
     if too_short:
+        engine = _fastest(seconds)
         reason = _short_reason(engine, speedup, task_seconds, batch)
     else:
+        engine = _suited(seconds, cpu_share, holds_gil)
         reason = _reason(engine, speedup, cpu_share, gil_held, parallel)
+    if busy:
+        reason += (f"; the machine was busy (the tasks waited for a core {waited:.0%} of "
+                   "their time): the timings are uncertain, the verdict rests on what the "
+                   "tasks do")
     return Advice(engine, reason, count, seconds, speedup, round(cpu_share, 3),
                   round(gil_held, 3), pickle_seconds, pickle_bytes, unavailable,
-                  task_seconds, too_short, batch)
+                  task_seconds, too_short, batch, holds_gil, busy)
 
 
-def _serially(fn: Callable[[Any], Any], items: list[Any]) -> tuple[float, float, list[Any]]:
-    """The sample's serial wall time, its tasks' CPU share, and their results.
+def _serially(fn: Callable[[Any], Any], items: list[Any]
+              ) -> tuple[float, float, float, list[Any]]:
+    """The sample's serial wall time, the share of it its tasks wanted a core (ran, or
+    waited for one: a busy machine does not make CPU work look like waiting), the share
+    they waited for one, and their results.
 
     A sample that runs in under ``_SERIAL_AT_LEAST`` is run again (up to ``_SERIAL_RUNS``
     times, or that long in all) and its fastest run kept: a stall on a busy machine only
     makes a run slower, so the fastest is the tasks' own time.
     """
-    best = best_cpu = float("inf")
+    from ..engines._probe import schedstat
+
+    best, wanted, waited = float("inf"), 1.0, 0.0
     results: list[Any] = []
     spent = 0.0
+    thread = threading.get_native_id()
     for _ in range(_SERIAL_RUNS):
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu, stat = time.perf_counter(), time.thread_time(), schedstat(thread)
         results = [fn(item) for item in items]
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-        if wall < best:
-            best, best_cpu = wall, cpu
+        after = schedstat(thread)
+        if wall < best and wall > 0:
+            best = wall
+            if stat is not None and after is not None:
+                ran, queued = after[0] - stat[0], after[1] - stat[1]
+                wanted, waited = min(1.0, (ran + queued) / wall), min(1.0, queued / wall)
+            else:
+                wanted, waited = min(1.0, cpu / wall), 0.0
         spent += wall
         if spent >= _SERIAL_AT_LEAST:
             break
-    return best, min(1.0, best_cpu / best) if best else 1.0, results
+    return best, wanted if best != float("inf") else 1.0, waited, results
+
+
+def _holds_gil(fn: Callable[[Any], Any], items: list[Any]) -> bool | None:
+    """Whether the tasks keep the GIL, seen directly: the sample runs (again and again)
+    on a thread while this one wakes up every millisecond for ``PROBE_SECONDS``; while a
+    task runs Python code, each wake-up comes a whole switch interval late, whatever else
+    the machine does (see engines/_probe). On a busy machine such a task is off its core
+    some of the time, the GIL free meanwhile: so it is the share of late wake-ups that
+    tells, not their median. None when the sample ended before it could be watched."""
+    from ..engines._probe import probe_gil
+
+    finished, started, stop = threading.Event(), threading.Event(), threading.Event()
+    native: list[int] = []
+
+    def run() -> None:
+        native.append(threading.get_native_id())
+        started.set()
+        try:
+            while not stop.is_set():
+                for item in items:
+                    fn(item)
+        except BaseException:  # the serial run raised it already, had it been raised
+            pass
+        finally:
+            finished.set()
+
+    runner = threading.Thread(target=run, name="corework-advise-probe", daemon=True)
+    runner.start()
+    started.wait()
+    try:
+        figures = probe_gil(PROBE_SECONDS, finished, native[0], early=False)
+    finally:
+        stop.set()
+        runner.join()
+    if figures["samples"] < 2:
+        return None
+    return figures["late_share"] >= LATE_SHARE
 
 
 def _pickling(items: list[Any], results: list[Any]) -> tuple[float, int]:
@@ -176,6 +249,19 @@ def _gil_held(thread_speedup: float, parallel: int, cpu_share: float) -> float:
         return 0.0
     released = (thread_speedup - 1) / (parallel - 1)
     return max(0.0, min(1.0, 1 - released))
+
+
+def _suited(seconds: dict[str, float], wanted: float, holds_gil: bool) -> str:
+    """The engine for what the tasks do, as measured directly: threads for tasks that
+    wait or release the GIL; for Python code that holds it, the faster of processes and
+    sub-interpreters (never threads, however a busy machine made them time)."""
+    if not gil_enabled():
+        return _fastest(seconds)
+    if wanted < WAITING_SHARE or not holds_gil:
+        return "thread"
+    gil_free = {name: value for name, value in seconds.items()
+                if name in ("process", "interpreter")}
+    return _fastest({"serial": seconds["serial"], **gil_free}) if gil_free else "process"
 
 
 def _fastest(seconds: dict[str, float]) -> str:
@@ -219,19 +305,15 @@ def _reason(engine: str, speedup: dict[str, float], cpu_share: float, gil_held: 
     if not gil_enabled() and engine == "thread":
         return (f"this CPython has no GIL: threads ran it {threads:.1f}x faster than serial, "
                 "with nothing to pickle")
-    if cpu_share < 0.5:
-        return (f"the tasks mostly wait (CPU {cpu_share:.0%} of their time): {engine}s "
-                f"overlapped the waits ({speedup[engine]:.1f}x) and threads cost least")
-    if engine == "thread" and gil_held >= 0.5:
-        return (f"no engine ran it much faster than threads ({threads:.1f}x; processes "
-                f"{processes:.1f}x) although it holds the GIL: is this machine busy? "
-                "Threads cost least")
+    if cpu_share < WAITING_SHARE:
+        return (f"the tasks mostly wait (on a core {cpu_share:.0%} of their time): threads "
+                f"overlap the waits ({threads:.1f}x here) and cost least")
     if engine == "thread":
         return (f"the code releases the GIL (threads ran {threads:.1f}x faster on "
-                f"{parallel} workers, GIL held {gil_held:.0%}), so threads need no pickling")
+                f"{parallel} workers), so threads need no pickling")
     if engine == "interpreter":
         return (f"the code holds the GIL (threads {threads:.1f}x), and sub-interpreters, "
                 f"one GIL each, ran it {speedup['interpreter']:.1f}x faster without "
                 "processes' costs")
-    return (f"the code holds the GIL (threads only {threads:.1f}x, GIL held {gil_held:.0%}); "
-            f"processes, one GIL each, ran it {processes:.1f}x faster than serial")
+    return (f"the code holds the GIL (threads only {threads:.1f}x); processes, one GIL "
+            f"each, ran it {processes:.1f}x faster than serial")

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-__all__ = ["probe_gil"]
+__all__ = ["probe_gil", "schedstat"]
 
 #: While probing, the GIL is handed over only this often: a task that holds it delays
 #: the probe's wake-ups by about this much, far more than a busy machine ever does.
@@ -20,8 +20,8 @@ PROBE_FREE_SAMPLES = 10
 PROBE_HELD_SAMPLES = 2
 
 
-def probe_gil(seconds: float, finished: threading.Event, task: int | None
-           ) -> dict[str, float]:
+def probe_gil(seconds: float, finished: threading.Event, task: int | None, *,
+              early: bool = True) -> dict[str, float]:
     """Watch the GIL while a chunk runs on thread ``task`` (its kernel id), for up to
     ``seconds``.
 
@@ -31,7 +31,11 @@ def probe_gil(seconds: float, finished: threading.Event, task: int | None
     each wake-up is about that late; if the task waits or runs native code that released
     the GIL, wake-ups are on time, whatever else the machine is doing. How much of the
     time the task's thread wanted a core (ran, or waited for one: the kernel's schedstat)
-    tells waiting from native code, on a busy machine too.
+    tells waiting from native code, on a busy machine too. ``late_share``: the share of
+    wake-ups that came half a switch interval late or more. Without ``early``, it watches
+    the whole ``seconds`` (or the chunk): on a busy machine a task that holds the GIL
+    may be off its core for a while, the GIL free meanwhile, so a few wake-ups decide
+    nothing.
     """
     interval = sys.getswitchinterval()
     sys.setswitchinterval(PROBE_SWITCH_SECONDS)
@@ -39,7 +43,7 @@ def probe_gil(seconds: float, finished: threading.Event, task: int | None
     delays: list[float] = []
     try:
         while (not finished.is_set() and time.perf_counter() - started < seconds
-               and not _decided(delays)):
+               and not (early and _decided(delays))):
             asleep = time.perf_counter()
             time.sleep(PROBE_SLEEP)
             delays.append(time.perf_counter() - asleep - PROBE_SLEEP)
@@ -53,19 +57,28 @@ def probe_gil(seconds: float, finished: threading.Event, task: int | None
             "delay": _median(delays) if delays else 0.0,
             "switch": PROBE_SWITCH_SECONDS, "cpu_share": cpu_share,
             "busy": min(1.0, cpu_share if busy is None else busy),
+            "late_share": (sum(delay >= PROBE_SWITCH_SECONDS / 2 for delay in delays)
+                           / len(delays)) if delays else 0.0,
             "wall": wall, "ended": float(finished.is_set())}
 
 
 def _wanted(thread: int | None) -> float | None:
     """Seconds thread ``thread`` has run or waited to run (Linux schedstat), or None."""
+    found = schedstat(thread)
+    return None if found is None else found[0] + found[1]
+
+
+def schedstat(thread: int | None) -> tuple[float, float] | None:
+    """(seconds run on a core, seconds waited for one) of thread ``thread`` (its kernel
+    id) so far, from Linux's schedstat; None where there is none."""
     if thread is None:
         return None
     try:
         with open(f"/proc/self/task/{thread}/schedstat") as stat:
             ran, waited = stat.read().split()[:2]
+        return int(ran) / 1e9, int(waited) / 1e9
     except (OSError, ValueError):
         return None
-    return (int(ran) + int(waited)) / 1e9
 
 
 def _decided(delays: list[float]) -> bool:
