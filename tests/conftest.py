@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import threading
 import time
@@ -80,11 +81,20 @@ def _shm_segments() -> set[str]:
 
 
 def _left_behind(segments: set[str]) -> set[str]:
-    """Those of ``segments`` that are left behind. multiprocessing's semaphores
-    (``sem.*``: Dask's nannies make them to start their workers) are while no live
-    process maps them, not while the cluster they belong to runs."""
-    semaphores = {name for name in segments if name.startswith("sem.")}
-    return (segments - semaphores) | _unmapped(semaphores) if semaphores else segments
+    """Those of ``segments`` (new in /dev/shm since the test began) that this test left
+    behind: named as this test's processes name theirs (corework's prefix, or the pid of
+    this process or one of its children, as joblib's and loky's names hold), and mapped
+    by no live process. Other programs' files on a shared machine are none of its
+    business."""
+    tree = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
+    ours = {name for name in segments if _named_by(name, tree)}
+    return _unmapped(ours) if ours else set()
+
+
+def _named_by(name: str, pids: set[int]) -> bool:
+    if name.startswith("corework"):
+        return True
+    return any(int(number) in pids for number in re.findall(r"\d+", name))
 
 
 def _unmapped(names: set[str]) -> set[str]:

@@ -111,3 +111,27 @@ def test_a_pool_that_cannot_start_its_workers_leaves_nothing_behind(monkeypatch)
     monkeypatch.setattr(_launcher.LauncherClient, "start_workers", refuse)
     with pytest.raises(cw.CoreworkError, match="no more processes"):
         cw.Pool(2, engine="process")
+
+
+@pytest.mark.parametrize("engine", ["process", "thread"])
+def test_ctrl_c_ends_a_program_whose_pool_is_not_in_a_with_block(engine, tmp_path):
+    """As leaving a ``with`` block on Ctrl-C: running tasks are stopped, not waited for
+    (a normal end of the program still waits for them, as concurrent.futures does)."""
+    marker = tmp_path / "finished"
+    caller = _run_script(f"""
+        import os, signal, threading, time, corework as cw
+        from pathlib import Path
+        def task(path):
+            time.sleep(60)
+            Path(path).write_text("done")
+        pool = cw.Pool(1, engine={engine!r})
+        pool.submit(task, {str(marker)!r})
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)
+    """)
+    with caller:
+        _, err = caller.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err
+    assert caller.returncode != 0
+    assert not marker.exists()

@@ -352,11 +352,18 @@ def exiting() -> bool:
 
 
 def _shutdown_live_pools() -> None:
+    """At the end of the program, finish every pool's work, as concurrent.futures does;
+    but after Ctrl-C ended it (the uncaught KeyboardInterrupt the interpreter keeps in
+    ``sys.last_value``), stop it instead, as leaving a ``with`` block does then."""
     _exiting.set()
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     with _live_lock:
         schedulers = list(_live)
     for scheduler in schedulers:
-        scheduler.shutdown(wait=True)
+        if interrupted:
+            scheduler.terminate("cancelled: the program was interrupted (Ctrl-C)")
+        else:
+            scheduler.shutdown(wait=True)
         _forget(scheduler)
 
 
