@@ -383,3 +383,15 @@ def test_an_own_local_cluster_keeps_its_workers():
             with pytest.raises(cw.TaskTimeout):
                 pool.options(timeout=1.0).submit(hang_in_python).result(WAIT_SECONDS)
             assert pool.submit(square, 4).result(WAIT_SECONDS) == 16
+
+
+def test_a_corework_pool_serves_as_dasks_local_process_pool():
+    """dask's multiprocessing scheduler takes any ProcessPoolExecutor-like pool (it reads
+    ``_max_workers``)."""
+    import dask
+    import dask.bag
+
+    with cw.Pool(2, engine="process") as pool, \
+            dask.config.set(pool=pool, scheduler="processes"):
+        total = dask.bag.from_sequence(range(10), npartitions=4).map(square).sum().compute()
+    assert total == sum(x * x for x in range(10))

@@ -135,3 +135,16 @@ def test_ctrl_c_ends_a_program_whose_pool_is_not_in_a_with_block(engine, tmp_pat
     assert "KeyboardInterrupt" in err
     assert caller.returncode != 0
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("engine", ["process", "thread"])
+def test_a_users_native_thread_variables_win_over_the_automatic_cap(engine, monkeypatch):
+    pytest.importorskip("numpy")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+
+    def variables(_):
+        return os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS")
+
+    with cw.Pool(2, engine=engine) as pool:
+        assert pool.submit(variables, 0).result() == ("1", None)

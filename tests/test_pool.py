@@ -212,3 +212,8 @@ def test_futures_cancelled_by_kill_wake_their_waiters(engine):
     done, _ = concurrent.futures.wait([running, waiting], timeout=10)
     assert done == {running, waiting}
     assert waiting.cancelled()
+
+
+def test_code_written_for_process_pool_executor_reads_max_workers(engine):
+    with cw.Pool(2, engine=engine) as pool:
+        assert pool._max_workers == 2

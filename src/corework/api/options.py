@@ -8,6 +8,7 @@ travel as that object — to the engine as :meth:`PoolOptions.setup`, to the sch
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -173,6 +174,11 @@ def parse_workers(workers: int | None) -> int:
 
 
 def _native_threads(native_threads: int | Literal["auto"] | None, workers: int) -> int | None:
+    """The cap on native thread pools; ``"auto"``: cores // workers, unless the user set
+    any of the variables that size them (``OMP_NUM_THREADS``...): theirs wins, as with
+    loky and the standard library's pools."""
+    if native_threads == "auto" and _user_sized_native_pools():
+        return None
     if native_threads == "auto":
         return max(1, default_workers() // workers)
     if native_threads is not None and (not isinstance(native_threads, int)
@@ -209,3 +215,9 @@ def _authkey(engine: str) -> bytes | None:
     import multiprocessing.process
 
     return bytes(multiprocessing.process.current_process().authkey)
+
+
+def _user_sized_native_pools() -> bool:
+    from ..engines._warmup import NATIVE_THREAD_VARIABLES
+
+    return any(os.environ.get(name) for name in NATIVE_THREAD_VARIABLES)

@@ -109,6 +109,12 @@ class Pool(concurrent.futures.Executor):
         return self._scheduler.engine.workers
 
     @property
+    def _max_workers(self) -> int:
+        """What code written for ``ProcessPoolExecutor`` reads (dask, tqdm): how many
+        tasks run at once."""
+        return self._scheduler.slots
+
+    @property
     def threads(self) -> int:
         """Task threads per worker process (1 but with ``threads=``, or once ``cw.map`` on
         ``engine="auto"`` saw its tasks wait); ``workers * threads`` run at once."""

@@ -25,7 +25,6 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from ._platform import is_single_threaded
 
 #: Environment variables that size native thread pools when their library loads.
 NATIVE_THREAD_VARIABLES = (
@@ -129,6 +128,8 @@ class Warmer:
         except BaseException as exc:  # any failure of the library's own: skipped
             self.skipped.append(f"{name} ({type(exc).__name__}: {exc})"[:200])
         Warmer.held_native_pools = True
+        from ._platform import is_single_threaded  # here: the caller's side needs no ctypes
+
         if not is_single_threaded():
             self.tainted_by = name
             self._queue.clear()
