@@ -25,7 +25,6 @@ import signal
 import sys
 from collections.abc import Iterator
 
-
 #: Environment variables that size native thread pools when their library loads.
 NATIVE_THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
