@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,12 +156,23 @@ def _gone_within(pids, seconds):
     return False
 
 
-def test_tiny_tasks_are_batched():
-    backend = corework.joblib.CoreworkBackend()
+class _Watched(corework.joblib.CoreworkBackend):
+    """The backend, noting each batch size joblib reports done."""
+
+    sizes: list[int] = []  # noqa: RUF012 - one list for the test, on purpose
+
+    def batch_completed(self, batch_size, duration):
+        self.sizes.append(batch_size)
+        super().batch_completed(batch_size, duration)
+
+
+def test_tiny_tasks_are_batched_and_each_call_starts_small():
+    backend = _Watched()
     with joblib.parallel_config(backend=backend, n_jobs=2):
         results = joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(3000))
-    assert results == list(range(3000))
-    assert backend.compute_batch_size() > 1
+        assert results == list(range(3000))
+        assert max(backend.sizes) > 1
+        assert backend.compute_batch_size() == 1  # the next call measures afresh
 
 
 def test_a_crash_leaves_a_kept_pool_usable_for_the_next_call(tmp_path):
@@ -170,3 +182,46 @@ def test_a_crash_leaves_a_kept_pool_usable_for_the_next_call(tmp_path):
         with pytest.raises(cw.WorkerCrashed):
             joblib.Parallel()(joblib.delayed(crash_if)(str(flag)) for _ in range(2))
         assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+
+
+def test_a_call_in_another_thread_keeps_its_pool_when_the_shape_changes():
+    """Two threads' calls of different shapes, and one that fails: none cancels the
+    other's work on a kept pool."""
+    import threading
+
+    results = {}
+
+    def long_call():
+        with joblib.parallel_config(backend="corework", n_jobs=2):
+            results["long"] = joblib.Parallel()(
+                joblib.delayed(sleep)(0.2 if i == 0 else 0.0) for i in range(4))
+
+    worker = threading.Thread(target=long_call)
+    worker.start()
+    with joblib.parallel_config(backend="corework", n_jobs=2, retries=1):  # another shape
+        assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    with joblib.parallel_config(backend="corework", n_jobs=2), pytest.raises(ValueError):
+        joblib.Parallel()(joblib.delayed(int)(x) for x in ["1", "x"])
+    worker.join(60)
+    assert results["long"] == [0.2, 0.0, 0.0, 0.0]
+
+
+def test_a_forked_child_gets_its_own_pool():
+    with joblib.parallel_config(backend="corework", n_jobs=2):
+        assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with joblib.parallel_config(backend="corework", n_jobs=2):
+                ok = joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+            corework.joblib.shutdown()
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the forked child's Parallel call hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0

@@ -301,3 +301,42 @@ def test_a_library_that_starts_a_thread_stops_the_launcher_forking(tmp_path):
     out, err = caller.communicate(timeout=120)
     assert caller.returncode == 0, err
     assert out.split() == ["starts_a_thread", "True", "None"]
+
+
+def test_an_import_cut_short_stops_the_launcher_forking():
+    """A module whose import in the launcher ran past its bound (or failed with a C
+    extension half-loaded) could leave workers a half-imported library: that launcher
+    forks no more, and the next pool gets a new one."""
+    caller = _script("""
+        import corework as cw
+        from corework.engines import _launcher, _warmup
+        _warmup.IMPORT_SECONDS = 1e-6  # the forked launcher inherits it: every import runs over
+        with cw.Pool(1, engine="process") as pool:  # the launcher is forked
+            pool.submit(int).result()
+        import xml.dom.minidom  # then told of this one
+        with cw.Pool(1, engine="process") as pool:
+            pool.submit(int).result()
+            first = _launcher._client
+            assert first.wait_warm(60)
+            print(first.tainted_by is not None)
+        with cw.Pool(1, engine="process") as pool:
+            assert pool.submit(abs, -3).result() == 3
+            print(_launcher._client is not first)
+    """)
+    out, err = caller.communicate(timeout=120)
+    assert caller.returncode == 0, err
+    assert out.split() == ["True", "True"]
+
+
+def test_an_environment_too_big_for_one_message_costs_no_pool(monkeypatch):
+    """A 300 KB value (100,000 three-byte characters) cannot travel to the launcher: new
+    workers go without it, and the pools already running lose nothing."""
+    with cw.Pool(1, engine="process") as running:
+        before = running.submit(present_tasks.present, VARIABLE)
+        monkeypatch.setenv("COREWORK_TEST_HUGE", "€" * 100_000)
+        monkeypatch.setenv(VARIABLE, "small")
+        with cw.Pool(1, engine="process") as pool:
+            seen = pool.submit(present_tasks.present, VARIABLE).result(timeout=GRACE_SECONDS)
+        assert seen[0] == "small"
+        before.result(timeout=GRACE_SECONDS)
+        assert running.submit(abs, -1).result(timeout=GRACE_SECONDS) == 1

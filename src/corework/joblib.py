@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,35 +55,54 @@ NAME = "corework"
 
 
 class _Reusable:
-    """The one process pool kept across ``Parallel`` calls, and the shape it was made for."""
+    """The process pool kept across ``Parallel`` calls, and the shape it was made for.
+
+    Calls in other threads may be using a pool when a call asks for another shape: a pool
+    is shut down only once it is no longer the kept one and its last call has ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: Pool | None = None
         self._shape: tuple[Any, ...] | None = None
+        self._users: dict[Pool, int] = {}  # pool -> calls using it now
 
     def get(self, shape: tuple[Any, ...], make: Callable[[], Pool]) -> Pool:
-        """The kept pool if it has ``shape`` and works; else a new one (the old one ends)."""
+        """The kept pool if it has ``shape`` and works, else a new one; counted as used
+        by the calling ``Parallel`` call until :meth:`release`."""
         with self._lock:
             pool, old = self._pool, None
             if pool is None or self._shape != shape or not pool._scheduler.accepting:
                 old, pool = pool, make()
                 self._pool, self._shape = pool, shape
-        if old is not None:
+            self._users[pool] = self._users.get(pool, 0) + 1
+            idle = old is not None and old not in self._users
+        if idle and old is not None:
             old.shutdown(wait=False, cancel_futures=True)
         return pool
 
-    def drop(self, pool: Pool) -> None:
-        """Forget ``pool`` if it is the kept one (it was shut down)."""
+    def release(self, pool: Pool) -> None:
+        """A call is done with ``pool``; it ends if it is no longer the kept one."""
         with self._lock:
-            if self._pool is pool:
-                self._pool, self._shape = None, None
+            left = self._users.get(pool, 1) - 1
+            if left:
+                self._users[pool] = left
+                return
+            self._users.pop(pool, None)
+            if pool is self._pool and pool._scheduler.accepting:
+                return
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         with self._lock:
             pool, self._pool, self._shape = self._pool, None, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's pool is not this process's (its threads did
+        not come along)."""
+        self._lock = threading.Lock()
+        self._pool, self._shape, self._users = None, None, {}
 
 
 _reusable = _Reusable()
@@ -94,6 +114,7 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+os.register_at_fork(after_in_child=_reusable.forget)
 
 
 class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
@@ -204,11 +225,10 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 
     def terminate(self) -> None:
         """The end of a ``Parallel`` call: a thread pool ends; a process pool is kept for
-        the next call of the same shape (see :func:`shutdown`)."""
-        if self._shape is not None and self._shape[0] == "thread":
-            self._close_pool(wait=True)
-        else:
-            self._pool, self._shape = None, None
+        the next call of the same shape (see :func:`shutdown`); batch sizes start over,
+        as joblib's own backends do."""
+        self._close_pool(wait=True)
+        self.reset_batch_stats()
 
     def get_nested_backend(self) -> tuple[Any, int | None]:
         """What a ``Parallel`` call inside a task runs on: threads, as many as each worker
@@ -220,10 +240,16 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         return ThreadingBackend(nesting_level=level), inner
 
     def _close_pool(self, *, wait: bool = False) -> None:
-        pool, self._pool, self._shape = self._pool, None, None
-        if pool is not None:
-            _reusable.drop(pool)
+        """This call is done with its pool: a thread pool ends, a kept process pool is
+        let go (other calls may be using it: see _Reusable)."""
+        pool, shape = self._pool, self._shape
+        self._pool, self._shape = None, None
+        if pool is None:
+            return
+        if shape is not None and shape[0] == "thread":
             pool.shutdown(wait=wait, cancel_futures=True)
+        else:
+            _reusable.release(pool)
 
     def __reduce__(self) -> Any:
         raise TypeError("the corework joblib backend stays in the process that made it")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import pickle
 import signal
@@ -110,7 +111,13 @@ class LauncherClient:
     def _send_present(self) -> None:
         now = _present.capture()
         for change in _present.changes(self._present, now):
-            self._ctrl.send(pickle.dumps(("present", change)))
+            try:
+                self._ctrl.send(pickle.dumps(("present", change)))
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                # too big for one message (a sys.path of thousands of entries): the
+                # workers keep what the launcher had; the launcher itself is fine
         self._present = now
 
     def _send_imports(self) -> None:
@@ -189,6 +196,11 @@ class LauncherClient:
                          "leaves that module out", tainted_by)
         logger.debug("the worker launcher imported %d modules", imported)
 
+    def retire(self, why: str) -> None:
+        """Start no more workers here (it did not answer in time): the next pool gets a
+        new launcher; this one serves the workers it has until the end."""
+        self.tainted_by = self.tainted_by or why
+
     def running(self) -> bool:
         """Whether the launcher process is still there (a cheap check, no exchange)."""
         if not self.alive or os.getpid() != self._owner:
@@ -259,8 +271,8 @@ def get_launcher() -> LauncherClient:
     global _client
     with _client_lock:
         if _client is None or not _client.running() or _client.tainted_by is not None:
-            if _client is not None and _client.alive and _client.tainted_by is not None:
-                _retired.append(_client)
+            if _client is not None and _exists(_client.pid):
+                _retired.append(_client)  # still serving other pools' workers
             elif _client is not None:
                 _client.close()
             _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()

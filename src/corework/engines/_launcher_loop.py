@@ -42,6 +42,11 @@ CALLER_POLL_SECONDS = 0.5
 WARM_POLL_SECONDS = 0.05
 #: How long the workers must have left a core free before the warm-up goes on.
 WARM_AFTER_SECONDS = 0.25
+#: How long a new pool's workers wait for the warm-up at most (the caller waits for
+#: their pids meanwhile, and kills and exits of other pools are served only after it).
+WARM_WAIT_SECONDS = 5.0
+#: Skipped modules named in one "warmed" report at most (it must fit one message).
+REPORTED_SKIPS = 50
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -152,8 +157,10 @@ class Launcher:
         return True
 
     def _start(self, request_id: int, mode: str, warm: bool, fd: int) -> None:
-        """Fork a worker; with ``warm``, once the modules named so far are imported."""
-        while warm and self.warmer.pending:
+        """Fork a worker; with ``warm``, once the modules named so far are imported (for
+        ``WARM_WAIT_SECONDS`` at most: then it is forked as warm as it gets)."""
+        deadline = time.monotonic() + WARM_WAIT_SECONDS
+        while warm and self.warmer.pending and time.monotonic() < deadline:
             self._warm()
         try:
             if self.warmer.tainted_by is not None:
@@ -197,8 +204,8 @@ class Launcher:
 
     def _report_warmed(self) -> None:
         warmer = self.warmer
-        self.send(("warmed", self.warm_requests, warmer.imported, warmer.skipped,
-                   warmer.tainted_by))
+        self.send(("warmed", self.warm_requests, warmer.imported,
+                   warmer.skipped[:REPORTED_SKIPS], warmer.tainted_by))
         warmer.skipped = []
 
     def _reap(self) -> None:

@@ -33,21 +33,26 @@ def changes(before: Changes, now: Changes) -> Iterator[Changes]:
     """What changed from ``before`` to ``now``, as change sets small enough to send."""
     env: dict[str, str | None] = {
         name: value for name, value in now["env"].items()
-        if before["env"].get(name) != value and len(name) + len(value) < _LONGEST_ENTRY}
+        if before["env"].get(name) != value and _size(name, value) < _LONGEST_ENTRY}
     env.update((name, None) for name in before["env"] if name not in now["env"])
     rest = {key: now[key] for key in ("cwd", "path", "umask") if now[key] != before[key]}
     batch: dict[str, str | None] = {}
     size = 0
     for name, value in env.items():
-        if batch and size + len(name) + len(value or "") > _BYTES_PER_MESSAGE:
+        if batch and size + _size(name, value) > _BYTES_PER_MESSAGE:
             yield {"env": batch}
             batch, size = {}, 0
         batch[name] = value
-        size += len(name) + len(value or "")
+        size += _size(name, value)
     if batch:
         yield {"env": batch}
     if rest:
         yield rest
+
+
+def _size(name: str, value: str | None) -> int:
+    """Bytes of an environment entry as sent (UTF-8, undecodable bytes kept)."""
+    return len(f"{name}={value or ''}".encode("utf-8", "surrogateescape"))
 
 
 def apply(change: Changes, caller: int) -> None:

@@ -120,18 +120,54 @@ class Warmer:
                 break
         else:
             return
+        before = set(sys.modules)
         try:
-            with _native_pools_at_one(), _bounded(IMPORT_SECONDS):
+            with _native_pools_at_one(), _bounded(IMPORT_SECONDS), _signals_kept():
                 importlib.import_module(name)
             self.imported += 1
         except BaseException as exc:  # any failure of the library's own: skipped
             self.skipped.append(f"{name} ({type(exc).__name__}: {exc})"[:200])
+            if isinstance(exc, _TookTooLong) or _loaded_native(before):
+                # cut short, or half-loaded with a C extension that cannot load twice:
+                # workers forked from here would inherit the half, so no more are
+                self._taint(name)
+                return
         Warmer.held_native_pools = True
         from ._platform import is_single_threaded  # here: the caller's side needs no ctypes
 
         if not is_single_threaded():
-            self.tainted_by = name
-            self._queue.clear()
+            self._taint(name)
+
+    def _taint(self, name: str) -> None:
+        self.tainted_by = name
+        self._queue.clear()
+
+
+def _loaded_native(before: set[str]) -> bool:
+    """Whether a C extension module was loaded since ``before`` (a set of module names)."""
+    for name in set(sys.modules) - before:
+        origin = getattr(getattr(sys.modules.get(name), "__spec__", None), "origin", None)
+        if isinstance(origin, str) and origin.endswith((".so", ".pyd")):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _signals_kept() -> Iterator[None]:
+    """Undo what an imported module did to the launcher's signal handlers and wake-up
+    descriptor (the launcher reaps its workers on SIGCHLD through them)."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGCHLD, signal.SIGINT,
+                                                                 signal.SIGTERM)}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(number, handler)
+        with contextlib.suppress(OSError, ValueError):
+            signal.set_wakeup_fd(wakeup)
 
 
 @contextlib.contextmanager

@@ -147,9 +147,10 @@ class ProcessEngine(Engine):
             launcher = self._launcher
             try:
                 return launcher.start_workers(socks, self.start_method, warm=warm), launcher
-            except LauncherDied:
+            except (LauncherDied, TimeoutError):
                 if attempt == LAUNCHER_TRIES - 1:
                     raise
+                launcher.retire("(it did not answer in time)")
                 self._launcher = get_launcher()  # a new one, if that one is gone
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -34,6 +34,11 @@ class Spawning:
         self.fds.append(os.dup(fd))
         return len(self.fds) - 1
 
+    def forget(self) -> None:
+        """Close the duplicates collected so far (a pickling try that was given up)."""
+        _close_all(self.fds)
+        self.fds.clear()
+
     def DupFd(self, index: int) -> PassedFd:
         return PassedFd(index)
 

@@ -94,7 +94,7 @@ def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
     spawner = _inherited.Spawning() if spawning else None
     try:
         with spawner or contextlib.nullcontext():
-            data = dumps(obj, by_value, collector, collector.discard, spawning)
+            data = dumps(obj, by_value, collector, _forgetting(collector, spawner), spawning)
     except BaseException:
         collector.discard()
         raise
@@ -103,6 +103,15 @@ def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
         return packed
     layout = dataclasses.replace(packed.layout, passed=len(spawner.fds))
     return Packed(packed.data, layout, [*packed.fds, *spawner.fds], [packed, spawner])
+
+
+def _forgetting(collector: Any, spawner: _inherited.Spawning | None) -> Any:
+    """What a given-up pickling try leaves: its buffers, and its descriptors' duplicates."""
+    def forget() -> None:
+        collector.discard()
+        if spawner is not None:
+            spawner.forget()
+    return forget
 
 
 def unpack(data: Any, layout: Layout, fds: Sequence[int]) -> Any:

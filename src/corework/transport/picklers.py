@@ -40,12 +40,17 @@ class ByReferencePickler(pickle.Pickler):
 
 
 class _PlainFirstPickler(ByReferencePickler):
-    """The standard pickle for what goes by value: it refuses functions and classes of
-    ``__main__`` (by reference they would name the worker's ``__main__``, or nothing)."""
+    """The standard pickle for what goes by value: it refuses anything of ``__main__``
+    (functions, classes, their instances, a TypeVar: by reference they would name the
+    worker's ``__main__``, or nothing)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) \
-                and getattr(obj, "__module__", None) == "__main__":
+        try:
+            module = obj.__module__ if isinstance(obj, (types.FunctionType, type)) \
+                else getattr(obj, "__module__", None)
+        except Exception:  # an object whose attributes raise: cloudpickle decides
+            raise _NeedsValue(obj) from None
+        if module == "__main__":
             raise _NeedsValue(obj)
         return super().reducer_override(obj)
 
