@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -239,8 +240,10 @@ def test_strict_stops_at_the_first_malformed_line(work):
     (["tasks:square", "-i", "in.jsonl", "--timeout", "-1"], "expected a positive number"),
     (["tasks:square", "-i", "in.jsonl", "--max-record-bytes", "lots"], "'lots' is not a size"),
     (["tasks:square", "-i", "in.jsonl", "--retry-failed"], "--retry-failed needs --journal"),
-    (["tasks:square", "-i", "in.jsonl", "--engine", "dask", "--address",
-      "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+    pytest.param(["tasks:square", "-i", "in.jsonl", "--engine", "dask", "--address",
+                  "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                                          reason="needs dask's distributed")),
     (["tasks:square", "-i", "in.jsonl", "--engine", "gpu"], "engine must be one of"),
     (["tasks:square", "-i", "in.jsonl", "--memory-limit", "lots"], "memory-limit must be"),
     (["tasks:square", "-i", "in.jsonl", "--engine", "thread", "--memory-limit", "1GB"],

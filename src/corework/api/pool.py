@@ -111,8 +111,13 @@ class Pool(concurrent.futures.Executor):
     @property
     def _max_workers(self) -> int:
         """What code written for ``ProcessPoolExecutor`` reads (dask, tqdm): how many
-        tasks run at once."""
-        return self._scheduler.slots
+        tasks run at once (the drop-in executors set it to their ``max_workers``)."""
+        given: int | None = self.__dict__.get("_given_max_workers")
+        return self._scheduler.slots if given is None else given
+
+    @_max_workers.setter
+    def _max_workers(self, value: int) -> None:
+        self.__dict__["_given_max_workers"] = value
 
     @property
     def threads(self) -> int:
