@@ -140,6 +140,10 @@ def test_ctrl_c_ends_a_program_whose_pool_is_not_in_a_with_block(engine, tmp_pat
 @pytest.mark.parametrize("engine", ["process", "thread"])
 def test_a_users_native_thread_variables_win_over_the_automatic_cap(engine, monkeypatch):
     pytest.importorskip("numpy")
+    from corework.engines._warmup import NATIVE_THREAD_VARIABLES
+
+    for name in NATIVE_THREAD_VARIABLES:  # as the user left them: only these two set
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
 

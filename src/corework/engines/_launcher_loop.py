@@ -189,6 +189,7 @@ class Launcher:
             set_parent_death_signal()
             if os.getppid() != launcher:  # the launcher died before we could watch it
                 os._exit(1)
+            _close_on_exec_all()
             if mode == "spawn":
                 _exec_worker(fd)
             code = _worker.serve_fd(fd)
@@ -249,6 +250,20 @@ def _reset_signal_handlers() -> None:
         with contextlib.suppress(OSError, ValueError, TypeError):
             if callable(signal.getsignal(number)):
                 signal.signal(number, signal.SIG_DFL)
+
+
+def _close_on_exec_all() -> None:
+    """Mark every descriptor past stderr close-on-exec: whatever a library imported here
+    opened without the flag, a program a task starts must not hold it (the channel is
+    made inheritable again only to execute a fresh worker)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for fd in map(int, names):
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own, already closed
+                os.set_inheritable(fd, False)
 
 
 def drop_inherited_fds(keep: int) -> None:
