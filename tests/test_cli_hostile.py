@@ -40,7 +40,9 @@ def _ran(done: subprocess.CompletedProcess[str]) -> list[dict]:
 
 # (the input's bytes, the function, extra options, {index: expected error type or None})
 CASES = {
-    "nested 10,000 deep": (f"1\n{DEEP}\n2\n".encode(), "echo", [], {1: "InputError"}),
+    # (3.14 reads and sends 10,000 levels; earlier CPythons give up: either is fine)
+    "nested 10,000 deep": (f"1\n{DEEP}\n2\n".encode(), "echo", [],
+                           {1: {"InputError", "SerializationError", None}}),
     "a line over --max-record-bytes": (b"1\n" + b'"' + b"x" * 3_000_000 + b'"\n2\n', "echo",
                                        ["--max-record-bytes", "1MiB"], {1: "InputError"}),
     "a 5,000-digit integer in": (f"1\n{BIG_INT}\n2\n".encode(), "echo", [], {1: "InputError"}),
@@ -67,7 +69,7 @@ def test_no_record_stops_a_run(work, case):
     for record in records:
         wanted = errors.get(record["index"])
         got = record.get("error", {}).get("type") if "error" in record else None
-        assert got == wanted, record
+        assert got in wanted if isinstance(wanted, set) else got == wanted, record
         if got is not None:
             assert record["error"]["message"], record
     again = _ran(corework(*args, "-o", "out.jsonl", "--journal", "j.db"))

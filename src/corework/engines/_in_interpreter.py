@@ -155,7 +155,11 @@ def _failure(exc: BaseException) -> tuple[Any, ...]:
         pickle.loads(blob)
     except Exception:
         blob = None
-    return (blob, type(exc).__qualname__, str(exc), formatted)
+    try:
+        message = str(exc)
+    except BaseException as failed:  # its own __str__ raises: the task fails all the same
+        message = f"<str() of the exception failed: {type(failed).__name__}>"
+    return (blob, type(exc).__qualname__, message, formatted)
 
 
 def _dumps(obj: Any) -> bytes:
