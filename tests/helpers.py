@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +90,26 @@ def skip_on_interpreter(engine: str, reason: str) -> None:
     """Skip an engine-bound test that does not apply to sub-interpreters, saying why."""
     if engine == "interpreter":
         pytest.skip(f"not on sub-interpreters: {reason}")
+
+
+def alive(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has ended)."""
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def gone_within(pids: Iterable[int], seconds: float) -> bool:
+    """Whether every one of ``pids`` ends within ``seconds`` (a bound, not a timing)."""
+    pids = list(pids)
+    deadline = time.monotonic() + seconds
+    while alive(pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

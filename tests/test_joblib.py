@@ -4,14 +4,12 @@ default backend, a crash that costs one task, and joblib's hints honoured."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 joblib = pytest.importorskip("joblib")
@@ -23,7 +21,7 @@ from sklearn.svm import SVC  # noqa: E402
 
 import corework as cw  # noqa: E402
 import corework.joblib  # noqa: E402  (registers the backend)
-from tests.helpers import ROOT_ENV  # noqa: E402
+from tests.helpers import ROOT_ENV, gone_within  # noqa: E402
 from tests.sklearn_tasks import CrashOnce, crash_if, nested_jobs, pid, sleep  # noqa: E402
 
 GRID = {"C": [1.0, 10.0, 100.0]}
@@ -139,21 +137,8 @@ def test_successive_calls_of_one_shape_reuse_the_workers():
     assert second <= first
     assert not other & first, "another shape got the same workers"
     corework.joblib.shutdown()  # the first shape's pool ends on its own, not waited for
-    assert _gone_within(first | other, seconds=10)
+    assert gone_within(first | other, seconds=10)
 
-
-def _gone_within(pids, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        alive = []
-        for number in pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if psutil.Process(number).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(number)
-        if not alive:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class _Watched(corework.joblib.CoreworkBackend):

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import psutil
 import pytest
 
 import corework as cw
 from corework.engines import default_workers
+from tests.helpers import gone_within
 
 GRACE_SECONDS = 10.0
 
@@ -23,17 +22,6 @@ def _run_script(body: str) -> subprocess.Popen[str]:
     script = textwrap.dedent(body)
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _gone_within(pids: list[int], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("threads_first", [False, True], ids=["forked", "spawned"])
@@ -54,7 +42,7 @@ def test_workers_die_when_the_caller_is_sigkilled(threads_first):
         assert len(pids) == 3
         caller.send_signal(signal.SIGKILL)
         caller.communicate()
-    assert _gone_within(pids, GRACE_SECONDS), "launcher or workers outlived their caller"
+    assert gone_within(pids, GRACE_SECONDS), "launcher or workers outlived their caller"
 
 
 def test_a_caller_with_threads_is_never_forked():

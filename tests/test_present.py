@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
 
 import corework as cw
 from tests import present_tasks
-from tests.helpers import ROOT_ENV
+from tests.helpers import ROOT_ENV, alive, gone_within
 
 GRACE_SECONDS = 10.0  # a deadlock tripwire, not a timing assumption
 VARIABLE = "COREWORK_TEST_PRESENT"
@@ -99,26 +98,6 @@ def _script(body: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def _gone_within(pids: list[int], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.mark.parametrize("threads_first", [False, True], ids=["forked", "spawned"])
 def test_the_launcher_holds_none_of_the_callers_descriptors(threads_first):
     """A pipe and a listening socket the caller had open at its first pool, then closed:
@@ -161,7 +140,7 @@ def test_a_program_a_task_starts_holds_no_descriptor_of_corework(start_method):
         pid, fds = pool.submit(present_tasks.start_program, 60).result()
     try:
         assert fds == [0, 1, 2]
-        assert _alive([pid]) == [pid], "leaving the pool waited for the program to end"
+        assert alive([pid]) == [pid], "leaving the pool waited for the program to end"
     finally:
         os.kill(pid, signal.SIGKILL)
 
@@ -224,7 +203,7 @@ def test_the_launcher_dies_with_a_sigkilled_caller_whoever_holds_its_socket(hand
         try:
             caller.send_signal(signal.SIGKILL)
             caller.communicate()
-            assert _gone_within(pids, GRACE_SECONDS), "the launcher outlived its caller"
+            assert gone_within(pids, GRACE_SECONDS), "the launcher outlived its caller"
         finally:
             os.kill(child, signal.SIGKILL)
 
@@ -237,7 +216,7 @@ def test_a_normal_exit_waits_for_no_child_the_caller_forked(handler_hangs):
         try:
             _, err = caller.communicate(timeout=30)
             assert caller.returncode == 0, err
-            assert _gone_within(pids, GRACE_SECONDS), "the launcher outlived its caller"
+            assert gone_within(pids, GRACE_SECONDS), "the launcher outlived its caller"
         finally:
             os.kill(child, signal.SIGKILL)
 

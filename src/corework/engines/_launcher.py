@@ -75,8 +75,9 @@ class LauncherClient:
         self._imports = imports
         self._warm_sent = 0  # "warm" requests sent, and answered ("warmed")
         self._warm_answered = 0
-        #: The module whose import gave the launcher a thread: it forks no more, and new
-        #: pools get a new launcher (see get_launcher).
+        #: Why the launcher forks no more (a module whose import gave it a thread or did
+        #: not finish, or that it stopped answering): new pools get a new launcher (see
+        #: get_launcher); this one serves its workers until the end.
         self.tainted_by: str | None = None
         self.alive = True
 
@@ -191,9 +192,9 @@ class LauncherClient:
         if tainted_by is not None and self.tainted_by is None:
             self.tainted_by = tainted_by
             Imports.never(tainted_by)
-            logger.debug("importing %s started a thread in the worker launcher; "
-                         "it executes workers afresh from now on, and a new launcher "
-                         "leaves that module out", tainted_by)
+            logger.debug("importing %s started a thread in the worker launcher, or did not "
+                         "finish: it executes workers afresh from now on, and a new "
+                         "launcher leaves that module out", tainted_by)
         logger.debug("the worker launcher imported %d modules", imported)
 
     def retire(self, why: str) -> None:
@@ -259,8 +260,8 @@ def _exists(pid: int) -> bool:
 
 _client: LauncherClient | None = None
 _client_lock = threading.Lock()
-#: Launchers that stopped forking (a module gave them a thread) but still serve the
-#: workers of pools made before; closed at exit.
+#: Launchers that start no more workers (see LauncherClient.tainted_by) but still serve
+#: the workers of pools made before; closed at exit.
 _retired: list[LauncherClient] = []
 
 
@@ -281,8 +282,8 @@ def get_launcher() -> LauncherClient:
 
 def launcher_pids() -> list[int]:
     """The pids of this process's launchers (the current one and any retired)."""
-    clients = [*_retired, _client] if _client is not None else list(_retired)
-    return [client.pid for client in clients if client.alive]
+    current = [_client.pid] if _client is not None and _client.alive else []
+    return [client.pid for client in _retired] + current
 
 
 def _fork_launcher() -> LauncherClient:

@@ -51,7 +51,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class Launcher:
-    """The loop of the launcher process (single-threaded, forever)."""
+    """The loop of the launcher process (single-threaded: should an import give it a
+    thread, it executes workers afresh instead of forking them)."""
 
     def __init__(self, ctrl: socket.socket, caller: int) -> None:
         self.ctrl = ctrl
