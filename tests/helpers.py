@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +93,8 @@ def skip_on_interpreter(engine: str, reason: str) -> None:
 
 def alive(pids: Iterable[int]) -> list[int]:
     """Those of ``pids`` still running (a zombie has ended)."""
+    import psutil  # here: sub-interpreters import this module, and psutil refuses them
+
     running = []
     for pid in pids:
         try:
