@@ -7,6 +7,14 @@ import subprocess
 import sys
 
 
+STATE = "as imported"
+
+
+def module_state(_: object = None) -> tuple[bool, str]:
+    """Whether a test's fake module is in sys.modules here, and this module's STATE."""
+    return "corework_test_fake_module" in sys.modules, STATE
+
+
 def present(name: str) -> tuple[str | None, str, list[str], int | None]:
     """(the variable ``name``, the working directory, sys.path, the umask) here."""
     return os.environ.get(name), os.getcwd(), list(sys.path), umask()

@@ -49,7 +49,7 @@ def _check(seen: tuple[str | None, str, list[str], int | None],
     assert expected[2] in path
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "fork-caller"])
 @pytest.mark.parametrize("engine", ["process", "auto"])
 def test_each_pool_sees_the_caller_as_it_is_now(engine, start_method, changed_present):
     start = {"start_method": start_method} if engine == "process" else {}
@@ -60,6 +60,28 @@ def test_each_pool_sees_the_caller_as_it_is_now(engine, start_method, changed_pr
     with cw.Pool(2, engine=engine, **start) as pool:
         _check(pool.submit(present_tasks.present, VARIABLE).result(), second)
         assert pool.submit(present_tasks.read_relative, "data.txt").result() == "second"
+
+
+def test_fork_caller_workers_have_every_modules_state_of_the_pools_start(monkeypatch):
+    """As multiprocessing's fork gives (dask's test_custom_context_used_python3_posix):
+    what the caller set in a module, or in sys.modules, after the launcher was made."""
+    import multiprocessing
+
+    import corework.futures
+
+    with cw.Pool(1, engine="process") as pool:
+        pool.submit(abs, -1).result()  # the process's launcher exists from here on
+    monkeypatch.setitem(sys.modules, "corework_test_fake_module", 1)
+    monkeypatch.setattr(present_tasks, "STATE", "set after the launcher")
+    with cw.Pool(2, engine="process", start_method="fork-caller") as pool:
+        assert list(pool.map(present_tasks.module_state, range(2))) == [
+            (True, "set after the launcher")] * 2
+    fork = multiprocessing.get_context("fork")
+    with corework.futures.ProcessPoolExecutor(2, mp_context=fork) as executor:
+        assert executor.submit(present_tasks.module_state).result() == (
+            True, "set after the launcher")
+    with cw.Pool(1, engine="process") as pool:  # the process's launcher: made before
+        assert pool.submit(present_tasks.module_state).result() == (False, "as imported")
 
 
 def test_cw_map_with_no_engine_sees_the_caller_as_it_is_now(changed_present):

@@ -50,7 +50,10 @@ class Pool(concurrent.futures.Executor):
     BLAS/OpenMP thread pools in each process worker (``"auto"``: cores // workers, so the
     pool never oversubscribes the machine; None: leave them alone).
     ``start_method`` (process engine) is ``"fork"`` (workers forked from corework's
-    single-threaded launcher, the default) or ``"spawn"`` (fresh interpreters).
+    single-threaded launcher, the default), ``"spawn"`` (fresh interpreters) or
+    ``"fork-caller"`` (forked from a launcher forked from this process when the pool
+    starts: the workers have every module's state of that moment, as multiprocessing's
+    fork gives; this process is forked even if it has threads, as multiprocessing does).
 
     ``address`` (engine ``"dask"``) is a Dask scheduler's, e.g. ``"tcp://host:8786"``;
     without it the dask engine starts a ``LocalCluster`` of ``workers`` processes.

@@ -34,10 +34,13 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CoreworkError
+from ..transport import inherited as _inherited
 from . import _present, _worker
 from ._launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
 from ._platform import is_single_threaded
@@ -263,27 +266,50 @@ _client_lock = threading.Lock()
 #: Launchers that start no more workers (see LauncherClient.tainted_by) but still serve
 #: the workers of pools made before; closed at exit.
 _retired: list[LauncherClient] = []
+#: Launchers of pools of their own (fork_own_launcher), closed by their pool or at exit.
+_own: weakref.WeakSet[LauncherClient] = weakref.WeakSet()
 
 
-def get_launcher() -> LauncherClient:
+def get_launcher(inherits: Sequence[tuple[int, int]] = ()) -> LauncherClient:
     """The running launcher, started on first use (forked if this process has no threads)
     and again whenever the last one has died (killed, or out of memory) or stopped
-    forking."""
+    forking.
+
+    ``inherits``: fork-context semaphores the workers must inherit (a pool's initargs:
+    see ``transport.inherited``); a launcher that lacks them is replaced by one forked
+    now, even from a process with threads, as multiprocessing's fork does."""
     global _client
     with _client_lock:
-        if _client is None or not _client.running() or _client.tainted_by is not None:
+        usable = (_client is not None and _client.running() and _client.tainted_by is None
+                  and (not inherits or _inherited.holds(_client.pid, inherits)))
+        if not usable:
             if _client is not None and _exists(_client.pid):
                 _retired.append(_client)  # still serving other pools' workers
             elif _client is not None:
                 _client.close()
-            _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()
+            forking = bool(inherits) or is_single_threaded()
+            _client = _fork_launcher() if forking else _spawn_launcher()
+        assert _client is not None
         return _client
 
 
 def launcher_pids() -> list[int]:
-    """The pids of this process's launchers (the current one and any retired)."""
+    """The pids of this process's launchers (the current one, any retired, and the
+    pools' own)."""
     current = [_client.pid] if _client is not None and _client.alive else []
-    return [client.pid for client in _retired] + current
+    own = [client.pid for client in list(_own) if client.alive]
+    return [client.pid for client in _retired] + current + own
+
+
+def fork_own_launcher() -> LauncherClient:
+    """A launcher forked from this process now, for one pool (``start_method=
+    "fork-caller"``): its workers have everything this process has at this moment, as
+    multiprocessing's fork gives. Forked even if this process has threads (as
+    multiprocessing does); the pool closes it, or exit does."""
+    with _client_lock:
+        client = _fork_launcher()
+        _own.add(client)
+        return client
 
 
 def _fork_launcher() -> LauncherClient:
@@ -322,19 +348,20 @@ def _spawn_launcher() -> LauncherClient:
 def _drop_in_child() -> None:
     """A forked child must not share its parent's launchers; it starts its own if needed."""
     global _client, _client_lock
-    for client in [*_retired, _client]:
+    for client in [*_retired, _client, *list(_own)]:
         if client is not None:
             with contextlib.suppress(OSError):
                 client._ctrl.close()
     _client = None
     _retired.clear()
+    _own.clear()
     _client_lock = threading.Lock()
 
 
 def _close_at_exit() -> None:
     global _client
-    for client in [*_retired, _client]:
-        if client is not None:
+    for client in [*_retired, _client, *list(_own)]:
+        if client is not None and client.alive:
             client.close()
     _client = None
     _retired.clear()

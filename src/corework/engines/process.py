@@ -29,19 +29,24 @@ import contextlib
 import signal
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._errors import SerializationError
 from ..transport import reuse as _reuse
 from ..transport import segments as _segments
 from ..transport.channel import Channel
 from ..transport.packing import Packed, pack_for_workers, pack_items
 from ._base import ChunkWork, Engine, EngineEvents, FunctionRef, Prober, WorkerSetup
-from ._launcher import LauncherClient, LauncherDied, get_launcher
+from ._launcher import LauncherClient, LauncherDied, fork_own_launcher, get_launcher
 from ._process_reader import Reader
 from ._worker_handle import WorkerHandle
 
-START_METHODS = ("fork", "spawn")
+#: "fork": forked by the process's launcher; "spawn": fresh interpreters, started by it;
+#: "fork-caller": forked by a launcher of the pool's own, forked from the caller at the
+#: pool's start (multiprocessing's fork: the workers have the caller's state of then).
+START_METHODS = ("fork", "spawn", "fork-caller")
 #: How many task functions a worker keeps; older ones are forgotten and resent if needed.
 FUNCTIONS_PER_WORKER = 32
 #: Setups up to this size are queued in a worker's socket before the worker exists (they
@@ -75,6 +80,12 @@ class ProcessEngine(Engine):
         self._stopping = False
         self._setup = pack_for_workers(  # multiprocessing's queues may be in initargs
             setup, f"the initializer {setup.initializer!r} or its initargs", spawning=True)
+        if self._setup.inherits and start_method == "spawn":
+            raise SerializationError(
+                f"cannot send the initargs of {setup.initializer!r} to workers started "
+                "with start_method='spawn': they hold a multiprocessing lock made in a fork "
+                "context, which only forked processes share. Leave start_method out, or "
+                "make it with multiprocessing.get_context('spawn')", stage="pickle-argument")
         self._shares_sent: set[str] = set()  # shares some worker may hold mapped
 
     @property
@@ -91,7 +102,7 @@ class ProcessEngine(Engine):
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
-        self._launcher: LauncherClient = get_launcher()
+        self._launcher: LauncherClient = self._new_launcher()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)  # woken from garbage-collector callbacks too
         self._shares_sent.update(self._setup.share_ids)
@@ -146,13 +157,23 @@ class ProcessEngine(Engine):
         for attempt in range(LAUNCHER_TRIES):
             launcher = self._launcher
             try:
-                return launcher.start_workers(socks, self.start_method, warm=warm), launcher
+                mode = "spawn" if self.start_method == "spawn" else "fork"
+                return launcher.start_workers(socks, mode, warm=warm), launcher
             except (LauncherDied, TimeoutError):
                 if attempt == LAUNCHER_TRIES - 1:
                     raise
                 launcher.retire("(it did not answer in time)")
-                self._launcher = get_launcher()  # a new one, if that one is gone
+                self._launcher = self._new_launcher()  # if that one is gone
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _new_launcher(self) -> LauncherClient:
+        """The process's launcher (one that holds the setup's fork-context semaphores),
+        or, with "fork-caller", one of this pool's own, forked now."""
+        if self.start_method == "fork-caller":
+            launcher = fork_own_launcher()
+            weakref.finalize(self, launcher.close)  # ended with the pool, if not before
+            return launcher
+        return get_launcher(self._setup.inherits)
 
     def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         with self._lock:
@@ -170,6 +191,8 @@ class ProcessEngine(Engine):
             while self._exited:  # once: a second stop() has nothing more to wait for
                 gone = self._exited.pop()
                 self.exit_codes[gone.pid] = gone.wait_exit()
+            if self.start_method == "fork-caller":
+                self._launcher.close()  # the pool's own: its workers are gone
 
     def kill(self, slot: int) -> None:
         with self._lock:

@@ -34,7 +34,10 @@ class ProcessPoolExecutor(Executor, concurrent.futures.process.ProcessPoolExecut
     ``max_workers`` defaults to the CPU count, as in the standard library. ``mp_context``
     picks the start method (see the module docstring: ``"forkserver"`` runs on corework's
     launcher); without one, the standard library's default start method on this Python is
-    used, and ``"spawn"`` when ``max_tasks_per_child`` is given. As in the standard
+    used, and ``"spawn"`` when ``max_tasks_per_child`` is given. A ``"fork"`` context
+    given explicitly forks the workers from this process as it is when the pool starts
+    (corework's ``start_method="fork-caller"``): they see every module's state of then,
+    as the standard library's forked workers do. As in the standard
     library, ``max_tasks_per_child`` (3.11+) refuses the ``"fork"`` start method, although
     corework's forked workers could honour it: ``corework.Pool(max_tasks_per_worker=...)``
     has no such limit.
@@ -62,6 +65,7 @@ class ProcessPoolExecutor(Executor, concurrent.futures.process.ProcessPoolExecut
                    initializer: Callable[..., object] | None, initargs: tuple[Any, ...],
                    max_tasks_per_child: int | None) -> None:
         workers = check_max_workers(max_workers, cpu_count())
+        asked_to_fork = mp_context is not None and mp_context.get_start_method() == "fork"
         if mp_context is None:
             mp_context = multiprocessing.get_context(
                 "spawn" if max_tasks_per_child is not None else None)
@@ -82,7 +86,7 @@ class ProcessPoolExecutor(Executor, concurrent.futures.process.ProcessPoolExecut
                                  "mp_context (corework.Pool(max_tasks_per_worker=...) "
                                  "has no such limit).")
         self._start(workers, "process", initializer, initargs,
-                    start_method=START_METHODS[method],
+                    start_method="fork-caller" if asked_to_fork else START_METHODS[method],
                     max_tasks_per_child=max_tasks_per_child, native_threads="auto")
 
     if sys.version_info >= (3, 14):  # pragma: no cover - exercised on Python 3.14

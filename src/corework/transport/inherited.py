@@ -7,17 +7,24 @@ worker's setup is therefore pickled as if ``multiprocessing`` were spawning that
 :class:`Spawning` stands in for its process-starting object, the descriptors those objects
 hold travel beside the message (over the worker's socket, with SCM_RIGHTS), and on arrival
 :class:`PassedFd` finds each one again (:func:`receiving`). Semaphores travel by name, as
-they do under ``multiprocessing``'s own spawn — so objects made in a *fork* context still
-refuse: ``multiprocessing`` shares those with forked children only.
+they do under ``multiprocessing``'s own spawn. A semaphore made in a *fork* context has
+no name (it lives only in memory its maker's forked children share), so it travels by
+its address and its mapping's inode (:func:`reduce_forked_semlock`): a worker forked
+from a launcher forked after the semaphore was made has it at that address; one that
+does not (an older launcher, a fresh interpreter) refuses it with a clear error rather
+than use memory that is something else there. Process pools ask for a launcher that
+holds the semaphores of their setup (:func:`holds`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 _arrived = threading.local()  # .fds: the descriptors beside the message being unpickled
 
@@ -28,6 +35,9 @@ class Spawning:
 
     def __init__(self) -> None:
         self.fds: list[int] = []
+        #: (address, inode) of each fork-context semaphore pickled: the receiver must
+        #: have been forked from a process that had them.
+        self.inherits: list[tuple[int, int]] = []
         weakref.finalize(self, _close_all, self.fds)
 
     def duplicate_for_child(self, fd: int) -> int:
@@ -38,6 +48,7 @@ class Spawning:
         """Close the duplicates collected so far (a pickling try that was given up)."""
         _close_all(self.fds)
         self.fds.clear()
+        self.inherits.clear()
 
     def DupFd(self, index: int) -> PassedFd:
         return PassedFd(index)
@@ -76,6 +87,59 @@ def receiving(fds: Sequence[int]) -> Iterator[None]:
         yield
     finally:
         _arrived.fds = ()
+
+
+def reduce_forked_semlock(obj: Any) -> tuple[Any, ...] | None:
+    """The reduction of a fork-context ``multiprocessing`` lock or semaphore (by its
+    address and inode), or None for anything else. Only while :class:`Spawning`."""
+    synchronize = sys.modules.get("multiprocessing.synchronize")
+    if synchronize is None or not isinstance(obj, synchronize.SemLock):
+        return None
+    semlock = obj._semlock
+    if semlock.name is not None:
+        return None  # named: multiprocessing's own pickling finds it by name
+    from multiprocessing import context
+
+    spawning = context.get_spawning_popen()
+    inode = _mapped_inode(semlock.handle)
+    if not isinstance(spawning, Spawning) or inode is None:
+        return None  # multiprocessing's own pickling explains why it cannot go
+    spawning.inherits.append((semlock.handle, inode))
+    return _rebuild_forked_semlock, (type(obj), semlock.handle, semlock.kind,
+                                     semlock.maxvalue, inode)
+
+
+def _rebuild_forked_semlock(cls: type[Any], handle: int, kind: int, maxvalue: int,
+                            inode: int) -> Any:
+    if _mapped_inode(handle) != inode:
+        raise RuntimeError(
+            f"a multiprocessing {cls.__name__} made in a fork context after corework's "
+            "worker launcher started cannot reach this worker (it is shared only by "
+            "inheritance): pass it in the pool's initargs, or make it with "
+            "multiprocessing.get_context('spawn') or a multiprocessing.Manager()")
+    lock = object.__new__(cls)
+    lock.__setstate__((handle, kind, maxvalue, None))
+    return lock
+
+
+def holds(pid: int, inherits: Iterable[tuple[int, int]]) -> bool:
+    """Whether process ``pid`` has every one of these semaphores mapped where they were."""
+    return all(_mapped_inode(address, pid) == inode for address, inode in inherits)
+
+
+def _mapped_inode(address: int, pid: int | str = "self") -> int | None:
+    """The inode of the semaphore file mapped at ``address`` in ``pid``, or None."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                if int(line.split("-", 1)[0], 16) == address:
+                    fields = line.split()
+                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/sem."):
+                        return int(fields[4])
+                    return None
+    except OSError:
+        return None
+    return None
 
 
 def _close_all(fds: list[int]) -> None:

@@ -1,9 +1,14 @@
 """Where ``__main__`` functions land in a worker: one namespace for all of them, as one
-module, so a global an initializer sets is seen by the tasks (as under multiprocessing)."""
+module, so a global an initializer sets is seen by the tasks (as under multiprocessing).
+
+Standard library only, and no ``typing`` at run time: sub-interpreters load this file by
+path (see ``engines._in_interpreter``), where each import costs their start-up."""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MainGlobals", "MainNamespace", "main_namespace", "run_initializer"]
 

@@ -23,7 +23,7 @@ from .._errors import SerializationError
 from . import inherited as _inherited
 from . import reuse as _reuse
 from . import segments as _segments
-from .picklers import PROTOCOL, dumps
+from .picklers import dumps, in_band_dumps
 
 __all__ = ["NO_LAYOUT", "OUT_OF_BAND_BYTES", "Layout", "Packed", "pack", "pack_for_workers",
            "pack_items", "pack_result", "unpack"]
@@ -53,17 +53,20 @@ class Packed:
     """An object pickled for another process, its large buffers in shared memory.
 
     Send ``data`` with ``layout`` and the descriptors ``fds`` (one per segment). The
-    segments stay open while this object lives (until :meth:`close`).
+    segments stay open while this object lives (until :meth:`close`). ``inherits``: the
+    fork-context semaphores in it, which only a process forked after them can rebuild
+    (see ``inherited``).
     """
 
-    __slots__ = ("_keep", "data", "fds", "layout")
+    __slots__ = ("_keep", "data", "fds", "inherits", "layout")
 
     def __init__(self, data: bytes, layout: Layout = NO_LAYOUT, fds: Sequence[int] = (),
-                 keep: Sequence[Any] = ()) -> None:
+                 keep: Sequence[Any] = (), inherits: Sequence[tuple[int, int]] = ()) -> None:
         self.data = data
         self.layout = layout
         self.fds = list(fds)
         self._keep = tuple(keep)
+        self.inherits = tuple(inherits)
 
     @property
     def share_ids(self) -> list[str]:
@@ -87,9 +90,7 @@ def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
     may be in ``obj`` (a worker's setup: see ``inherited``).
     """
     if in_band:
-        import cloudpickle
-
-        return Packed(cloudpickle.dumps(obj, protocol=PROTOCOL))
+        return Packed(in_band_dumps(obj))
     collector = _BufferCollector(inline_below)
     spawner = _inherited.Spawning() if spawning else None
     try:
@@ -99,10 +100,11 @@ def pack(obj: Any, *, by_value: bool, inline_below: int = OUT_OF_BAND_BYTES,
         collector.discard()
         raise
     packed = collector.seal(data)
-    if spawner is None or not spawner.fds:
+    if spawner is None or not (spawner.fds or spawner.inherits):
         return packed
     layout = dataclasses.replace(packed.layout, passed=len(spawner.fds))
-    return Packed(packed.data, layout, [*packed.fds, *spawner.fds], [packed, spawner])
+    return Packed(packed.data, layout, [*packed.fds, *spawner.fds], [packed, spawner],
+                  spawner.inherits)
 
 
 def _forgetting(collector: Any, spawner: _inherited.Spawning | None) -> Any:
@@ -233,9 +235,16 @@ def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Pa
     """Pickle a chunk's items; on failure name the first item that cannot be pickled.
 
     ``describe(position)`` names the task at that position in the chunk for the message.
+    multiprocessing's queues, locks and events go as they do in a worker's setup (see
+    ``inherited``): tried only when the plain pickling refused (they raise RuntimeError).
     """
     try:
-        return pack(items, by_value=True, in_band=in_band)
+        try:
+            return pack(items, by_value=True, in_band=in_band)
+        except RuntimeError:
+            if in_band:
+                raise
+            return pack(items, by_value=True, spawning=True)
     except _PICKLING_ERRORS as exc:
         position = _first_unpicklable(items)
         where = describe(position) if position is not None else "a task"

@@ -18,10 +18,11 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from . import inherited as _inherited
 from .main_namespace import MainGlobals
 
 __all__ = ["PROTOCOL", "by_value_pickler", "check_picklable", "dumps", "dumps_by_reference",
-           "dumps_by_value", "shaped_view"]
+           "dumps_by_value", "in_band_dumps", "shaped_view"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -92,6 +93,10 @@ def _plain_pickler(spawning: bool) -> type[pickle.Pickler]:
             ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
             _copyreg_dispatch())
 
+        def reducer_override(self, obj: Any) -> Any:
+            reduced = _inherited.reduce_forked_semlock(obj)
+            return super().reducer_override(obj) if reduced is None else reduced
+
     return SpawningPlainPickler
 
 
@@ -134,7 +139,42 @@ def by_value_pickler(spawning: bool = False) -> type[pickle.Pickler]:
             ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
             ByValuePickler.dispatch_table)
 
+        def reducer_override(self, obj: Any) -> Any:
+            reduced = _inherited.reduce_forked_semlock(obj)
+            return super().reducer_override(obj) if reduced is None else reduced
+
     return SpawningPickler
+
+
+def in_band_dumps(obj: Any) -> bytes:
+    """cloudpickle ``obj`` for a sub-interpreter, which cannot import corework: nothing
+    of corework's in it, and ``__main__`` functions' globals become that sub-interpreter's
+    one namespace (``engines._in_interpreter.main_namespace``) where they are loaded."""
+    file = io.BytesIO()
+    _in_band_pickler()(file, PROTOCOL).dump(obj)
+    return file.getvalue()
+
+
+class _SubinterpreterMain:
+    """Pickled in place of a ``__main__`` function's globals for a sub-interpreter."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return sys.modules["_corework_in_interpreter"].main_namespace, ()
+
+
+@functools.cache
+def _in_band_pickler() -> type[pickle.Pickler]:
+    import cloudpickle
+
+    class InBandPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def _function_getnewargs(self, func: Any) -> Any:
+            code, base_globals, *rest = super()._function_getnewargs(func)
+            if (func.__globals__.get("__name__") == "__main__"
+                    and "_corework_in_interpreter" in sys.modules):
+                base_globals = _SubinterpreterMain()
+            return (code, base_globals, *rest)
+
+    return InBandPickler
 
 
 def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
@@ -161,8 +201,16 @@ def dumps_by_reference(obj: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
 
 def check_picklable(obj: Any) -> None:
     """Pickle ``obj`` as a task's function or argument would be, copying no buffer (they
-    would go out of band); raises what pickling raises."""
-    dumps(obj, True, _leave_out, _nothing)
+    would go out of band); raises what pickling raises. multiprocessing's locks and queues
+    pass, as :func:`~corework.transport.packing.pack_items` sends them."""
+    try:
+        dumps(obj, True, _leave_out, _nothing)
+    except RuntimeError:  # what multiprocessing's objects raise outside a spawn
+        with _inherited.Spawning() as spawner:
+            try:
+                dumps(obj, True, _leave_out, _nothing, spawning=True)
+            finally:
+                spawner.forget()
 
 
 def _leave_out(buffer: pickle.PickleBuffer) -> bool:

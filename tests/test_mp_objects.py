@@ -1,0 +1,131 @@
+"""multiprocessing's locks, semaphores, events, conditions and queues, from any of its
+contexts, in a pool's initargs and as task arguments, as the stdlib's executors take them
+(tqdm's ``process_map`` passes a lock in initargs): the worker's object is the caller's."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+import pytest
+
+import corework as cw
+
+CONTEXTS = [None, "fork", "spawn", "forkserver"]
+KINDS = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event", "Queue"]
+
+_given: Any = None
+
+
+def keep(obj: Any) -> None:
+    """An initializer: the object for :func:`probe_given`."""
+    global _given
+    _given = obj
+
+
+def probe_given(_: object) -> Any:
+    return probe(_given)
+
+
+def probe(obj: Any) -> Any:
+    """Use ``obj`` so the caller can tell it is its own: a lock the caller holds cannot be
+    taken; a semaphore released here, an event set here, an item put here reach it."""
+    kind = _kind(obj)
+    if kind == "Event":
+        obj.set()
+        return "set"
+    if hasattr(obj, "put"):
+        obj.put(os.getpid())
+        return "put"
+    if kind == "Semaphore":
+        obj.release()
+        return "released"
+    taken = obj.acquire(False)
+    if taken:
+        obj.release()
+    return taken
+
+
+def _kind(obj: Any) -> str:
+    name = type(obj).__name__
+    return {"EventProxy": "Event", "AcquirerProxy": "Lock"}.get(name, name)
+
+
+def make(context: str | None, kind: str) -> Any:
+    ctx = multiprocessing.get_context(context)
+    if kind == "Semaphore":
+        return ctx.Semaphore(0)
+    return getattr(ctx, kind)()  # a BoundedSemaphore of 1: taken or not, as a lock
+
+
+def check_shared(obj: Any, run: Any) -> None:
+    """Run two tasks on ``obj`` through ``run`` and check they used the caller's object."""
+    kind = _kind(obj)
+    if kind == "Semaphore":
+        assert run() == ["released", "released"]
+        assert obj.acquire(timeout=10) and obj.acquire(timeout=10)
+    elif kind == "Event":
+        assert run() == ["set", "set"] and obj.is_set()
+    elif kind in ("Queue", "AutoProxy[Queue]") or hasattr(obj, "put"):
+        assert run() == ["put", "put"]
+        assert obj.get(timeout=10) != os.getpid() and obj.get(timeout=10) != os.getpid()
+    else:
+        with obj:  # held here: a task cannot take it
+            assert run() == [False, False]
+        assert run() == [True, True]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_in_initargs(context, kind):
+    obj = make(context, kind)
+
+    def run() -> list[Any]:
+        with cw.Pool(2, engine="process", initializer=keep, initargs=(obj,)) as pool:
+            return list(pool.map(probe_given, range(2), chunksize=1))
+
+    check_shared(obj, run)
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_as_task_arguments(context, kind):
+    obj = make(context, kind)
+    with cw.Pool(2, engine="process") as pool:
+        check_shared(obj, lambda: list(pool.map(probe, [obj, obj], chunksize=1)))
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Queue"])
+def test_on_auto_and_cw_map(kind):
+    obj = make(None, kind)
+
+    def run() -> list[Any]:
+        with cw.Pool(2, initializer=keep, initargs=(obj,)) as pool:  # engine="auto"
+            return list(pool.map(probe_given, range(2), chunksize=1))
+
+    check_shared(obj, run)
+    obj = make("spawn", kind)
+    check_shared(obj, lambda: cw.map(probe, [obj, obj], workers=2, chunksize=1))
+
+
+def test_manager_proxies_as_task_arguments():
+    with multiprocessing.Manager() as manager:
+        for obj in (manager.Lock(), manager.Event(), manager.Queue()):
+            with cw.Pool(2, engine="process") as pool:
+                check_shared(obj, lambda obj=obj: list(pool.map(probe, [obj, obj], chunksize=1)))
+
+
+def test_a_fork_lock_newer_than_the_workers_is_a_clear_error():
+    with cw.Pool(1, engine="process") as pool:
+        assert pool.submit(abs, -1).result() == 1  # the workers (and launcher) exist now
+        lock = multiprocessing.get_context("fork").Lock()
+        with pytest.raises(cw.SerializationError, match=r"fork context .* initargs"):
+            pool.submit(probe, lock).result()
+        assert pool.submit(abs, -2).result() == 2  # the pool goes on
+
+
+def test_a_fork_lock_cannot_go_to_spawned_workers():
+    lock = multiprocessing.get_context("fork").Lock()
+    with pytest.raises(cw.SerializationError, match="start_method='spawn'"):
+        cw.Pool(1, engine="process", start_method="spawn", initializer=keep, initargs=(lock,))
