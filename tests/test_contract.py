@@ -339,3 +339,40 @@ def test_manager_proxies_work_whichever_way_the_launcher_started(tmp_path):
     """, "spawned")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["fork", "spawn"]
+
+
+MAIN_ENGINES = ["process", "auto"] + (["interpreter"] if sys.version_info >= (3, 12) else [])
+
+
+@pytest.mark.parametrize("engine", MAIN_ENGINES)
+def test_a_global_an_initializer_of_main_sets_is_seen_by_later_tasks(tmp_path, engine):
+    """As CPython 3.14's own test_init_with___main___global asks of its executors: the
+    worker's ``__main__`` namespace is one, the caller's is untouched."""
+    done = run_script(tmp_path, """
+        import sys
+        import corework as cw
+        from corework.futures import ProcessPoolExecutor
+
+        STATUS = "uninitialized"
+
+        def init(value):
+            global STATUS
+            STATUS = value
+
+        def status(_=None):
+            return STATUS
+
+        if __name__ == "__main__":
+            engine = sys.argv[1]
+            with cw.Pool(2, engine=engine, initializer=init, initargs=("pool",)) as pool:
+                print(sorted(set(pool.map(status, range(4)))))
+            if engine == "interpreter":
+                from corework.futures import InterpreterPoolExecutor as Executor
+            else:
+                Executor = ProcessPoolExecutor
+            with Executor(2, initializer=init, initargs=("executor",)) as executor:
+                print(executor.submit(status).result())
+            print(STATUS)
+        """, engine)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["['pool']", "executor", "uninitialized"]

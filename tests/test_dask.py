@@ -24,7 +24,7 @@ import pytest
 
 import corework as cw
 from tests.dask_cluster import DaskProcesses
-from tests.helpers import add, square
+from tests.helpers import add, recall, remember, square
 
 distributed = pytest.importorskip("distributed")
 
@@ -373,16 +373,19 @@ def _parent(pid: int) -> int:
 def test_an_own_local_cluster_keeps_its_workers():
     """A LocalCluster closes for good a nanny whose worker is still away when the lost-
     worker timeout after a loss is up (here at once): the engine starts it again, so a
-    pool whose only worker was ended to stop a hung task still runs the next one. (Only
-    the hung task has a timeout: the next one is the first of a worker just spawned,
-    which imports what it needs, and how long that takes is no part of the promise.)"""
+    pool whose only worker was ended to stop a hung task still runs the next one — and
+    initialises the new worker: the setup travels with the tasks, not in the dead
+    worker's memory. (Only the hung task has a timeout: the next one is the first of a
+    worker just spawned, which imports what it needs, and how long that takes is no
+    part of the promise.)"""
     import dask
 
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
-        with cw.Pool(1, engine="dask") as pool:
+        with cw.Pool(1, engine="dask", initializer=remember, initargs=("set up",)) as pool:
             with pytest.raises(cw.TaskTimeout):
                 pool.options(timeout=1.0).submit(hang_in_python).result(WAIT_SECONDS)
             assert pool.submit(square, 4).result(WAIT_SECONDS) == 16
+            assert pool.submit(recall).result(WAIT_SECONDS) == "set up"
 
 
 def test_a_corework_pool_serves_as_dasks_local_process_pool():

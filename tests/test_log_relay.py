@@ -1,9 +1,11 @@
-"""Records logged in process workers reach the caller's real handlers (engines/_log_relay)."""
+"""Records logged in workers (processes, sub-interpreters) reach the caller's real
+handlers, naming their task (engines/_log_relay)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -46,15 +48,20 @@ def log_then_crash(x):
     os._exit(1)
 
 
-def test_records_reach_the_callers_handlers_with_levels_names_and_task(collect):
-    with cw.Pool(2, engine="process") as pool:
+#: The engines whose workers relay (threads log in this process: nothing to relay).
+RELAYING = ["process", "auto"] + (["interpreter"] if sys.version_info >= (3, 12) else [])
+
+
+@pytest.mark.parametrize("engine", RELAYING)
+def test_records_reach_the_callers_handlers_with_levels_names_and_task(collect, engine):
+    with cw.Pool(2, engine=engine) as pool:
         assert list(pool.map(log_some, range(6))) == list(range(6))
     infos = sorted((r for r in collect.records if r.levelno == logging.INFO),
                    key=lambda r: r.corework_task)
     assert [r.getMessage() for r in infos] == [f"item {i}" for i in range(6)]
     assert [r.corework_task for r in infos] == list(range(6))
     assert {r.name for r in infos} == {"relaytest.work"}
-    assert all(r.process != os.getpid() for r in infos)
+    assert all(r.process != os.getpid() for r in infos) or engine == "interpreter"
     assert all(r.corework_worker in (0, 1) for r in infos)
     assert not any(r.levelno == logging.DEBUG for r in collect.records)
     [error] = [r for r in collect.records if r.levelno == logging.ERROR]
@@ -78,8 +85,9 @@ def test_the_task_index_counts_in_its_map_with_threads_per_worker(collect):
     assert tasks == list(range(8))
 
 
-def test_a_formatter_shows_the_task_only_when_asked(collect):
-    with cw.Pool(1, engine="process") as pool:
+@pytest.mark.parametrize("engine", RELAYING)
+def test_a_formatter_shows_the_task_only_when_asked(collect, engine):
+    with cw.Pool(1, engine=engine) as pool:
         pool.submit(log_some, 1).result()
     [record] = collect.records
     assert logging.Formatter("%(message)s").format(record) == "item 1"
@@ -87,8 +95,9 @@ def test_a_formatter_shows_the_task_only_when_asked(collect):
         "[task 0] item 1")
 
 
-def test_relay_logs_false_keeps_records_in_the_worker(collect):
-    with cw.Pool(1, engine="process", relay_logs=False) as pool:
+@pytest.mark.parametrize("engine", RELAYING)
+def test_relay_logs_false_keeps_records_in_the_worker(collect, engine):
+    with cw.Pool(1, engine=engine, relay_logs=False) as pool:
         assert list(pool.map(log_some, range(3))) == [0, 1, 2]
     assert collect.records == []
 
@@ -97,8 +106,9 @@ def say_hello():
     logging.getLogger("relaytest.init").warning("worker ready")
 
 
-def test_what_an_initializer_logs_arrives_outside_any_task(collect):
-    with cw.Pool(1, engine="process", initializer=say_hello) as pool:
+@pytest.mark.parametrize("engine", RELAYING)
+def test_what_an_initializer_logs_arrives_outside_any_task(collect, engine):
+    with cw.Pool(1, engine=engine, initializer=say_hello) as pool:
         assert pool.submit(abs, -1).result() == 1
     [record] = collect.records
     assert record.getMessage() == "worker ready" and record.corework_task is None
@@ -107,3 +117,19 @@ def test_what_an_initializer_logs_arrives_outside_any_task(collect):
 def test_relay_logs_must_be_a_bool():
     with pytest.raises(TypeError, match="relay_logs"):
         cw.Pool(1, engine="process", relay_logs="yes")  # type: ignore[arg-type]
+
+
+def test_records_logged_on_dask_workers_reach_the_callers_handlers(collect, dask_address):
+    """Separately started ``dask worker`` processes: a chunk's records come back with its
+    result, each naming its task; the worker's own handlers are left alone."""
+    with cw.Pool(2, engine="dask", address=dask_address, initializer=say_hello) as pool:
+        assert list(pool.map(log_some, range(6), chunksize=2)) == list(range(6))
+    infos = sorted((r for r in collect.records if r.levelno == logging.INFO),
+                   key=lambda r: r.corework_task)
+    assert [(r.getMessage(), r.corework_task) for r in infos] == [
+        (f"item {i}", i) for i in range(6)]
+    assert all(r.process != os.getpid() for r in infos)
+    [error] = [r for r in collect.records if r.levelno == logging.ERROR]
+    assert error.corework_task == 3 and "ZeroDivisionError" in logging.Formatter().format(error)
+    hellos = [r for r in collect.records if r.getMessage() == "worker ready"]
+    assert hellos and all(r.corework_task is None for r in hellos)

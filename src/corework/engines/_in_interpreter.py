@@ -30,6 +30,8 @@ _functions: dict[int, Any] = {}
 _runner_ident: int | None = None
 _in_task = False  # only a task is interrupted, never this module's own code
 _killed = False  # a kill came: the task stops now, or as soon as it starts
+_position: int | None = None  # the running task's place in its chunk
+_logs: list[tuple[Any, ...]] = []  # records logged since the last chunk's report
 
 
 class Interrupted(BaseException):
@@ -54,25 +56,63 @@ def _raise_in_runner(exc_type: type[BaseException] | None) -> None:
         ctypes.c_ulong(_runner_ident or 0), ctypes.py_object(exc_type) if exc_type else None)
 
 
-def start(path: str, kill_fd: int, setup_blob: bytes) -> bytes | None:
+def start(path: str, kill_fd: int, setup_blob: bytes, levels_blob: bytes = b"") -> bytes | None:
     """Set the sub-interpreter up (``path``: the caller's sys.path, NUL-separated); a
-    pickled failure of the initializer, or None."""
+    pickled failure of the initializer, or None. With ``levels_blob`` (the caller's
+    logger levels), what is logged here goes back with each chunk's report."""
     global _runner_ident
     sys.path[:] = path.split("\0")
     _runner_ident = threading.get_ident()
     threading.Thread(target=_watch, args=(kill_fd,), name="corework-watchdog").start()
+    if levels_blob:
+        _load_by_path("_corework_log_relay", "engines", "_log_relay.py").install(
+            _logs.append, _where, pickle.loads(levels_blob))
     initializer, initargs = pickle.loads(setup_blob)
     if initializer is None:
         return None
     try:
-        initializer(*initargs)
+        _namespaces().run_initializer(initializer, initargs)
     except BaseException as exc:
         return _dumps(_failure(exc))
     return None
 
 
+def main_namespace() -> dict[str, Any]:
+    """This sub-interpreter's one namespace for the caller's ``__main__`` functions (their
+    pickles name this function: see ``transport.picklers.in_band_dumps``), so a global
+    the initializer sets is seen by the tasks, as in worker processes."""
+    return _namespaces().main_namespace()  # type: ignore[no-any-return]
+
+
+def _namespaces() -> Any:
+    """corework's ``transport/main_namespace.py``."""
+    return _load_by_path("_corework_main_namespace", "transport", "main_namespace.py")
+
+
+def _where() -> tuple[int, int, int] | None:
+    """For the log relay's handler: (thread, chunk, place in it) of the running task."""
+    return (0, 0, _position) if _in_task and _position is not None else None
+
+
+def _load_by_path(name: str, *path: str) -> Any:
+    """A module of corework that needs only the standard library, loaded by its path
+    (as this one is: the package cannot be imported here), once."""
+    module = sys.modules.get(name)
+    if module is None:
+        import importlib.util
+
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        spec = importlib.util.spec_from_file_location(name, os.path.join(package, *path))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd: int) -> None:
-    """Run a chunk; write ``(results, failures, seconds, error, interrupted)`` to out_fd.
+    """Run a chunk; write ``(results, failures, seconds, error, interrupted, logs)`` to
+    out_fd (``logs``: ``(place in the chunk or None, record fields)`` of each record).
 
     User code runs while loading the function and the arguments, in the calls, and while
     pickling the results: a kill interrupts any of them."""
@@ -100,14 +140,21 @@ def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd:
             error = (loading, _failure(exc))
         else:
             _call_each(fn, star, items, results, failures)
-        data = _pack((results, failures, time.perf_counter() - started, error, False))
+        data = _pack((results, failures, time.perf_counter() - started, error, False,
+                      _taken_logs()))
     except Interrupted:
-        data = _dumps(([], {}, time.perf_counter() - started, None, True))
+        data = _dumps(([], {}, time.perf_counter() - started, None, True, _taken_logs()))
     finally:
         _in_task = False
         _raise_in_runner(None)  # a kill that came as the task ended must not fire later
     os.ftruncate(out_fd, 0)
     os.pwrite(out_fd, data, 0)
+
+
+def _taken_logs() -> list[tuple[Any, ...]]:
+    taken = [(meta[3], meta[4]) for meta in _logs]
+    _logs.clear()
+    return taken
 
 
 def _pack(report: tuple[Any, ...]) -> bytes:
@@ -130,7 +177,9 @@ def _load(fn_blob: bytes) -> Any:
 
 def _call_each(fn: Any, star: int, items: Any, results: list[Any],
                failures: dict[int, tuple[Any, ...]]) -> None:
+    global _position
     for position, item in enumerate(items):
+        _position = position
         try:
             if star == 0:
                 results.append(fn(item))
@@ -172,7 +221,7 @@ def _dumps(obj: Any) -> bytes:
 
 
 def _without_unpicklable(report: tuple[Any, ...]) -> tuple[Any, ...]:
-    results, failures, seconds, error, interrupted = report
+    results, failures, seconds, error, interrupted, logs = report
     for position, value in enumerate(results):
         try:
             _dumps(value)
@@ -184,4 +233,4 @@ def _without_unpicklable(report: tuple[Any, ...]) -> tuple[Any, ...]:
                        f"the sub-interpreter to send it back: {type(exc).__name__}: {exc}. "
                        "Return plain data.")
             failures[position] = (None, "SerializationError", message, "")
-    return results, failures, seconds, error, interrupted
+    return results, failures, seconds, error, interrupted, logs

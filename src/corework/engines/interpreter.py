@@ -33,13 +33,30 @@ from ._base import ChunkReport, ChunkWork, FunctionRef, WorkerSetup, initializer
 from ._slots import Slot, SlotEngine
 
 _INSIDE = Path(__file__).with_name("_in_interpreter.py")
+
+
+def _load_inside() -> None:
+    """Load ``_in_interpreter`` here too, under the name it has in sub-interpreters: the
+    pickles of ``__main__`` functions name its ``main_namespace`` (see ``in_band_dumps``)."""
+    import importlib.util
+
+    if "_corework_in_interpreter" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location("_corework_in_interpreter", _INSIDE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_load_inside()
 _BOOT = """
 import importlib.util, sys
 _spec = importlib.util.spec_from_file_location("_corework_in_interpreter", inside)
 _cw = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _cw
 _spec.loader.exec_module(_cw)
-_failure = _cw.start(path, kill_fd, setup)
+_failure = _cw.start(path, kill_fd, setup, levels)
 import os
 os.ftruncate(out_fd, 0)
 os.pwrite(out_fd, _failure or b"", 0)
@@ -118,6 +135,8 @@ class InterpreterEngine(SlotEngine):
         self._setup_blob = pack_for_workers(
             (setup.initializer, setup.initargs),
             f"the initializer {setup.initializer!r} or its initargs", in_band=True).data
+        relay = setup.relay_logs and setup.log_levels is not None  # logging is in use here
+        self._levels_blob = pickle.dumps(setup.log_levels) if relay else b""
 
     def new_slot(self, index: int) -> Slot:
         return _InterpreterSlot(index)
@@ -146,7 +165,7 @@ class InterpreterEngine(SlotEngine):
     def _boot(self, slot: _InterpreterSlot, interp: Any, out_fd: int) -> bool:
         self._runtime.run(interp, _BOOT, {
             "inside": str(_INSIDE), "path": "\0".join(sys.path), "kill_fd": slot.kill_r,
-            "setup": self._setup_blob, "out_fd": out_fd})
+            "setup": self._setup_blob, "out_fd": out_fd, "levels": self._levels_blob})
         failure = _read(out_fd)
         if not failure:
             return True
@@ -167,14 +186,27 @@ class InterpreterEngine(SlotEngine):
             "fn_id": work.fn.id, "fn_blob": fn_blob, "star": int(work.kind),
             "items": work.payload, "out_fd": out_fd})
         try:
-            results, failures, seconds, error, _ = pickle.loads(_read(out_fd))
+            results, failures, seconds, error, _, logs = pickle.loads(_read(out_fd))
         except BaseException as exc:  # a result whose unpickling raises here (SystemExit too)
             return ChunkReport(work.id, [], error=_serialization_failure(
                 f"the task's result could not be unpickled here, in the caller: "
                 f"{type(exc).__name__}: {exc}", exc, "unpickle-result"), remote=True)
+        self._relay(slot, work, logs)
         return ChunkReport(
             work.id, results, {at: _failure(f) for at, f in failures.items()}, seconds,
             _load_failure(*error) if error is not None else None, remote=True)
+
+    def _relay(self, slot: _InterpreterSlot, work: ChunkWork,
+               logs: list[tuple[int | None, dict[str, Any]]]) -> None:
+        """Hand what the chunk's tasks logged to this process's handlers, each record
+        naming its task, while the chunk still counts as running (see ``_log_relay``)."""
+        if not logs:
+            return
+        from ._log_relay import rebuild
+
+        for position, fields in logs:
+            self._events.task_logged(slot.index, work.id, position,
+                                     rebuild(fields, slot.index))
 
     # ------------------------------------------------------------------ the interface
 

@@ -37,6 +37,10 @@ WORKERS_WAIT_SECONDS = 60.0
 
 #: How long a client may take to reach a scheduler before the pool says it cannot.
 CONNECT_SECONDS = 10.0
+#: A pool's setup (initializer, initargs, log levels) up to this size goes in every task:
+#: no worker's death can lose it. A larger one is scattered to every worker once (lost,
+#: and the pool's tasks fail, if every worker that holds it dies).
+SETUP_IN_TASKS = 64 * 1024
 
 _INSTALL = "engine='dask' needs Dask's distributed package: pip install 'corework[dask]'"
 
@@ -125,10 +129,12 @@ class DaskEngine(Engine):
         self._reporter.start()
         try:
             self._connect(distributed)
-            if self.setup.initializer is not None:
+            relay = self.setup.relay_logs and self.setup.log_levels is not None
+            if self.setup.initializer is not None or relay:
                 blob = _dumps(self.setup, f"the initializer {self.setup.initializer!r} "
                                           "or its initargs")
-                self._setup_data = self._client.scatter(blob, broadcast=True, hash=False)
+                self._setup_data = blob if len(blob) <= SETUP_IN_TASKS else \
+                    self._client.scatter(blob, broadcast=True, hash=False)
         except BaseException:
             self._close()
             raise
@@ -317,6 +323,11 @@ class DaskEngine(Engine):
             error = SerializationError(f"a result from a Dask worker cannot be unpickled "
                                        f"here: {exc}", stage="unpickle-result", original=exc)
             report = _failed(chunk_id, error)
+        if outcome.logs:  # before the chunk ends: each record names its task
+            from .._log_relay import rebuild
+
+            for position, fields in outcome.logs:
+                self._events.task_logged(slot, chunk_id, position, rebuild(fields, slot))
         self._events.chunk_done(slot, report)
 
     def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:

@@ -4,11 +4,12 @@ once per process, the task functions kept unpickled, and the stop requests of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from ...transport.failure import Failure
 from ...transport.main_namespace import run_initializer
 from ...transport.picklers import dumps_by_reference
 from .._base import CallKind, ChunkReport, WorkerSetup
+from .._runner import current as _runner_current
 from .._runner import run_chunk
 from .._unpicklable import fail_all, replace_unpicklable
 
@@ -46,25 +48,29 @@ class _Result:
     included), its buffers out of band so Dask sends them as frames, not copies."""
 
     def __init__(self, chunk_id: int, seconds: float, data: bytes,
-                 buffers: list[pickle.PickleBuffer]) -> None:
+                 buffers: list[pickle.PickleBuffer],
+                 logs: list[tuple[int | None, dict[str, Any]]] | None = None) -> None:
         self.chunk_id = chunk_id
         self.seconds = seconds
         self.data = data
         self.buffers = buffers
+        #: What the chunk logged: (task's place in it, or None; the record's fields).
+        self.logs = logs or []
 
     @classmethod
-    def of(cls, report: ChunkReport) -> _Result:
+    def of(cls, report: ChunkReport,
+           logs: list[tuple[int | None, dict[str, Any]]] | None = None) -> _Result:
         buffers: list[pickle.PickleBuffer] = []
         try:
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
         except Exception:
             replace_unpicklable(report)  # a result that can't be pickled fails its task only
             data = dumps_by_reference((report.results, report.failures, report.error), buffers)
-        return cls(report.chunk_id, report.seconds, data, buffers)
+        return cls(report.chunk_id, report.seconds, data, buffers, logs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         raws = [buffer.raw() for buffer in self.buffers]
-        return (_Result, (self.chunk_id, self.seconds, self.data, raws))
+        return (_Result, (self.chunk_id, self.seconds, self.data, raws, self.logs))
 
     def report(self) -> ChunkReport:
         """Unpickled here, in the caller."""
@@ -119,18 +125,20 @@ def _run_chunk(pool: tuple[str, bytes | None], function: tuple[int, bytes],
     token, setup = pool
     fn_id, fn_blob = function
     chunk_id, kind, data, refs = chunk
-    failure = _initialize(token, setup)
-    if failure is not None:
-        return _SetupFailed(failure)
-    try:
-        fn = _function(token, fn_id, fn_blob)
-    except BaseException as exc:  # e.g. a module the function needs is missing here
-        return fail_all(chunk_id, exc, "function")
-    try:
-        items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
-    except BaseException as exc:  # e.g. a class the worker cannot import
-        return fail_all(chunk_id, exc, "arguments")
-    return _Result.of(run_chunk(chunk_id, fn, CallKind(kind), items))
+    with _captured_logs(token) as logs:
+        failure = _initialize(token, setup)
+        if failure is not None:
+            return _SetupFailed(failure)
+        try:
+            fn = _function(token, fn_id, fn_blob)
+        except BaseException as exc:  # e.g. a module the function needs is missing here
+            return fail_all(chunk_id, exc, "function")
+        try:
+            items = pickle.loads(data, buffers=[_buffer(*ref) for ref in refs])
+        except BaseException as exc:  # e.g. a class the worker cannot import
+            return fail_all(chunk_id, exc, "arguments")
+        report = run_chunk(chunk_id, fn, CallKind(kind), items)
+    return _Result.of(report, logs)
 
 
 def _initialize(token: str, setup: bytes | None) -> Failure | None:
@@ -142,11 +150,74 @@ def _initialize(token: str, setup: bytes | None) -> Failure | None:
             _initialized[token] = None
             try:
                 options: WorkerSetup = pickle.loads(setup)
+                if options.relay_logs and options.log_levels is not None:
+                    _relay_for(token, options.log_levels)
                 if options.initializer is not None:
                     run_initializer(options.initializer, options.initargs)
             except Exception as exc:
                 _initialized[token] = Failure.capture(exc)
         return _initialized[token]
+
+
+# ------------------------------------------------------------------ the log relay here
+#
+# A Dask worker process is shared: its handlers, and other tasks' records, stay as they
+# are. One RelayHandler on the root logger keeps what a corework chunk's thread logs
+# while it runs, for the chunk's result (records of the pools that relay only); the
+# caller hands them to its own handlers (see engines/_log_relay).
+
+_relaying: set[str] = set()  # pool tokens whose records go back to the caller
+_capture = threading.local()  # .logs: the running chunk's records, or None
+
+
+def _relay_for(token: str, levels: dict[str | None, int]) -> None:
+    """Relay this pool's records; its caller's logger levels apply here (the root's
+    only where it would let more through), so what the caller would handle is logged."""
+    import logging
+
+    from .._log_relay import RelayHandler
+
+    class ChunkRelay(RelayHandler):
+        """Only a corework chunk's thread's records are kept (and made wire-ready)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(_capture, "logs", None) is not None:
+                super().emit(record)
+
+    root = logging.getLogger()
+    if not any(isinstance(handler, RelayHandler) for handler in root.handlers):
+        root.addHandler(ChunkRelay(_keep_record, _where))
+    for name, level in levels.items():
+        if name is None:
+            continue
+        logger = logging.getLogger(name or None)
+        if name or level < logger.getEffectiveLevel():
+            logger.setLevel(level)
+    _relaying.add(token)
+
+
+def _keep_record(meta: tuple[Any, ...]) -> None:
+    logs = getattr(_capture, "logs", None)
+    if logs is not None:
+        logs.append((meta[3], meta[4]))
+
+
+def _where() -> tuple[int, int, int] | None:
+    chunk = getattr(_runner_current, "chunk", None)
+    return None if chunk is None else (0, chunk[0], len(chunk[1]))
+
+
+@contextlib.contextmanager
+def _captured_logs(token: str) -> Iterator[list[tuple[int | None, dict[str, Any]]] | None]:
+    """While a chunk of pool ``token`` runs in this thread: the list its records go to."""
+    logs: list[tuple[int | None, dict[str, Any]]] = []
+    _capture.logs = logs
+    try:
+        yield logs
+    finally:
+        _capture.logs = None
+        if token not in _relaying:
+            logs.clear()
 
 
 def _function(token: str, fn_id: int, blob: bytes) -> Callable[..., Any]:
