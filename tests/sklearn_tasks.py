@@ -61,3 +61,18 @@ def crash_if(flag: str) -> None:
     except FileNotFoundError:
         return
     os._exit(1)
+
+
+def set_marker(value: str) -> None:
+    """An initializer: leaves ``value`` where :func:`marker` finds it."""
+    os.environ["COREWORK_TEST_MARKER"] = value
+
+
+def marker(_: object = None) -> str | None:
+    return os.environ.get("COREWORK_TEST_MARKER")
+
+
+def nested_corework(n: int) -> list[int]:
+    """A ``Parallel(backend="corework")`` inside a task (the backend must be known there)."""
+    return joblib.Parallel(n_jobs=2, backend="corework")(
+        joblib.delayed(abs)(-i) for i in range(n))

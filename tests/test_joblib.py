@@ -22,7 +22,16 @@ from sklearn.svm import SVC  # noqa: E402
 import corework as cw  # noqa: E402
 import corework.joblib  # noqa: E402  (registers the backend)
 from tests.helpers import ROOT_ENV, gone_within  # noqa: E402
-from tests.sklearn_tasks import CrashOnce, crash_if, nested_jobs, pid, sleep  # noqa: E402
+from tests.sklearn_tasks import (  # noqa: E402
+    CrashOnce,
+    crash_if,
+    marker,
+    nested_corework,
+    nested_jobs,
+    pid,
+    set_marker,
+    sleep,
+)
 
 GRID = {"C": [1.0, 10.0, 100.0]}
 
@@ -210,3 +219,34 @@ def test_a_forked_child_gets_its_own_pool():
             pytest.fail("the forked child's Parallel call hung")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_initializer_through_parallel_and_parallel_config():
+    delayed = joblib.delayed
+    ran = joblib.Parallel(n_jobs=2, backend="corework", initializer=set_marker,
+                          initargs=("parallel",))(delayed(marker)(i) for i in range(4))
+    assert ran == ["parallel"] * 4
+    with joblib.parallel_config(backend="corework", n_jobs=2, initializer=set_marker,
+                                initargs=("config",)):
+        assert joblib.Parallel()(delayed(marker)(i) for i in range(4)) == ["config"] * 4
+    # a call without one gets workers nobody set up (not the initialised ones)
+    assert joblib.Parallel(n_jobs=2, backend="corework")(
+        delayed(marker)(i) for i in range(4)) == [None] * 4
+
+
+def test_joblib_memmapping_options_are_accepted_and_unknown_ones_refused():
+    numpy = pytest.importorskip("numpy")
+    big = numpy.arange(1_000_000, dtype=numpy.float64)
+    sums = joblib.Parallel(n_jobs=2, backend="corework", max_nbytes="1K", mmap_mode="r",
+                           temp_folder="/nonexistent")(
+        joblib.delayed(numpy.sum)(big) for _ in range(3))
+    assert sums == [big.sum()] * 3
+    with pytest.raises(TypeError, match="does not take 'frobnicate'"):
+        with joblib.parallel_config(backend="corework", frobnicate=1):
+            joblib.Parallel()(joblib.delayed(abs)(1) for _ in range(2))
+
+
+def test_a_nested_corework_parallel_finds_the_backend_in_the_worker():
+    got = joblib.Parallel(n_jobs=2, backend="corework")(
+        joblib.delayed(nested_corework)(n) for n in range(4))
+    assert got == [[abs(-i) for i in range(n)] for n in range(4)]

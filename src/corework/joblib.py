@@ -18,7 +18,12 @@ A batch that crashes its worker costs that batch (joblib sees
 :class:`corework.WorkerCrashed`, or with ``retries`` the batch runs again) and the pool
 goes on with a fresh worker; ``timeout`` (seconds per batch) fails a
 batch that runs too long with :class:`corework.TaskTimeout`. Big arguments (numpy arrays)
-travel through shared memory, and :func:`corework.share` objects are sent by reference.
+travel through shared memory, and :func:`corework.share` objects are sent by reference:
+joblib's ``max_nbytes``, ``mmap_mode`` and ``temp_folder`` are accepted and have nothing
+to do (no array is written to a temporary file). ``initializer``/``initargs`` (given to
+``Parallel`` or ``parallel_config``) set up each worker, as for loky; such a call gets
+workers of its own. A ``Parallel(backend="corework")`` inside a task finds the backend
+registered in the worker.
 
 joblib's hints are honoured: ``prefer="threads"`` or ``require="sharedmem"`` (as
 scikit-learn asks for work that must share the caller's objects, or that releases the
@@ -48,7 +53,7 @@ from joblib.parallel import (
 from .api.pool import Pool
 from .scheduling.future import Future
 
-__all__ = ["NAME", "CoreworkBackend", "register", "shutdown"]
+__all__ = ["JOBLIB_OPTIONS", "NAME", "CoreworkBackend", "register", "shutdown"]
 
 #: The name under which the backend is registered with joblib.
 NAME = "corework"
@@ -91,6 +96,11 @@ class _Reusable:
             if pool is self._pool and pool._scheduler.accepting:
                 return
         pool.shutdown(wait=False, cancel_futures=True)
+
+    def __contains__(self, pool: Pool) -> bool:
+        """Whether ``pool`` is (or was) a kept pool some call is using."""
+        with self._lock:
+            return pool is self._pool or pool in self._users
 
     def shutdown(self) -> None:
         with self._lock:
@@ -139,10 +149,15 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                  retry_on: Iterable[type[BaseException]] = (),
                  memory_limit: int | str | None = None,
                  max_tasks_per_worker: int | None = None,
-                 start_method: str | None = None) -> None:
+                 start_method: str | None = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: tuple[Any, ...] = (), **joblib_options: Any) -> None:
+        _check_joblib_options(joblib_options)
         super().__init__(nesting_level=nesting_level,
-                         inner_max_num_threads=inner_max_num_threads)
+                         inner_max_num_threads=inner_max_num_threads, **joblib_options)
         self._engine = engine
+        self._setup: tuple[Callable[..., object] | None, tuple[Any, ...]] = (
+            initializer, tuple(initargs))
         self._limits: dict[str, Any] = {
             "timeout": timeout, "retries": retries, "backoff": backoff,
             "retry_on": tuple(retry_on), "memory_limit": memory_limit,
@@ -166,27 +181,33 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None,
                   prefer: str | None = None, require: str | None = None,
-                  **_joblib_options: Any) -> int:
+                  **joblib_options: Any) -> int:
         """Start the pool of one ``Parallel`` call: ``n_jobs`` workers, threads when the
-        call prefers them or needs shared memory."""
+        call prefers them or needs shared memory, each set up by ``initializer``
+        (``Parallel``'s own, else the backend's)."""
+        initializer = joblib_options.pop("initializer", self._setup[0])
+        initargs = tuple(joblib_options.pop("initargs", self._setup[1]))
+        _check_joblib_options(joblib_options)
         self._n_jobs = self.effective_n_jobs(n_jobs)
         threads = prefer == "threads" or require == "sharedmem"
-        self._use("thread" if threads else self._engine, self._n_jobs)
+        self._use("thread" if threads else self._engine, self._n_jobs, (initializer, initargs))
         self.parallel = parallel
         return self._n_jobs
 
-    def _use(self, engine: str, workers: int) -> None:
-        if self._shape == (engine, workers) and self._pool is not None:
+    def _use(self, engine: str, workers: int,
+             setup: tuple[Callable[..., object] | None, tuple[Any, ...]]) -> None:
+        if self._shape == (engine, workers) and self._pool is not None and setup[0] is None:
             return
         self._close_pool()
         native: int | str = self.inner_max_num_threads or "auto"
+        initializer, initargs = setup
 
         def make() -> Pool:
             return Pool(workers, engine=engine, native_threads=native,  # type: ignore[arg-type]
                         start_method=self._start_method if engine == "process" else None,
-                        **self._limits)
+                        initializer=initializer, initargs=initargs, **self._limits)
 
-        if engine == "thread":  # threads of this process: one pool per call
+        if engine == "thread" or initializer is not None:  # one pool per call
             self._pool = make()
         else:
             shape = (engine, workers, native, self._start_method,
@@ -198,7 +219,7 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                ) -> Future[Any]:
         """Run one joblib batch as a corework task."""
         assert self._pool is not None, "configure() comes first"
-        future = self._pool.submit(func)
+        future = self._pool.submit(_run_batch, func)
         with self._lock:
             self._running.add(future)
         future.add_done_callback(self._forget)
@@ -246,13 +267,37 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self._pool, self._shape = None, None
         if pool is None:
             return
-        if shape is not None and shape[0] == "thread":
+        if shape is not None and (shape[0] == "thread" or pool not in _reusable):
             pool.shutdown(wait=wait, cancel_futures=True)
         else:
             _reusable.release(pool)
 
     def __reduce__(self) -> Any:
         raise TypeError("the corework joblib backend stays in the process that made it")
+
+
+#: What joblib hands every backend's ``configure`` (or its constructor, through
+#: ``parallel_config``) and the corework backend takes without using: arrays travel through
+#: corework's shared memory (no memmapped temporary files), and workers are started by
+#: corework (no multiprocessing context).
+JOBLIB_OPTIONS = frozenset({"max_nbytes", "mmap_mode", "temp_folder", "verbose", "context",
+                            "idle_worker_timeout"})
+
+
+def _check_joblib_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - JOBLIB_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"the corework joblib backend does not take {', '.join(map(repr, unknown))}; "
+            "it takes corework.Pool's engine, timeout, retries, backoff, retry_on, "
+            "memory_limit, max_tasks_per_worker, start_method, initializer and initargs")
+
+
+def _run_batch(batch: Callable[[], Any]) -> Any:
+    """Run one joblib batch in a worker. A module-level function of this module, so that
+    unpickling it imports corework.joblib there: a ``Parallel(backend="corework")``
+    inside the task finds the backend registered."""
+    return batch()
 
 
 def register() -> None:
