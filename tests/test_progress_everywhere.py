@@ -87,3 +87,23 @@ def test_a_bad_progress_is_refused_at_the_call(pool):
 
 def test_pool_map_keeps_the_stdlib_signature(pool):
     assert list(pool.map(pow, [1, 2], [3, 4], timeout=30, chunksize=1)) == [1, 16]
+
+
+@pytest.mark.parametrize("mapper", ["thread_map", "process_map"])
+def test_tqdm_maps_on_the_drop_in_executors_fill_their_bar(mapper, monkeypatch, capsys):
+    """tqdm's maps count progress by replacing the executor's ``submit``: corework's
+    ``map`` must go through it, as the standard library's does."""
+    import concurrent.futures
+
+    import tqdm.contrib.concurrent
+
+    import corework.futures
+
+    for name in ("ThreadPoolExecutor", "ProcessPoolExecutor"):
+        monkeypatch.setattr(concurrent.futures, name, getattr(corework.futures, name))
+    run = getattr(tqdm.contrib.concurrent, mapper)
+    assert run(square, range(9), max_workers=2, miniters=1) == [x * x for x in range(9)]
+    with pytest.raises(ZeroDivisionError):
+        run(inverse, [1, 0, 2], max_workers=2)
+    bars = capsys.readouterr().err
+    assert "9/9" in bars and "0/9" in bars

@@ -4,6 +4,7 @@ initializer wrapper that names threads, and the executor base over :class:`corew
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import concurrent.futures.process
 import concurrent.futures.thread
 import itertools
@@ -145,7 +146,15 @@ class Executor(Pool):
             timeout: float | None = None, chunksize: int = 1,
             buffersize: int | None = None) -> Iterator[Any]:
         """``Executor.map``, the standard library's signature exactly (3.14's, with
-        ``buffersize``, on every Python): corework's ``progress=`` is on ``Pool.map``."""
+        ``buffersize``, on every Python): corework's ``progress=`` is on ``Pool.map``.
+
+        Code that replaced ``submit`` on the executor (tqdm's ``thread_map`` and
+        ``process_map`` count progress that way) sees every task go through it, as the
+        standard library's ``map`` sends them; otherwise tasks go in corework's chunks."""
+        if _submit_replaced(self) and (buffersize is None or _STDLIB_BUFFERSIZE):
+            extra = {} if buffersize is None else {"buffersize": buffersize}
+            return concurrent.futures.Executor.map(self, fn, *iterables, timeout=timeout,
+                                                   **extra)
         return Pool.map(self, fn, *iterables, timeout=timeout, chunksize=chunksize,
                         buffersize=buffersize)
 
@@ -172,6 +181,18 @@ class Executor(Pool):
 
     def __repr__(self) -> str:
         return f"<corework.futures.{type(self).__name__} workers={self.workers}>"
+
+
+#: Whether the standard library's Executor.map takes ``buffersize`` (3.14+).
+_STDLIB_BUFFERSIZE = sys.version_info >= (3, 14)
+
+
+def _submit_replaced(executor: Executor) -> bool:
+    """Whether ``submit`` is not corework's own: set on the instance, or overridden by a
+    subclass outside corework."""
+    if "submit" in vars(executor):
+        return True
+    return not type(executor).submit.__module__.startswith("corework.")
 
 
 def _failed(error: BaseException) -> Future[Any]:
