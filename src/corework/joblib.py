@@ -9,10 +9,12 @@
         search.fit(X, y)  # GridSearchCV's fits run on corework's worker processes
 
 Each joblib batch is one corework task on a :class:`corework.Pool` of worker processes
-that is kept from one ``Parallel`` call to the next while their shape (``n_jobs`` and the
-pool's options) stays the same, as loky's reusable executor is: a scikit-learn search
-starts its workers once. It ends at interpreter exit, when a call asks for another shape,
-or with :func:`shutdown`. Tiny tasks are batched as joblib's own process backend batches
+that is kept from one ``Parallel`` call to the next while their shape (``n_jobs``, the
+pool's options, the caller's environment and working directory) stays the same, as
+loky's reusable executor is: a scikit-learn search starts its workers once. The pool
+ends at interpreter exit, when a call asks for another shape, or with :func:`shutdown`.
+A call with ``n_jobs=1`` runs in the caller, in order, as with joblib's own backends.
+Tiny tasks are batched as joblib's own process backend batches
 them (``batch_size="auto"``: batches grow until each takes a fraction of a second).
 A batch that crashes its worker costs that batch (joblib sees
 :class:`corework.WorkerCrashed`, or with ``retries`` the batch runs again) and the pool
@@ -45,6 +47,7 @@ from typing import Any
 import joblib
 from joblib.parallel import (
     AutoBatchingMixin,
+    FallbackToBackend,
     ParallelBackendBase,
     SequentialBackend,
     ThreadingBackend,
@@ -189,6 +192,8 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         initargs = tuple(joblib_options.pop("initargs", self._setup[1]))
         _check_joblib_options(joblib_options)
         self._n_jobs = self.effective_n_jobs(n_jobs)
+        if self._n_jobs == 1:  # as joblib's own backends: one job runs here, in order
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         threads = prefer == "threads" or require == "sharedmem"
         self._use("thread" if threads else self._engine, self._n_jobs, (initializer, initargs))
         self.parallel = parallel
@@ -211,7 +216,7 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             self._pool = make()
         else:
             shape = (engine, workers, native, self._start_method,
-                     tuple(sorted(self._limits.items())))
+                     tuple(sorted(self._limits.items())), _present())
             self._pool = _reusable.get(shape, make)
         self._shape = (engine, workers)
 
@@ -282,6 +287,13 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 #: corework (no multiprocessing context).
 JOBLIB_OPTIONS = frozenset({"max_nbytes", "mmap_mode", "temp_folder", "verbose", "context",
                             "idle_worker_timeout"})
+
+
+def _present() -> int:
+    """The caller's environment and working directory, in short: a kept pool whose workers
+    were started in another present is not reused (its workers would not see a variable
+    set since, such as a user's OMP_NUM_THREADS)."""
+    return hash((frozenset(os.environ.items()), os.getcwd()))
 
 
 def _check_joblib_options(options: dict[str, Any]) -> None:
