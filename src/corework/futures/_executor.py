@@ -4,12 +4,12 @@ initializer wrapper that names threads, and the executor base over :class:`corew
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import concurrent.futures.process
 import concurrent.futures.thread
 import itertools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
