@@ -49,6 +49,7 @@ def _check(seen: tuple[str | None, str, list[str], int | None],
     assert expected[2] in path
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")  # fork-caller, 3.12+
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "fork-caller"])
 @pytest.mark.parametrize("engine", ["process", "auto"])
 def test_each_pool_sees_the_caller_as_it_is_now(engine, start_method, changed_present):
@@ -62,6 +63,7 @@ def test_each_pool_sees_the_caller_as_it_is_now(engine, start_method, changed_pr
         assert pool.submit(present_tasks.read_relative, "data.txt").result() == "second"
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")  # 3.12+, as for mp
 def test_fork_caller_workers_have_every_modules_state_of_the_pools_start(monkeypatch):
     """As multiprocessing's fork gives (dask's test_custom_context_used_python3_posix):
     what the caller set in a module, or in sys.modules, after the launcher was made."""
