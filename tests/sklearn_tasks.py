@@ -42,11 +42,13 @@ def pid(_: object = None) -> int:
 
 
 def nested_jobs(_: object = None) -> tuple[int, int]:
-    """How many jobs a Parallel call inside a task gets, and BLAS's thread cap here."""
+    """How many jobs a Parallel call inside a task gets when it does not say (``n_jobs``
+    left out), and BLAS's thread cap here."""
     from threadpoolctl import threadpool_info
 
     caps = [info["num_threads"] for info in threadpool_info()] or [1]
-    return joblib.effective_n_jobs(-1), max(caps)
+    with joblib.Parallel() as parallel:
+        return parallel._effective_n_jobs(), max(caps)
 
 
 def sleep(seconds: float) -> float:

@@ -29,10 +29,11 @@ registered in the worker.
 
 joblib's hints are honoured: ``prefer="threads"`` or ``require="sharedmem"`` (as
 scikit-learn asks for work that must share the caller's objects, or that releases the
-GIL) runs the batches on corework threads in this process. Nested calls do not
+GIL) runs the batches on corework threads in this process. A ``Parallel`` call inside a
+task runs on threads (one job unless it asks for more; a call nested deeper,
+sequentially), as with joblib's own process backends, and nested numpy work does not
 oversubscribe: each worker process caps its BLAS/OpenMP thread pools at
-``inner_max_num_threads`` (default: cores // n_jobs) and a ``Parallel`` call inside a task
-runs on that many threads (none beyond: sequentially).
+``inner_max_num_threads`` (default: cores // n_jobs).
 """
 
 from __future__ import annotations
@@ -257,13 +258,15 @@ class CoreworkBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self.reset_batch_stats()
 
     def get_nested_backend(self) -> tuple[Any, int | None]:
-        """What a ``Parallel`` call inside a task runs on: threads, as many as each worker
-        has cores (``inner_max_num_threads``, or cores // n_jobs); sequentially if one."""
+        """What a ``Parallel`` call inside a task runs on, as with joblib's own process
+        backends: threads (as many as it asks for; one if it does not say), and a call
+        nested deeper runs sequentially. The workers' BLAS/OpenMP pools are capped at
+        ``inner_max_num_threads`` (default cores // n_jobs), so nested numpy work does
+        not oversubscribe the machine."""
         level = (self.nesting_level or 0) + 1
-        inner = self.inner_max_num_threads or max(1, int(joblib.cpu_count()) // self._n_jobs)
-        if level > 1 or inner == 1:
+        if level > 1:
             return SequentialBackend(nesting_level=level), None
-        return ThreadingBackend(nesting_level=level), inner
+        return ThreadingBackend(nesting_level=level), None
 
     def _close_pool(self, *, wait: bool = False) -> None:
         """This call is done with its pool: a thread pool ends, a kept process pool is

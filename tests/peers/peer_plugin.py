@@ -16,7 +16,7 @@ SUITE = "COREWORK_PEER_SUITE"
 
 def pytest_configure(config: Any) -> None:
     swap = os.environ.get(SWAP, "")
-    if swap.startswith("joblib"):
+    if swap.startswith("joblib"):  # "joblib-default", "joblib-beside-loky"
         import joblib.parallel
 
         import corework.joblib  # registers "corework" before the tests are collected
@@ -47,6 +47,22 @@ def pytest_configure(config: Any) -> None:
         config.add_cleanup(pool.shutdown)
     elif swap:
         raise ValueError(f"unknown {SWAP}={swap!r}")
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    """With the "joblib-beside-loky" swap: a "corework" case beside each "loky" value of a
+    ``backend`` parametrisation (the lists are joblib's own, extended in place once)."""
+    if os.environ.get(SWAP) != "joblib-beside-loky":
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names, values = mark.args[0], mark.args[1]
+        if names != "backend" or not isinstance(values, list) or "loky" not in values:
+            continue
+        if "corework" not in values:
+            values.append("corework")
+        ids = mark.kwargs.get("ids")
+        if isinstance(ids, list) and len(ids) == len(values) - 1:
+            ids.append("corework")
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

@@ -49,14 +49,31 @@ class Failure:
 
         from .picklers import PROTOCOL
 
-        exc_bytes: bytes | None = None
-        try:
-            blob = cloudpickle.dumps(self.exc, protocol=PROTOCOL)
-            pickle.loads(blob)  # an exception that can't be rebuilt is sent as text
-            exc_bytes = blob
-        except BaseException:  # whatever its __reduce__ raises: SystemExit too
-            pass
+        exc_bytes = _round_trip(cloudpickle, PROTOCOL, self.exc)
+        if exc_bytes is None and type(self.exc).__module__ == "builtins":
+            # a built-in exception that would not pickle (a RecursionError, pickled where
+            # the stack is nearly spent) keeps its type: a new one with its message
+            exc_bytes = _round_trip(cloudpickle, PROTOCOL, _plain_copy(self.exc))
         return (_rebuild_failure, (exc_bytes, self.type_name, self.message, self.traceback))
+
+
+def _round_trip(cloudpickle: Any, protocol: int, exc: BaseException | None) -> bytes | None:
+    """``exc`` pickled, if it unpickles too (an exception that can't be rebuilt is sent
+    as text), else None."""
+    try:
+        blob: bytes = cloudpickle.dumps(exc, protocol=protocol)
+        pickle.loads(blob)
+    except BaseException:  # whatever its __reduce__ raises: SystemExit too
+        return None
+    return blob
+
+
+def _plain_copy(exc: BaseException | None) -> BaseException | None:
+    """A new exception of ``exc``'s built-in type with its message, or None."""
+    try:
+        return type(exc)(_message(exc)) if exc is not None else None
+    except BaseException:  # a built-in type whose constructor wants more (UnicodeError's)
+        return None
 
 
 def _message(exc: BaseException) -> str:
