@@ -102,6 +102,7 @@ def _peak_rss_of(args: list[str]) -> int:
     return peak
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_malformed_lines_are_not_held_in_memory(work):
     """200,000 malformed lines are written as they are read: the run's memory stays
     near a clean run's. (Run on threads in one process, and the malformed run first: a

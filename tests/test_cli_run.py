@@ -425,6 +425,7 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_a_million_lines_stream_in_flat_memory(work):
     n = 1_000_000
     with open(work / "in.txt", "w") as f:

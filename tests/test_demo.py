@@ -49,6 +49,7 @@ def quick_run(
     return done, output
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_quick_demo_prints_a_verdict_per_claim(quick_run):
     done, output = quick_run
     assert done.returncode == 0, done.stderr
@@ -62,6 +63,7 @@ def test_quick_demo_prints_a_verdict_per_claim(quick_run):
     assert f"page: {output / 'demo.html'}" in lines
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_quick_demo_writes_a_valid_png(quick_run):
     done, output = quick_run
     pytest.importorskip("matplotlib")
@@ -75,6 +77,7 @@ def test_quick_demo_writes_a_valid_png(quick_run):
     assert width > height > 100
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_quick_demo_writes_a_self_contained_page(quick_run):
     _, output = quick_run
     page = (output / "demo.html").read_text(encoding="utf-8")

@@ -93,9 +93,12 @@ def test_thread_names_follow_the_prefix():
         assert executor.submit(name).result().startswith("ThreadPoolExecutor-")
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")  # fork, 3.12+
 @pytest.mark.parametrize(("method", "engine_method"),
-                         [("fork", "fork"), ("spawn", "spawn"), ("forkserver", "fork")])
+                         [("fork", "fork-caller"), ("spawn", "spawn"), ("forkserver", "fork")])
 def test_mp_context_picks_the_start_method(method, engine_method):
+    """An explicit fork context forks from this process, as the standard library does;
+    forkserver's workers come from corework's launcher."""
     context = multiprocessing.get_context(method)
     with cwf.ProcessPoolExecutor(1, mp_context=context) as executor:
         assert executor._mp_context is context

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from corework.cli.demo.verdicts import CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_MEASURED
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 STATUSES = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURED)
 
 
+@pytest.mark.once  # the same on every interpreter: CI runs it on its main one
 def test_readme_python_examples_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "the README has no Python examples"
