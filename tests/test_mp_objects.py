@@ -135,3 +135,37 @@ def test_a_fork_lock_cannot_go_to_spawned_workers():
     lock = multiprocessing.get_context("fork").Lock()
     with pytest.raises(cw.SerializationError, match="start_method='spawn'"):
         cw.Pool(1, engine="process", start_method="spawn", initializer=keep, initargs=(lock,))
+
+
+def test_a_fork_lock_older_than_the_launcher_goes_to_tasks_again_and_again():
+    """The same fork-context lock in many chunks, and kept by the initializer too: each
+    worker rebuilds it once (a copy's end would unmap the memory every other copy uses)."""
+    lock = multiprocessing.get_context("fork").Lock()
+    # a launcher of the pool's own, forked after the lock: its workers inherit it
+    with cw.Pool(1, engine="process", start_method="fork-caller", initializer=keep,
+                 initargs=(lock,)) as pool:
+        for _ in range(3):
+            assert pool.submit(probe, lock).result() is True
+            assert pool.submit(probe_given, None).result() is True
+        with lock:
+            assert pool.submit(probe, lock).result() is False
+            assert pool.submit(probe_given, None).result() is False
+
+
+def test_auto_runs_a_map_over_a_fork_lock_on_threads_as_before():
+    lock = multiprocessing.get_context("fork").Lock()
+    with cw.Pool(1, engine="process") as pool:
+        pool.submit(abs, -1).result()  # the process's launcher predates the lock
+    with pytest.warns(cw.CoreworkWarning, match="on threads"):
+        assert cw.map(probe, [lock] * 4, workers=2) == [True] * 4
+
+
+def test_a_queue_in_many_queued_tasks_costs_two_descriptors():
+    queue = multiprocessing.get_context("spawn").Queue()
+    before = len(os.listdir("/proc/self/fd"))
+    with cw.Pool(1, engine="process") as pool:
+        futures = [pool.submit(probe, queue) for _ in range(300)]
+        during = len(os.listdir("/proc/self/fd"))
+        assert [f.result() for f in futures] == ["put"] * 300
+    assert during - before < 40  # the pool's own sockets, not 600 duplicates
+    assert sorted(queue.get(timeout=10) for _ in range(300))

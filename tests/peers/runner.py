@@ -69,7 +69,10 @@ def _fetch_sdist(name: str, version: str, folder: Path) -> None:
         [archive] = Path(download).glob("*.tar.gz")
         with tarfile.open(archive) as sdist:
             top = sdist.getnames()[0].split("/", 1)[0]
-            sdist.extractall(download, filter="data")  # type: ignore[call-arg]
+            try:
+                sdist.extractall(download, filter="data")  # type: ignore[call-arg]
+            except TypeError:  # a CPython from before extraction filters: PyPI's sdist
+                sdist.extractall(download)
         os.replace(Path(download) / top, folder)
 
 
@@ -142,7 +145,10 @@ def _bounded(command: list[str], cwd: str, env: dict[str, str], timeout: float
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
-            output, _ = child.communicate()
+            try:  # bounded too: a process outside the group may hold the pipe
+                output, _ = child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                output = ""
             return output, True
 
 

@@ -116,8 +116,9 @@ def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd:
 
     User code runs while loading the function and the arguments, in the calls, and while
     pickling the results: a kill interrupts any of them."""
-    global _in_task
+    global _in_task, _position
     started = time.perf_counter()
+    _position = None  # what loading the function or arguments logs belongs to no task
     results: list[Any] = []
     failures: dict[int, tuple[Any, ...]] = {}
     error = None

@@ -1,9 +1,12 @@
 """The launcher: one small single-threaded process per caller that starts every worker.
 
 Why: ``fork()`` is the cheapest way to start a Python worker, but forking a process that
-has threads can deadlock the child. corework never forks the caller once it has threads.
-Instead, the first pool forks (or, if the caller already has threads, spawns) one
-launcher; it stays single-threaded and forks every worker on request::
+has threads can deadlock the child. corework never forks the caller once it has threads,
+unless a pool asks for what only that gives (``start_method="fork-caller"``, or initargs
+holding a fork-context lock: the pool then gets a launcher of its own, forked then, as
+multiprocessing's fork would). Instead, the first pool forks (or, if the caller already
+has threads, spawns) one launcher; it stays single-threaded and forks every worker on
+request::
 
     caller ──ctrl socket (SEQPACKET, fds passed)──▶ launcher ──fork──▶ worker, worker, ...
        ▲                                              │ reaps children, reports exit codes
@@ -36,11 +39,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CoreworkError
-from ..transport import inherited as _inherited
 from . import _present, _worker
 from ._launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
 from ._platform import is_single_threaded
@@ -83,6 +84,8 @@ class LauncherClient:
         #: get_launcher); this one serves its workers until the end.
         self.tainted_by: str | None = None
         self.alive = True
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     def start_workers(self, socks: list[socket.socket], mode: str, timeout: float = 60.0,
                       *, warm: bool = False) -> list[int]:
@@ -220,7 +223,12 @@ class LauncherClient:
 
     def close(self) -> None:
         """End the launcher (it kills any worker still running) and reap it. Told, not
-        just hung up on: a child this process forked may hold the socket too."""
+        just hung up on: a child this process forked may hold the socket too. Once: the
+        second call (a pool's finalizer after its stop) has nothing left to do."""
+        with self._close_lock:  # not _lock: a start may hold that, waiting for an answer
+            if self._closed:
+                return
+            self._closed = True
         self.alive = False
         owner = os.getpid() == self._owner
         with contextlib.suppress(OSError):
@@ -270,26 +278,18 @@ _retired: list[LauncherClient] = []
 _own: weakref.WeakSet[LauncherClient] = weakref.WeakSet()
 
 
-def get_launcher(inherits: Sequence[tuple[int, int]] = ()) -> LauncherClient:
+def get_launcher() -> LauncherClient:
     """The running launcher, started on first use (forked if this process has no threads)
     and again whenever the last one has died (killed, or out of memory) or stopped
-    forking.
-
-    ``inherits``: fork-context semaphores the workers must inherit (a pool's initargs:
-    see ``transport.inherited``); a launcher that lacks them is replaced by one forked
-    now, even from a process with threads, as multiprocessing's fork does."""
+    forking."""
     global _client
     with _client_lock:
-        usable = (_client is not None and _client.running() and _client.tainted_by is None
-                  and (not inherits or _inherited.holds(_client.pid, inherits)))
-        if not usable:
+        if _client is None or not _client.running() or _client.tainted_by is not None:
             if _client is not None and _exists(_client.pid):
                 _retired.append(_client)  # still serving other pools' workers
             elif _client is not None:
                 _client.close()
-            forking = bool(inherits) or is_single_threaded()
-            _client = _fork_launcher() if forking else _spawn_launcher()
-        assert _client is not None
+            _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()
         return _client
 
 
@@ -303,9 +303,10 @@ def launcher_pids() -> list[int]:
 
 def fork_own_launcher() -> LauncherClient:
     """A launcher forked from this process now, for one pool (``start_method=
-    "fork-caller"``): its workers have everything this process has at this moment, as
-    multiprocessing's fork gives. Forked even if this process has threads (as
-    multiprocessing does); the pool closes it, or exit does."""
+    "fork-caller"``, or initargs holding fork-context semaphores): its workers have
+    everything this process has at this moment, as multiprocessing's fork gives. Forked
+    even if this process has threads (as multiprocessing does, which warns); the pool
+    closes it, or exit does."""
     with _client_lock:
         client = _fork_launcher()
         _own.add(client)

@@ -37,6 +37,7 @@ from .._errors import SerializationError
 from ..transport import reuse as _reuse
 from ..transport import segments as _segments
 from ..transport.channel import Channel
+from ..transport.inherited import holds
 from ..transport.packing import Packed, pack_for_workers, pack_items
 from ._base import ChunkWork, Engine, EngineEvents, FunctionRef, Prober, WorkerSetup
 from ._launcher import LauncherClient, LauncherDied, fork_own_launcher, get_launcher
@@ -87,6 +88,10 @@ class ProcessEngine(Engine):
                 "context, which only forked processes share. Leave start_method out, or "
                 "make it with multiprocessing.get_context('spawn')", stage="pickle-argument")
         self._shares_sent: set[str] = set()  # shares some worker may hold mapped
+        #: Launchers of this pool's own (see _new_launcher), closed when it stops or is
+        #: collected, whichever comes first.
+        self._own_launchers: list[LauncherClient] = []
+        weakref.finalize(self, _close_launchers, self._own_launchers)
 
     @property
     def slots(self) -> int:
@@ -167,13 +172,16 @@ class ProcessEngine(Engine):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _new_launcher(self) -> LauncherClient:
-        """The process's launcher (one that holds the setup's fork-context semaphores),
-        or, with "fork-caller", one of this pool's own, forked now."""
-        if self.start_method == "fork-caller":
-            launcher = fork_own_launcher()
-            weakref.finalize(self, launcher.close)  # ended with the pool, if not before
-            return launcher
-        return get_launcher(self._setup.inherits)
+        """The process's launcher; or one of this pool's own, forked now: with
+        "fork-caller", or when the setup holds fork-context semaphores that the process's
+        launcher, forked before them, lacks (see ``transport.inherited``)."""
+        if self.start_method != "fork-caller":
+            launcher = get_launcher()
+            if not self._setup.inherits or holds(launcher.pid, self._setup.inherits):
+                return launcher
+        launcher = fork_own_launcher()
+        self._own_launchers.append(launcher)
+        return launcher
 
     def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         with self._lock:
@@ -191,8 +199,7 @@ class ProcessEngine(Engine):
             while self._exited:  # once: a second stop() has nothing more to wait for
                 gone = self._exited.pop()
                 self.exit_codes[gone.pid] = gone.wait_exit()
-            if self.start_method == "fork-caller":
-                self._launcher.close()  # the pool's own: its workers are gone
+            _close_launchers(self._own_launchers)  # the pool's own: its workers are gone
 
     def kill(self, slot: int) -> None:
         with self._lock:
@@ -306,3 +313,8 @@ class ProcessEngine(Engine):
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
+
+
+def _close_launchers(launchers: list[LauncherClient]) -> None:
+    for launcher in launchers:
+        launcher.close()

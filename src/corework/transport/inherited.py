@@ -19,36 +19,45 @@ holds the semaphores of their setup (:func:`holds`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib
 import os
 import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from stat import S_ISFIFO, S_ISSOCK
 from typing import Any
 
 _arrived = threading.local()  # .fds: the descriptors beside the message being unpickled
 
 
 class Spawning:
-    """``multiprocessing``'s spawning process object, while a setup is pickled: it
-    collects duplicates of the descriptors to send (closed once this object is gone)."""
+    """``multiprocessing``'s spawning process object, while a message is pickled: it
+    collects the descriptors to send, as shared duplicates (see :class:`_Duplicates`:
+    a queue in a thousand queued tasks costs two descriptors, not two thousand),
+    released once this object is gone."""
 
     def __init__(self) -> None:
         self.fds: list[int] = []
         #: (address, inode) of each fork-context semaphore pickled: the receiver must
         #: have been forked from a process that had them.
         self.inherits: list[tuple[int, int]] = []
-        weakref.finalize(self, _close_all, self.fds)
+        #: The semaphores themselves: while the message may be sent, they stay mapped
+        #: here (a replacement launcher forked later must find them).
+        self.semaphores: list[Any] = []
+        weakref.finalize(self, _DUPLICATES.release, self.fds)
 
     def duplicate_for_child(self, fd: int) -> int:
-        self.fds.append(os.dup(fd))
+        self.fds.append(_DUPLICATES.take(fd))
         return len(self.fds) - 1
 
     def forget(self) -> None:
-        """Close the duplicates collected so far (a pickling try that was given up)."""
-        _close_all(self.fds)
+        """Let go of what was collected so far (a pickling try that was given up)."""
+        _DUPLICATES.release(self.fds)
         self.fds.clear()
         self.inherits.clear()
+        self.semaphores.clear()
 
     def DupFd(self, index: int) -> PassedFd:
         return PassedFd(index)
@@ -101,24 +110,45 @@ def reduce_forked_semlock(obj: Any) -> tuple[Any, ...] | None:
     from multiprocessing import context
 
     spawning = context.get_spawning_popen()
-    inode = _mapped_inode(semlock.handle)
-    if not isinstance(spawning, Spawning) or inode is None:
+    if not isinstance(spawning, Spawning):
         return None  # multiprocessing's own pickling explains why it cannot go
+    inode = _mapped_inode(semlock.handle)
+    if inode is None:  # no /proc to check a receiver by: never send a bare address
+        raise RuntimeError(
+            f"this multiprocessing {type(obj).__name__} was made in a fork context and can "
+            "only be inherited; make it with multiprocessing.get_context('spawn') or a "
+            "multiprocessing.Manager() to pass it to corework's workers")
     spawning.inherits.append((semlock.handle, inode))
+    spawning.semaphores.append(obj)
     return _rebuild_forked_semlock, (type(obj), semlock.handle, semlock.kind,
                                      semlock.maxvalue, inode)
 
 
+#: The semaphores rebuilt in this process, by (address, inode): one C object each, never
+#: freed. Its end would ``sem_close`` the mapping every other copy of it uses.
+_rebuilt: dict[tuple[int, int], Any] = {}
+_rebuilt_lock = threading.Lock()
+
+
 def _rebuild_forked_semlock(cls: type[Any], handle: int, kind: int, maxvalue: int,
                             inode: int) -> Any:
-    if _mapped_inode(handle) != inode:
-        raise RuntimeError(
-            f"a multiprocessing {cls.__name__} made in a fork context after corework's "
-            "worker launcher started cannot reach this worker (it is shared only by "
-            "inheritance): pass it in the pool's initargs, or make it with "
-            "multiprocessing.get_context('spawn') or a multiprocessing.Manager()")
+    with _rebuilt_lock:
+        semlock = _rebuilt.get((handle, inode))
+        if semlock is None:
+            if _mapped_inode(handle) != inode:
+                raise RuntimeError(
+                    f"a multiprocessing {cls.__name__} made in a fork context after "
+                    "corework's worker launcher started cannot reach this worker (it is "
+                    "shared only by inheritance): make it before the first pool, pass it "
+                    "in the pool's initargs, or make it with multiprocessing.get_context("
+                    "'spawn') or a multiprocessing.Manager()")
+            native = importlib.import_module("_multiprocessing")
+            semlock = _rebuilt[(handle, inode)] = native.SemLock._rebuild(
+                handle, kind, maxvalue, None)
     lock = object.__new__(cls)
-    lock.__setstate__((handle, kind, maxvalue, None))
+    lock._semlock = semlock
+    lock._make_methods()
+    lock._is_fork_ctx = True  # shared by inheritance only, from here too
     return lock
 
 
@@ -132,7 +162,7 @@ def _mapped_inode(address: int, pid: int | str = "self") -> int | None:
     try:
         with open(f"/proc/{pid}/maps") as maps:
             for line in maps:
-                if int(line.split("-", 1)[0], 16) == address:
+                if "/dev/shm/sem." in line and int(line.split("-", 1)[0], 16) == address:
                     fields = line.split()
                     if len(fields) >= 6 and fields[5].startswith("/dev/shm/sem."):
                         return int(fields[4])
@@ -142,7 +172,44 @@ def _mapped_inode(address: int, pid: int | str = "self") -> int | None:
     return None
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+class _Duplicates:
+    """Duplicates of descriptors being sent. A pipe's or socket's end is shared by every
+    message that sends it, found by (device, inode, read/write mode): a number the caller
+    closed and reused is never mistaken for the old one (our duplicate keeps that open),
+    and a pipe's two ends (one inode) stay apart. Each is closed when its last message is
+    gone. Other files get a duplicate each (their offset is their own)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_file: dict[tuple[object, ...], list[int]] = {}  # -> [duplicate, users]
+        self._file_of: dict[int, tuple[object, ...]] = {}  # duplicate -> its key
+
+    def take(self, fd: int) -> int:
+        stat = os.fstat(fd)
+        shared = S_ISFIFO(stat.st_mode) or S_ISSOCK(stat.st_mode)
+        key: tuple[object, ...] = (
+            (stat.st_dev, stat.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
+            if shared else ("own", fd, object()))
+        with self._lock:
+            entry = self._by_file.get(key)
+            if entry is None:
+                entry = self._by_file[key] = [os.dup(fd), 0]
+                self._file_of[entry[0]] = key
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, fds: list[int]) -> None:
+        with self._lock:
+            for fd in fds:
+                key = self._file_of.get(fd)
+                if key is None:
+                    continue
+                entry = self._by_file[key]
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._by_file[key], self._file_of[fd]
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+
+_DUPLICATES = _Duplicates()

@@ -202,13 +202,18 @@ def dumps_by_reference(obj: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
 def check_picklable(obj: Any) -> None:
     """Pickle ``obj`` as a task's function or argument would be, copying no buffer (they
     would go out of band); raises what pickling raises. multiprocessing's locks and queues
-    pass, as :func:`~corework.transport.packing.pack_items` sends them."""
+    pass, as :func:`~corework.transport.packing.pack_items` sends them, but for those of
+    a fork context: only workers forked after them could take them (engine="auto" runs
+    such a map on threads, where any lock works)."""
     try:
         dumps(obj, True, _leave_out, _nothing)
     except RuntimeError:  # what multiprocessing's objects raise outside a spawn
         with _inherited.Spawning() as spawner:
             try:
                 dumps(obj, True, _leave_out, _nothing, spawning=True)
+                if spawner.inherits:
+                    raise RuntimeError("a multiprocessing lock of a fork context is shared "
+                                       "only with processes forked after it") from None
             finally:
                 spawner.forget()
 

@@ -4,6 +4,7 @@ docstring), the client and the engine's own LocalCluster, results read back."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import queue
@@ -131,8 +132,12 @@ class DaskEngine(Engine):
             self._connect(distributed)
             relay = self.setup.relay_logs and self.setup.log_levels is not None
             if self.setup.initializer is not None or relay:
-                blob = _dumps(self.setup, f"the initializer {self.setup.initializer!r} "
-                                          "or its initargs")
+                # Only workers of the pool's own cluster take this process's logger
+                # levels; a cluster others share keeps its own (it relays what they let by).
+                setup = self.setup if self._cluster is not None or not relay else \
+                    dataclasses.replace(self.setup, log_levels={})
+                blob = _dumps(setup, f"the initializer {self.setup.initializer!r} "
+                                     "or its initargs")
                 self._setup_data = blob if len(blob) <= SETUP_IN_TASKS else \
                     self._client.scatter(blob, broadcast=True, hash=False)
         except BaseException:

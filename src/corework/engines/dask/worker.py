@@ -171,8 +171,10 @@ _capture = threading.local()  # .logs: the running chunk's records, or None
 
 
 def _relay_for(token: str, levels: dict[str | None, int]) -> None:
-    """Relay this pool's records; its caller's logger levels apply here (the root's
-    only where it would let more through), so what the caller would handle is logged."""
+    """Relay this pool's records. ``levels``: the caller's logger levels, for the workers
+    of a pool's own cluster (the root's only where it would let more through), so what
+    the caller would handle is logged; empty on a cluster others share, whose levels
+    stay its own."""
     import logging
 
     from .._log_relay import RelayHandler
