@@ -5,6 +5,7 @@ be rebuilt."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import traceback
@@ -69,11 +70,16 @@ def _round_trip(cloudpickle: Any, protocol: int, exc: BaseException | None) -> b
 
 
 def _plain_copy(exc: BaseException | None) -> BaseException | None:
-    """A new exception of ``exc``'s built-in type with its message, or None."""
-    try:
-        return type(exc)(_message(exc)) if exc is not None else None
-    except BaseException:  # a built-in type whose constructor wants more (UnicodeError's)
+    """A new exception of ``exc``'s built-in type with its arguments if they are plain
+    (an OSError keeps its errno), else its message; or None."""
+    if exc is None:
         return None
+    plain = all(isinstance(arg, (str, int, float, bytes, type(None))) for arg in exc.args)
+    for args in ([*exc.args] if plain else None, [_message(exc)]):
+        if args is not None:
+            with contextlib.suppress(BaseException):  # a constructor that wants more
+                return type(exc)(*args)
+    return None
 
 
 def _message(exc: BaseException) -> str:

@@ -255,9 +255,10 @@ def pack_items(items: Sequence[Any], describe: Any, in_band: bool = False) -> Pa
 
 
 def _first_unpicklable(items: Sequence[Any]) -> int | None:
+    """The first item that cannot go (multiprocessing's objects can: see pack_items)."""
     for position, item in enumerate(items):
         try:
-            pack(item, by_value=True, inline_below=sys.maxsize).close()
+            pack(item, by_value=True, inline_below=sys.maxsize, spawning=True).close()
         except _PICKLING_ERRORS:
             return position
     return None
