@@ -39,7 +39,7 @@ figures = {{}}
 CASES = {
     "pool": """
         import corework as cw, multiprocessing
-        from corework.engines import _launcher
+        from corework.engines.process import launcher as _launcher
         def timed(make):
             t = time.perf_counter()
             with make() as pool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from corework import WorkerCrashed
 from corework.engines import ChunkWork, Engine, EngineEvents, WorkerSetup
-from corework.engines._runner import run_chunk
+from corework.engines.runner import run_chunk
 
 BOUND = 10.0  # seconds: the most any wait here takes, should the scheduler be wrong
 

@@ -208,7 +208,7 @@ def test_serialization_errors_are_pickling_errors():
 def test_a_second_shutdown_returns_at_once(monkeypatch):
     # Imported here, not at the top: tasks of this module run in 3.12's sub-interpreters,
     # which cannot load what the process engine needs (ctypes).
-    from corework.engines import _worker_handle
+    from corework.engines.process import handle as _worker_handle
 
     monkeypatch.setattr(_worker_handle, "EXIT_REPORT_TIMEOUT", 60.0)  # a stall would show
     pool = cw.Pool(2, engine="process")

@@ -27,7 +27,7 @@ NOT_FOR_A_MAP = (
     "numpy", "dask", "distributed", "psutil", "tqdm", "rich", "threadpoolctl",
     "statistics", "json", "subprocess", "tempfile", "argparse", "multiprocessing.connection",
     "corework.cli", "corework.api.advise", "corework.engines.dask",
-    "corework.engines.interpreter",
+    "corework.engines.local.interpreter",
 )
 
 
@@ -96,11 +96,11 @@ def test_a_first_map_loads_only_its_engine(engine):
         import corework as cw
         assert cw.map(abs, range(-5, 5), engine={engine!r}) == [abs(i) for i in range(-5, 5)]
     """))
-    other = {"process": "corework.engines.thread", "thread": "corework.engines.process"}
+    other = {"process": "corework.engines.local.thread", "thread": "corework.engines.process"}
     unwanted = {*NOT_FOR_A_MAP, other[engine]}
     assert sorted(modules & unwanted) == []
     if engine == "thread":
-        assert sorted(modules & {"corework.engines._launcher", "socket", "cloudpickle",
+        assert sorted(modules & {"corework.engines.process.launcher", "socket", "cloudpickle",
                                  "corework.transport.picklers"}) == []
     else:  # an importable function over plain data: the standard pickle sends it
         assert "cloudpickle" not in modules

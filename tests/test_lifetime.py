@@ -28,7 +28,7 @@ def _run_script(body: str) -> subprocess.Popen[str]:
 def test_workers_die_when_the_caller_is_sigkilled(threads_first):
     caller = _run_script(f"""
         import threading, time, corework as cw
-        from corework.engines import _launcher
+        from corework.engines.process import launcher as _launcher
         if {threads_first}:
             threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
         pool = cw.Pool(2, engine="process")
@@ -91,7 +91,7 @@ def test_native_thread_cap_can_be_turned_off():
 
 
 def test_a_pool_that_cannot_start_its_workers_leaves_nothing_behind(monkeypatch):
-    from corework.engines import _launcher
+    from corework.engines.process import launcher as _launcher
 
     def refuse(self, socks, mode, timeout=60.0, *, warm=False):
         raise cw.CoreworkError("could not start a worker process: no more processes")
@@ -128,7 +128,7 @@ def test_ctrl_c_ends_a_program_whose_pool_is_not_in_a_with_block(engine, tmp_pat
 @pytest.mark.parametrize("engine", ["process", "thread"])
 def test_a_users_native_thread_variables_win_over_the_automatic_cap(engine, monkeypatch):
     pytest.importorskip("numpy")
-    from corework.engines._warmup import NATIVE_THREAD_VARIABLES
+    from corework.engines.process.warmup import NATIVE_THREAD_VARIABLES
 
     for name in NATIVE_THREAD_VARIABLES:  # as the user left them: only these two set
         monkeypatch.delenv(name, raising=False)

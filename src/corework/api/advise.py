@@ -152,7 +152,7 @@ def _serially(fn: Callable[[Any], Any], items: list[Any]
     times, or that long in all) and its fastest run kept: a stall on a busy machine only
     makes a run slower, so the fastest is the tasks' own time.
     """
-    from ..engines._probe import schedstat
+    from ..engines.process.probe import schedstat
 
     best, wanted, waited = float("inf"), 1.0, 0.0
     results: list[Any] = []
@@ -183,7 +183,7 @@ def _holds_gil(fn: Callable[[Any], Any], items: list[Any]) -> bool | None:
     the machine does (see engines/_probe). On a busy machine such a task is off its core
     some of the time, the GIL free meanwhile: so it is the share of late wake-ups that
     tells, not their median. None when the sample ended before it could be watched."""
-    from ..engines._probe import probe_gil
+    from ..engines.process.probe import probe_gil
 
     finished, started, stop = threading.Event(), threading.Event(), threading.Event()
     native: list[int] = []

@@ -203,7 +203,7 @@ def _log_levels(relay: bool) -> dict[str | None, int] | None:
     ``logging`` was never imported: its defaults hold, and it stays unimported)."""
     if not relay or "logging" not in sys.modules:
         return None
-    from ..engines._log_relay import caller_levels
+    from ..engines.log_relay import caller_levels
 
     return caller_levels()
 
@@ -218,6 +218,6 @@ def _authkey(engine: str) -> bytes | None:
 
 
 def _user_sized_native_pools() -> bool:
-    from ..engines._warmup import NATIVE_THREAD_VARIABLES
+    from ..engines.process.warmup import NATIVE_THREAD_VARIABLES
 
     return any(os.environ.get(name) for name in NATIVE_THREAD_VARIABLES)

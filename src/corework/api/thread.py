@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._errors import Cancelled
-from ..engines._interrupt import acknowledge, interrupt_thread
+from ..engines.local.interrupt import acknowledge, interrupt_thread
 
 __all__ = ["Thread"]
 

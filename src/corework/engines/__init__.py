@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._base import (
+from .contract import (
     CallKind,
     ChunkReport,
     ChunkWork,
@@ -19,7 +19,7 @@ from ._base import (
     Prober,
     WorkerSetup,
 )
-from ._base import default_workers as default_workers
+from .contract import default_workers as default_workers
 
 __all__ = [
     "ENGINES",
@@ -49,14 +49,14 @@ def _process(workers: int, setup: WorkerSetup, start_method: str | None,
 
 def _thread(workers: int, setup: WorkerSetup, start_method: str | None,
             memory_limit: int | None) -> Engine:
-    from .thread import ThreadEngine
+    from .local.thread import ThreadEngine
 
     return ThreadEngine(workers, setup)
 
 
 def _interpreter(workers: int, setup: WorkerSetup, start_method: str | None,
                  memory_limit: int | None) -> Engine:
-    from .interpreter import InterpreterEngine  # only where asked for: 3.12+ only
+    from .local.interpreter import InterpreterEngine  # only where asked for: 3.12+ only
 
     return InterpreterEngine(workers, setup)
 
@@ -81,7 +81,7 @@ _FACTORIES: dict[str, Callable[..., Engine]] = {
 def start_launcher() -> None:
     """Start the process engine's launcher now (a fork while this process has one thread,
     where later, with threads running, it would have to be spawned)."""
-    from ._launcher import get_launcher
+    from .process.launcher import get_launcher
 
     get_launcher()
 

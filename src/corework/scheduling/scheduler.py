@@ -179,7 +179,7 @@ class Scheduler:
                     record: Any) -> None:
         """Hand a worker's log record to this process's handlers, with its task's index
         in its submission (``record.corework_task``)."""
-        from ..engines._log_relay import deliver
+        from ..engines.log_relay import deliver
 
         with self._board as board:
             chunk = board.running.get(slot)

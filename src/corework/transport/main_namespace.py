@@ -2,7 +2,7 @@
 module, so a global an initializer sets is seen by the tasks (as under multiprocessing).
 
 Standard library only, and no ``typing`` at run time: sub-interpreters load this file by
-path (see ``engines._in_interpreter``), where each import costs their start-up."""
+path (see ``engines.local.in_interpreter``), where each import costs their start-up."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ def by_value_pickler(spawning: bool = False) -> type[pickle.Pickler]:
 def in_band_dumps(obj: Any) -> bytes:
     """cloudpickle ``obj`` for a sub-interpreter, which cannot import corework: nothing
     of corework's in it, and ``__main__`` functions' globals become that sub-interpreter's
-    one namespace (``engines._in_interpreter.main_namespace``) where they are loaded."""
+    one namespace (``engines.local.in_interpreter.main_namespace``) where they are loaded."""
     file = io.BytesIO()
     _in_band_pickler()(file, PROTOCOL).dump(obj)
     return file.getvalue()

@@ -7,7 +7,7 @@
         └── chunk_done / worker_lost ◀── done callback (Dask's callback thread) ◀─────────┘
 
 Each slot is a *lane*: at most one Dask future in flight, running one whole chunk with
-:func:`~corework.engines._runner.run_chunk`. So corework's scheduler keeps doing what it
+:func:`~corework.engines.runner.run_chunk`. So corework's scheduler keeps doing what it
 does on every engine — chunking, ordering, deadlines, retries — and Dask does what it is
 good at: placing tasks on workers, moving data, restarting workers, its dashboard.
 ``workers`` is the number of lanes (default: the cluster's threads when the pool starts).

@@ -17,7 +17,7 @@ from ..._errors import Cancelled, CoreworkError, SerializationError, WorkerCrash
 from ...transport import segments as _segments
 from ...transport.failure import Failure
 from ...transport.picklers import dumps_by_value
-from .._base import (
+from ..contract import (
     ChunkReport,
     ChunkWork,
     Engine,
@@ -329,7 +329,7 @@ class DaskEngine(Engine):
                                        f"here: {exc}", stage="unpickle-result", original=exc)
             report = _failed(chunk_id, error)
         if outcome.logs:  # before the chunk ends: each record names its task
-            from .._log_relay import rebuild
+            from ..log_relay import rebuild
 
             for position, fields in outcome.logs:
                 self._events.task_logged(slot, chunk_id, position, rebuild(fields, slot))

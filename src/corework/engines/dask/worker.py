@@ -17,10 +17,10 @@ from ..._errors import Cancelled
 from ...transport.failure import Failure
 from ...transport.main_namespace import run_initializer
 from ...transport.picklers import dumps_by_reference
-from .._base import CallKind, ChunkReport, WorkerSetup
-from .._runner import current as _runner_current
-from .._runner import run_chunk
-from .._unpicklable import fail_all, replace_unpicklable
+from ..contract import CallKind, ChunkReport, WorkerSetup
+from ..runner import current as _runner_current
+from ..runner import run_chunk
+from ..unpicklable import fail_all, replace_unpicklable
 
 #: Task functions a worker process keeps unpickled, per pool; older ones are unpickled again.
 FUNCTIONS_PER_WORKER = 32
@@ -177,7 +177,7 @@ def _relay_for(token: str, levels: dict[str | None, int]) -> None:
     stay its own."""
     import logging
 
-    from .._log_relay import RelayHandler
+    from ..log_relay import RelayHandler
 
     class ChunkRelay(RelayHandler):
         """Only a corework chunk's thread's records are kept (and made wire-ready)."""

@@ -10,9 +10,9 @@ for more than one module's import.
 
 The launcher must stay single-threaded to fork safely: native thread pools (BLAS, OpenMP)
 are held at one thread while a library loads (workers get their counts back, see
-``_worker``), each import is bounded in time, and a module that starts a thread anyway
+``worker``), each import is bounded in time, and a module that starts a thread anyway
 stops the warming: the launcher then executes fresh interpreters instead of forking (see
-``_launcher``). A module that fails to import is skipped and named in a debug log.
+``launcher``). A module that fails to import is skipped and named in a debug log.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Warmer:
     """The launcher's side: modules to import, one per :meth:`step`."""
 
     #: Set in a launcher that imported something with native pools held at one thread
-    #: (and so in every worker it forks: they size the pools again, see ``_worker``).
+    #: (and so in every worker it forks: they size the pools again, see ``worker``).
     held_native_pools = False
 
     def __init__(self) -> None:
@@ -133,7 +133,7 @@ class Warmer:
                 self._taint(name)
                 return
         Warmer.held_native_pools = True
-        from ._platform import is_single_threaded  # here: the caller's side needs no ctypes
+        from .platform import is_single_threaded  # here: the caller's side needs no ctypes
 
         if not is_single_threaded():
             self._taint(name)

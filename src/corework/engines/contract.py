@@ -59,7 +59,7 @@ class WorkerSetup:
     #: thread is ``{thread_names}_{N}`` (as the standard library names its threads);
     #: None keeps the engine's own names.
     thread_names: str | None = None
-    #: Send what tasks log to the caller's handlers (process workers: see _log_relay).
+    #: Send what tasks log to the caller's handlers (process workers: see log_relay).
     relay_logs: bool = True
     #: The caller's logger levels when the pool started (None: logging's defaults).
     log_levels: dict[str | None, int] | None = None

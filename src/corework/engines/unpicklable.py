@@ -11,7 +11,7 @@ from .._errors import SerializationError
 from ..transport.channel import Message
 from ..transport.failure import Failure
 from ..transport.packing import pack_result
-from ._base import ChunkReport
+from .contract import ChunkReport
 
 __all__ = ["CannotLoad", "fail_all", "load_function", "replace_unpicklable"]
 

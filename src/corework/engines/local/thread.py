@@ -10,12 +10,12 @@ import sys
 import threading
 from typing import Any
 
-from .._errors import CoreworkError
-from ..transport.failure import Failure
-from ._base import ChunkReport, ChunkWork, EngineEvents, initializer_failed
-from ._interrupt import acknowledge, interrupt_thread
-from ._runner import Interrupt, run_chunk
-from ._slots import Slot, SlotEngine
+from ..._errors import CoreworkError
+from ...transport.failure import Failure
+from ..contract import ChunkReport, ChunkWork, EngineEvents, initializer_failed
+from ..runner import Interrupt, run_chunk
+from .interrupt import acknowledge, interrupt_thread
+from .slots import Slot, SlotEngine
 
 _STOPPED = "stopped"  # in place of the native-thread cap once the pool stops: none again
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")

@@ -14,12 +14,12 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from .._errors import CoreworkError
-from ..transport.channel import Channel, Message
-from ..transport.failure import Failure
-from ._base import ChunkReport, EngineEvents, Prober, WorkerSetup, initializer_failed
-from ._launcher import LauncherClient
-from ._worker_handle import Death, WorkerHandle, unpack_body
+from ..._errors import CoreworkError
+from ...transport.channel import Channel, Message
+from ...transport.failure import Failure
+from ..contract import ChunkReport, EngineEvents, Prober, WorkerSetup, initializer_failed
+from .handle import Death, WorkerHandle, unpack_body
+from .launcher import LauncherClient
 
 
 class Host(Protocol):
@@ -161,8 +161,8 @@ class Reader:
 
     def _on_log(self, worker: WorkerHandle, meta: tuple[Any, ...]) -> None:
         """A record a worker logged: to the scheduler, which names its task and hands
-        it to this process's handlers (see ``_log_relay``)."""
-        from ._log_relay import rebuild
+        it to this process's handlers (see ``log_relay``)."""
+        from ..log_relay import rebuild
 
         _, thread, chunk_id, position, fields = meta
         record = rebuild(fields, worker.index)

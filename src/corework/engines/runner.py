@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..transport.failure import Failure
-from ._base import CallKind, ChunkReport
+from .contract import CallKind, ChunkReport
 
 #: What the current thread runs: ``chunk`` is (chunk id, its results so far) while a
 #: chunk runs — the task running is the one at ``len(results)`` — for the log relay.

@@ -14,12 +14,12 @@ request::
 
 Workers are born from the caller's present, not from the launcher's past: each start
 request carries what changed in the caller's environment, working directory, ``sys.path``
-and umask (``_present``), and the libraries the caller imported since (``_warmup``), which
+and umask (``present``), and the libraries the caller imported since (``warmup``), which
 the launcher imports too, so workers start warm. The launcher holds none of the caller's
 file descriptors, and nothing outlives the caller, even after SIGKILL: the launcher
 watches the caller's pid and exits (killing its workers) when it ends; each worker has
 ``PR_SET_PDEATHSIG`` set to SIGKILL for the launcher's death. The launcher's own loop is
-``_launcher_loop``.
+``launcher_loop``.
 
 The client side here (:func:`get_launcher`) is the process's one piece of shared state: a
 cache of the running launcher, replaced if it dies and dropped in a forked child.
@@ -41,11 +41,12 @@ import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .._errors import CoreworkError
-from . import _present, _worker
-from ._launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
-from ._platform import is_single_threaded
-from ._warmup import Imports
+from ..._errors import CoreworkError
+from . import present as _present
+from . import worker as _worker
+from .launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
+from .platform import is_single_threaded
+from .warmup import Imports
 
 if TYPE_CHECKING:
     import subprocess
@@ -339,7 +340,7 @@ def _spawn_launcher() -> LauncherClient:
     env = dict(present["env"], **{ENV_FD: str(theirs.fileno()), ENV_PATH: json.dumps(sys.path),
                                   ENV_CALLER: str(os.getpid())})
     popen = subprocess.Popen(
-        [sys.executable, "-c", "from corework.engines._launcher_loop import main; main()"],
+        [sys.executable, "-c", "from corework.engines.process.launcher_loop import main; main()"],
         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
     )
     theirs.close()

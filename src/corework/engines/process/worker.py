@@ -28,7 +28,7 @@ some with a packed object whose large buffers come as shared-memory segments)::
     ("stop",)  or end-of-file         ──▶    running chunks finish; exit 0
 
 A function is sent once per worker; later chunks name it by id. The *probe* (asked for by
-``engine="auto"``) watches how a chunk's tasks use the GIL: see ``_probe``.
+``engine="auto"``) watches how a chunk's tasks use the GIL: see ``probe``.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ import sys
 import threading
 from typing import Any
 
-from ..transport import segments as _segments
-from ..transport.channel import Channel, Message
-from ..transport.failure import Failure
-from ..transport.main_namespace import run_initializer
-from ..transport.packing import pack_result
-from ._base import CallKind, ChunkReport, WorkerSetup
-from ._probe import probe_gil
-from ._runner import current, run_chunk
-from ._unpicklable import CannotLoad, fail_all, load_function, replace_unpicklable
-from ._warmup import NATIVE_THREAD_VARIABLES, Warmer
+from ...transport import segments as _segments
+from ...transport.channel import Channel, Message
+from ...transport.failure import Failure
+from ...transport.main_namespace import run_initializer
+from ...transport.packing import pack_result
+from ..contract import CallKind, ChunkReport, WorkerSetup
+from ..runner import current, run_chunk
+from ..unpicklable import CannotLoad, fail_all, load_function, replace_unpicklable
+from .probe import probe_gil
+from .warmup import NATIVE_THREAD_VARIABLES, Warmer
 
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 #: The exit code of a worker whose own machinery failed (never a task's doing).
@@ -81,7 +81,7 @@ def _serve(channel: Channel) -> int:
         multiprocessing.process.current_process().authkey = setup.authkey
     worker = _Worker(channel)
     if setup.relay_logs:  # before the initializer: what it logs is relayed, and the
-        from ._log_relay import install  # logging it sets up is kept
+        from ..log_relay import install  # logging it sets up is kept
 
         install(worker.send_log, worker.where, setup.log_levels)
     if setup.initializer is not None:
@@ -198,7 +198,7 @@ class _Worker:
         return getattr(current, "thread", 0), chunk[0], len(chunk[1])
 
     def send_log(self, meta: tuple[Any, ...]) -> None:
-        """Send a log record now (the log relay's handler; see ``_log_relay``)."""
+        """Send a log record now (the log relay's handler; see ``log_relay``)."""
         self._send(meta)
 
     def _do(self, index: int, job: tuple[Any, ...]) -> None:

@@ -3,7 +3,7 @@
 Each slot is a thread of this process that owns an isolated sub-interpreter and runs its
 chunks there, so pure-Python CPU work runs in parallel without the cost of processes.
 Functions and arguments are pickled (sub-interpreters share no objects); the code that
-runs inside is ``_in_interpreter``, loaded by path because the ``corework`` package itself
+runs inside is ``in_interpreter``, loaded by path because the ``corework`` package itself
 imports C extensions that sub-interpreters cannot load — as are numpy and many others: a
 task that needs one fails with an ImportError that says to use ``engine="process"``.
 
@@ -26,17 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import EngineUnavailable, RemoteTraceback, SerializationError
-from ..transport.failure import Failure
-from ..transport.packing import pack_for_workers, pack_items
-from ._base import ChunkReport, ChunkWork, FunctionRef, WorkerSetup, initializer_failed
-from ._slots import Slot, SlotEngine
+from ..._errors import EngineUnavailable, RemoteTraceback, SerializationError
+from ...transport.failure import Failure
+from ...transport.packing import pack_for_workers, pack_items
+from ..contract import ChunkReport, ChunkWork, FunctionRef, WorkerSetup, initializer_failed
+from .slots import Slot, SlotEngine
 
-_INSIDE = Path(__file__).with_name("_in_interpreter.py")
+_INSIDE = Path(__file__).with_name("in_interpreter.py")
 
 
 def _load_inside() -> None:
-    """Load ``_in_interpreter`` here too, under the name it has in sub-interpreters: the
+    """Load ``in_interpreter`` here too, under the name it has in sub-interpreters: the
     pickles of ``__main__`` functions name its ``main_namespace`` (see ``in_band_dumps``)."""
     import importlib.util
 
@@ -118,7 +118,7 @@ class _InterpreterSlot(Slot):
         self.kill_r, self.kill_w = os.pipe()
 
     def interrupt(self) -> None:
-        """Make the running task raise at its next line of Python (see _in_interpreter)."""
+        """Make the running task raise at its next line of Python (see in_interpreter)."""
         with contextlib.suppress(OSError):
             os.write(self.kill_w, b"k")
 
@@ -199,10 +199,10 @@ class InterpreterEngine(SlotEngine):
     def _relay(self, slot: _InterpreterSlot, work: ChunkWork,
                logs: list[tuple[int | None, dict[str, Any]]]) -> None:
         """Hand what the chunk's tasks logged to this process's handlers, each record
-        naming its task, while the chunk still counts as running (see ``_log_relay``)."""
+        naming its task, while the chunk still counts as running (see ``log_relay``)."""
         if not logs:
             return
-        from ._log_relay import rebuild
+        from ..log_relay import rebuild
 
         for position, fields in logs:
             self._events.task_logged(slot.index, work.id, position,

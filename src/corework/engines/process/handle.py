@@ -7,11 +7,11 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .._errors import MemoryLimitExceeded, SerializationError, WorkerCrashed
-from ..transport.channel import Channel, Message
-from ..transport.failure import Failure
-from ._launcher import LauncherClient
-from ._platform import describe_exit
+from ..._errors import MemoryLimitExceeded, SerializationError, WorkerCrashed
+from ...transport.channel import Channel, Message
+from ...transport.failure import Failure
+from .launcher import LauncherClient
+from .platform import describe_exit
 
 __all__ = ["EXIT_REPORT_TIMEOUT", "Death", "WorkerHandle", "unpack_body"]
 

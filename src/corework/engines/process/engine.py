@@ -7,7 +7,7 @@
         └── chunk_done / worker_lost ◀── reader thread ◀────┘  (one thread per pool,
                                                                 waiting on every socket)
 
-Workers are started by the process's single-threaded launcher (see ``_launcher``), so
+Workers are started by the process's single-threaded launcher (see ``launcher``), so
 a new or replacement worker costs a fork, not an interpreter start (``start_method=
 "spawn"`` asks the launcher for fresh interpreters instead). A launcher that dies is
 replaced on the next worker start. A worker that dies is reported as lost with its exit
@@ -20,7 +20,7 @@ A process that dies costs every chunk running in it; the losses say which were b
 are suspects (``WorkerCrashed.shared``: nobody knows which task brought it down).
 
 This module is the sending half (the scheduler's calls); the reader thread, the
-receiving half, is ``_process_reader``; a worker as the caller sees it, ``_worker_handle``.
+receiving half, is ``reader``; a worker as the caller sees it, ``handle``.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._errors import SerializationError
-from ..transport import reuse as _reuse
-from ..transport import segments as _segments
-from ..transport.channel import Channel
-from ..transport.inherited import holds
-from ..transport.packing import Packed, pack_for_workers, pack_items
-from ._base import ChunkWork, Engine, EngineEvents, FunctionRef, Prober, WorkerSetup
-from ._launcher import LauncherClient, LauncherDied, fork_own_launcher, get_launcher
-from ._process_reader import Reader
-from ._worker_handle import WorkerHandle
+from ..._errors import SerializationError
+from ...transport import reuse as _reuse
+from ...transport import segments as _segments
+from ...transport.channel import Channel
+from ...transport.inherited import holds
+from ...transport.packing import Packed, pack_for_workers, pack_items
+from ..contract import ChunkWork, Engine, EngineEvents, FunctionRef, Prober, WorkerSetup
+from .handle import WorkerHandle
+from .launcher import LauncherClient, LauncherDied, fork_own_launcher, get_launcher
+from .reader import Reader
 
 #: "fork": forked by the process's launcher; "spawn": fresh interpreters, started by it;
 #: "fork-caller": forked by a launcher of the pool's own, forked from the caller at the
@@ -127,7 +127,7 @@ class ProcessEngine(Engine):
     def _start_workers(self, indexes: list[int], *, new_pool: bool = False) -> None:
         """Start a worker for each group; its setup waits in its socket before it exists.
         A new pool's workers are forked once the launcher has imported what this process
-        had imported (see ``_warmup``); a replacement's never wait for that."""
+        had imported (see ``warmup``); a replacement's never wait for that."""
         pairs = [socket.socketpair() for _ in indexes]
         early = len(self._setup.data) <= SETUP_SENT_EARLY  # fits the socket buffer
         conns = [Channel(ours) for ours, _ in pairs]

@@ -13,8 +13,8 @@ import queue
 import threading
 from collections.abc import Callable
 
-from .._errors import Cancelled
-from ._base import ChunkReport, ChunkWork, Engine, EngineEvents
+from ..._errors import Cancelled
+from ..contract import ChunkReport, ChunkWork, Engine, EngineEvents
 
 STOP = None  # in an inbox: the slot's thread is to end
 

@@ -1,10 +1,10 @@
 """The launcher process itself: one loop that starts workers and mirrors its caller.
 
-It serves requests on its control socket (see ``_launcher`` for the caller's side)::
+It serves requests on its control socket (see ``launcher`` for the caller's side)::
 
     ("start", id, mode, warm) + its socket   ──▶  ("started", id, pid) | ("failed", id, why)
     ("kill", pid, signal)                    ──▶  (no answer; only its own children)
-    ("present", changes)                     ──▶  (no answer; see _present)
+    ("present", changes)                     ──▶  (no answer; see present)
     ("warm", module names)                   ──▶  ("warmed", requests, imported, skipped,
                                                     tainted_by) once none is left to import
     ("exit",)  or end-of-file                ──▶  workers killed, the launcher exits
@@ -28,9 +28,10 @@ import sys
 import time
 from typing import Any
 
-from . import _present, _worker
-from ._platform import prepare_for_forks, set_parent_death_signal
-from ._warmup import Warmer
+from . import present as _present
+from . import worker as _worker
+from .platform import prepare_for_forks, set_parent_death_signal
+from .warmup import Warmer
 
 ENV_FD = "COREWORK_LAUNCHER_FD"
 ENV_PATH = "COREWORK_SYS_PATH"
@@ -294,7 +295,8 @@ def _exec_worker(fd: int) -> None:
 
     os.set_inheritable(fd, True)
     env = dict(os.environ, **{ENV_PATH: json.dumps(sys.path)})
-    argv = [sys.executable, "-c", "from corework.engines._worker import main; main()", str(fd)]
+    argv = [sys.executable, "-c", "from corework.engines.process.worker import main; main()",
+            str(fd)]
     os.execve(sys.executable, argv, env)
 
 

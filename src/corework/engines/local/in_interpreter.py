@@ -65,7 +65,7 @@ def start(path: str, kill_fd: int, setup_blob: bytes, levels_blob: bytes = b"") 
     _runner_ident = threading.get_ident()
     threading.Thread(target=_watch, args=(kill_fd,), name="corework-watchdog").start()
     if levels_blob:
-        _load_by_path("_corework_log_relay", "engines", "_log_relay.py").install(
+        _load_by_path("_corework_log_relay", "engines", "log_relay.py").install(
             _logs.append, _where, pickle.loads(levels_blob))
     initializer, initargs = pickle.loads(setup_blob)
     if initializer is None:
@@ -101,7 +101,8 @@ def _load_by_path(name: str, *path: str) -> Any:
     if module is None:
         import importlib.util
 
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = os.path.dirname(os.path.abspath(__file__))  # corework/engines/local
+        package = os.path.dirname(os.path.dirname(here))
         spec = importlib.util.spec_from_file_location(name, os.path.join(package, *path))
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
