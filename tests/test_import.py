@@ -96,7 +96,8 @@ def test_a_first_map_loads_only_its_engine(engine):
         import corework as cw
         assert cw.map(abs, range(-5, 5), engine={engine!r}) == [abs(i) for i in range(-5, 5)]
     """))
-    other = {"process": "corework.engines.local.thread", "thread": "corework.engines.process"}
+    other = {"process": "corework.engines.local.thread",
+             "thread": "corework.engines.process.engine"}
     unwanted = {*NOT_FOR_A_MAP, other[engine]}
     assert sorted(modules & unwanted) == []
     if engine == "thread":

@@ -42,7 +42,7 @@ ENGINES = ("auto", "process", "thread", "interpreter", "dask")
 
 def _process(workers: int, setup: WorkerSetup, start_method: str | None,
              memory_limit: int | None, *, prober: Prober | None = None) -> Engine:
-    from .process import ProcessEngine
+    from .process.engine import ProcessEngine
 
     return ProcessEngine(workers, setup, start_method or "fork", memory_limit, prober)
 

@@ -9,8 +9,7 @@ Modules, from the caller's side down to the worker's:
   the launcher itself; ``present`` and ``warmup``, what each worker start carries;
 * ``worker`` — the loop inside each worker process; ``probe``, its GIL and CPU probes;
 * ``platform`` — the operating-system calls they need.
+
+Nothing is imported here: what a thread pool needs of this package (the native thread
+variables of ``warmup``) loads none of the rest.
 """
-
-from .engine import START_METHODS, ProcessEngine
-
-__all__ = ["START_METHODS", "ProcessEngine"]
