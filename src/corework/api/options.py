@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..engines import Prober, WorkerSetup, default_workers, resolve_engine_name
+from ..engines import (
+    EngineOptions,
+    Prober,
+    WorkerSetup,
+    default_workers,
+    resolve_engine_name,
+    spec_of,
+)
 from ..scheduling.mapjob import Errors, parse_errors
 from ..scheduling.policy import TaskPolicy
 
@@ -58,12 +65,10 @@ class PoolOptions:
         name = resolve_engine_name(engine)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
-        if start_method is not None and name != "process":
-            raise ValueError(f"start_method applies to engine='process', not {name!r}")
+        spec_of(name).refuse("start_method", start_method is not None)
         if not isinstance(relay_logs, bool):
             raise TypeError(f"relay_logs must be True or False, not {relay_logs!r}")
-        if address is not None and name != "dask":
-            raise ValueError(f"address applies to engine='dask', not {name!r}")
+        spec_of(name).refuse("address", address is not None)
         options = cls(parse_workers(workers), name, workers is not None,
                       TaskPolicy(timeout, retries, backoff, tuple(retry_on)),
                       parse_memory(memory_limit), max_tasks_per_worker, initializer,
@@ -80,12 +85,10 @@ class PoolOptions:
                 raise ValueError("max_tasks_per_worker needs one task thread per worker "
                                  "process (threads=None): a process is recycled between "
                                  "tasks, which threads would share")
-        if self.threads > 1 and self.engine != "process":
-            raise ValueError(f"threads applies to engine='process' (task threads in each "
-                             f"worker process), not {self.engine!r}")
-        if self.memory_limit is not None and self.engine in ("thread", "interpreter"):
-            kind = "threads" if self.engine == "thread" else "sub-interpreters"
-            raise ValueError(f"memory_limit needs engine='process': {kind} share one process")
+        spec = spec_of(self.engine)
+        spec.refuse("threads", self.threads > 1)
+        spec.refuse("memory_limit", self.memory_limit is not None)
+        spec.refuse("prober", self.prober is not None)
         _native_threads(self.native_threads, self.workers * self.threads)
 
     def with_(self, **changes: Any) -> PoolOptions:
@@ -93,6 +96,11 @@ class PoolOptions:
         options = dataclasses.replace(self, **changes)
         options.check()
         return options
+
+    def for_engine(self) -> EngineOptions:
+        """What the engine is made of (see engines.EngineSpec)."""
+        return EngineOptions(self.workers, self.setup(), self.start_method, self.memory_limit,
+                             self.max_tasks_per_worker, self.address, self.sized, self.prober)
 
     def setup(self) -> WorkerSetup:
         """What every worker needs before its first task."""

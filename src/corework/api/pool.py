@@ -92,14 +92,7 @@ class Pool(concurrent.futures.Executor):
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
         self._policy = options.policy
-        # engine="dask": the scheduler's address, and its own checks (see engines/dask/)
-        cluster: dict[str, Any] = {} if self.engine != "dask" else {
-            "address": options.address, "sized": options.sized,
-            "max_tasks_per_worker": options.max_tasks_per_worker}
-        if options.prober is not None:
-            cluster["prober"] = options.prober
-        engine_ = create_engine(self.engine, options.workers, options.setup(),
-                                options.start_method, options.memory_limit, **cluster)
+        engine_ = create_engine(self.engine, options.for_engine())
         self._scheduler = Scheduler(engine_, self._policy, options.max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
         self._handle = _Handle(self._scheduler)
