@@ -115,7 +115,8 @@ def test_on_auto_and_cw_map(kind):
 
 
 def test_manager_proxies_as_task_arguments():
-    with multiprocessing.Manager() as manager:
+    # spawn: the default context's Manager on 3.14 starts a forkserver, which outlives it
+    with multiprocessing.get_context("spawn").Manager() as manager:
         for obj in (manager.Lock(), manager.Event(), manager.Queue()):
             with cw.Pool(2, engine="process") as pool:
                 check_shared(obj, lambda n, obj=obj: list(pool.map(probe, [obj] * n,
