@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator, Sized
 from typing import IO, Any, TypeVar
 
+from .._signals import block_in_this_thread
+
 __all__ = ["Progress", "observe", "progress"]
 
 T = TypeVar("T")
@@ -88,6 +90,7 @@ class _Lines(Progress):
         self._thread.start()
 
     def _loop(self) -> None:
+        block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
         while not self._stop.wait(STATUS_EVERY):
             print(f"{self._label}: {self.status()}", file=self._out, flush=True)
 

@@ -23,14 +23,26 @@ T = TypeVar("T")
 
 
 class Guarded(Generic[T]):
-    """A value reachable only with ``lock`` held: ``with guarded as value: ...``."""
+    """A value reachable only with ``lock`` held: ``with guarded as value: ...``.
 
-    def __init__(self, lock: threading.Lock, value: T) -> None:
+    ``lock`` is an RLock for one reason: a KeyboardInterrupt can land in ``__enter__``
+    just after the lock was taken, before the ``with`` block starts (Python's own
+    ``with lock:`` cannot be cut there; a method can), and an RLock tells whether this
+    thread holds it, so ``__enter__`` lets go before the interrupt goes on. Without
+    that, Ctrl-C left the lock held and the pool's own cleanup waited for it for ever
+    (``corework run`` on 3.13t, one Ctrl-C in ten)."""
+
+    def __init__(self, lock: threading.RLock, value: T) -> None:
         self._lock = lock
         self._value = value
 
     def __enter__(self) -> T:
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except BaseException:  # interrupted while waiting, or just after taking it
+            if self._lock._is_owned():  # type: ignore[attr-defined]
+                self._lock.release()
+            raise
         return self._value
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -54,7 +54,7 @@ class Scheduler:
         self.engine = engine
         self.policy = policy
         self.max_tasks_per_worker = max_tasks_per_worker
-        lock = threading.Lock()
+        lock = threading.RLock()  # see Guarded: Ctrl-C must never leave it held
         self._quiet = threading.Condition(lock)  # notified when nothing is left to do
         timer = Timer(lock, clock, self._tick, self._timer_failed)
         self._board = Guarded(lock, Board(engine.slots, engine.group, timer, self._quiet))

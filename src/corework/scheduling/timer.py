@@ -11,6 +11,7 @@ import heapq
 import threading
 from collections.abc import Callable
 
+from .._signals import block_in_this_thread
 from .assembly import owner
 from .chunk import Chunk, ChunkSink
 from .clock import Clock
@@ -19,7 +20,7 @@ from .clock import Clock
 class Timer:
     """When each slot's chunk times out, and when each delayed retry may run."""
 
-    def __init__(self, lock: threading.Lock, clock: Clock,
+    def __init__(self, lock: threading.RLock, clock: Clock,
                  tick: Callable[[], bool], failed: Callable[[BaseException], None]) -> None:
         self.clock = clock
         self._wakeup = threading.Condition(lock)
@@ -102,6 +103,7 @@ class Timer:
 
     def _run(self) -> None:
         """The timer thread; should it fail anyway, the scheduler hears why."""
+        block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
         try:
             while self._tick():
                 pass

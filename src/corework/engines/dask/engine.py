@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._errors import Cancelled, CoreworkError, SerializationError, WorkerCrashed
+from ..._signals import block_in_this_thread
 from ...transport import segments as _segments
 from ...transport.failure import Failure
 from ...transport.picklers import dumps_by_value
@@ -285,6 +286,7 @@ class DaskEngine(Engine):
 
     def _report_results(self) -> None:
         """The results thread: report each finished lane's chunk, until ``None``."""
+        block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
         while (item := self._results.get()) is not None:
             slot, chunk_id, future, outcome, error = item
             with self._lock:

@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+from ..._signals import unblock_in_this_thread
 from . import present as _present
 from . import worker as _worker
 from .platform import prepare_for_forks, set_parent_death_signal
@@ -71,6 +72,7 @@ class Launcher:
     def serve(self) -> None:
         """Serve until the caller is gone, then kill and reap every worker."""
         _reset_signal_handlers()
+        unblock_in_this_thread()  # made from a thread of corework's, it inherited its mask
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
         prepare_for_forks()
         os.set_blocking(self.wake_w, False)

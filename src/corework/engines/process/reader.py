@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from ..._errors import CoreworkError
+from ..._signals import block_in_this_thread
 from ...transport.channel import Channel, Message
 from ...transport.failure import Failure
 from ..contract import ChunkReport, EngineEvents, Prober, WorkerSetup, initializer_failed
@@ -73,6 +74,7 @@ class Reader:
     def run(self) -> None:
         """The reader thread. Should it fail anyway, the pool is declared broken, so that
         every pending task fails at once rather than wait for ever."""
+        block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
         try:
             self._loop()
         except BaseException as exc:
