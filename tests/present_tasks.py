@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 STATE = "as imported"
 
@@ -41,10 +42,17 @@ def read_relative(path: str) -> str:
 
 
 def start_program(seconds: float) -> tuple[int, list[int]]:
-    """Start a program that outlives this task; its pid and the descriptors it holds."""
+    """Start a program that outlives this task; its pid and the descriptors it holds once
+    it runs (while the dynamic loader starts it, it has a library open as descriptor 3
+    for a moment: looked at again until only inherited ones are left, 5 s at most)."""
     child = subprocess.Popen(["sleep", str(seconds)], close_fds=False,
                              stdin=subprocess.DEVNULL)
-    return child.pid, sorted(map(int, os.listdir(f"/proc/{child.pid}/fd")))
+    deadline = time.monotonic() + 5.0
+    while True:
+        fds = sorted(map(int, os.listdir(f"/proc/{child.pid}/fd")))
+        if fds == [0, 1, 2] or time.monotonic() > deadline:
+            return child.pid, fds
+        time.sleep(0.01)
 
 
 def start_program_and_exit(seconds: float) -> None:
