@@ -18,6 +18,10 @@ PROBE_SLEEP = 0.001
 #: Enough wake-ups to call the GIL free (each on time) or held (each late).
 PROBE_FREE_SAMPLES = 10
 PROBE_HELD_SAMPLES = 2
+#: A free GIL is decided no sooner than this: how much of the time the task wanted a core
+#: (waiting, or native code) needs more than a few wake-ups' worth (a numpy task's first
+#: 19 ms, paging its library in, looked like waiting).
+PROBE_FREE_SECONDS = 0.04
 
 
 def probe_gil(seconds: float, finished: threading.Event, task: int | None, *,
@@ -43,7 +47,7 @@ def probe_gil(seconds: float, finished: threading.Event, task: int | None, *,
     delays: list[float] = []
     try:
         while (not finished.is_set() and time.perf_counter() - started < seconds
-               and not (early and _decided(delays))):
+               and not (early and _decided(delays, time.perf_counter() - started))):
             asleep = time.perf_counter()
             time.sleep(PROBE_SLEEP)
             delays.append(time.perf_counter() - asleep - PROBE_SLEEP)
@@ -81,11 +85,12 @@ def schedstat(thread: int | None) -> tuple[float, float] | None:
         return None
 
 
-def _decided(delays: list[float]) -> bool:
-    """Whether the wake-ups so far already tell held from free beyond doubt."""
+def _decided(delays: list[float], elapsed: float) -> bool:
+    """Whether the wake-ups so far already tell held from free beyond doubt (free: once
+    the share of time the task wanted a core has been watched long enough too)."""
     if len(delays) >= PROBE_HELD_SAMPLES and min(delays) >= PROBE_SWITCH_SECONDS / 2:
         return True
-    return (len(delays) >= PROBE_FREE_SAMPLES
+    return (len(delays) >= PROBE_FREE_SAMPLES and elapsed >= PROBE_FREE_SECONDS
             and _median(delays) < PROBE_SWITCH_SECONDS / 8)
 
 
