@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -330,10 +331,28 @@ def clean_run(work: Path, n: int) -> str:
     return (work / "clean.jsonl").read_text()
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([*BASE, "run", *args], env={**os.environ, **env}, text=True,
+    """A run in a session of its own; ended, whole session, after the test (a test that
+    failed while it hung must not leave it running)."""
+    proc = subprocess.Popen([*BASE, "run", *args], env={**os.environ, **env}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+    _started.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_running():
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 30) -> None:
