@@ -272,6 +272,34 @@ def test_a_pool_dropped_without_shutdown_finishes_and_never_blocks_exit(tmp_path
     assert sorted(done.stdout.split()) == ["1", "dropped", "ran"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="3.12 cannot interrupt a sub-interpreter")
+def test_exit_past_a_killed_sub_interpreter_task_stuck_in_c_says_so_and_ends(tmp_path):
+    done = run_script(tmp_path, """
+        import os, threading, time
+        from pathlib import Path
+        import corework as cw
+        from corework.engines.local import interpreter
+
+        def stuck(fd):
+            os.read(fd, 1)  # in C code for ever (no byte comes): no interrupt goes off
+
+        if __name__ == "__main__":
+            interpreter.EXIT_WAIT_SECONDS = 0.2
+            read_end, write_end = os.pipe()
+            with cw.Pool(1, engine="interpreter") as pool:
+                pool.submit(stuck, read_end)
+                slot, = (t for t in threading.enumerate() if t.name.startswith("corework-"))
+                wchan = Path(f"/proc/self/task/{slot.native_id}/wchan")
+                while not wchan.read_text().endswith("pipe_read"):  # it blocks there now
+                    time.sleep(0.001)
+                pool.kill()
+            print("left the pool")
+    """)
+    assert done.stdout == "left the pool\n"
+    assert done.returncode == 1
+    assert "still blocked in C code" in done.stderr and "engine='process'" in done.stderr
+
+
 def test_a_fork_inside_a_task_does_not_wait_on_the_parents_pools(tmp_path):
     done = run_script(tmp_path, """
         import multiprocessing, warnings

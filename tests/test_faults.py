@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -480,6 +483,88 @@ def test_shutdown_from_a_done_callback_does_not_deadlock(engine):
     assert shut.wait(60)
     pool.shutdown(wait=True)
     del gate
+
+
+IN_PROCESS_ENGINES = ["thread"] + (["interpreter"] if sys.version_info >= (3, 13) else [])
+
+
+def spin_in_a_weakref_callback(started: str, ended: str) -> None:
+    """Spins inside a weakref callback, where an interrupt is dropped by Python (it is
+    "ignored" there), then in the task itself for some seconds; says which way it ended.
+    (Pure-Python loops: on 3.13 an interrupt that goes off just after a call of C code
+    may skip the frame's handlers, CPython issue 139622, and this ``finally`` with them.)"""
+    class Target:
+        pass
+
+    def callback(_):
+        with open(started, "w") as out:
+            out.write("x")
+        while True:
+            pass
+
+    how = "interrupted"
+    try:
+        target = Target()
+        ref = weakref.ref(target, callback)
+        del target  # the callback runs now, until interrupted
+        for _ in range(10**9):  # some seconds, counted: no call to C code in the loop
+            pass
+        how = f"ran on (ref {ref() is None})"
+    finally:
+        with open(ended, "w") as out:
+            out.write(how)
+
+
+@pytest.mark.parametrize("engine", IN_PROCESS_ENGINES)
+def test_an_interrupt_dropped_inside_a_weakref_callback_goes_off_again(engine, tmp_path):
+    started, ended = tmp_path / "started", tmp_path / "ended"
+    os.mkfifo(started)
+    os.mkfifo(ended)
+    with cw.Pool(1, engine=engine) as pool:
+        future = pool.submit(spin_in_a_weakref_callback, str(started), str(ended))
+        wait_started(str(started))
+        assert future.kill()
+        with open(ended) as out:  # the task's own end, however it came
+            assert out.read() == "interrupted"
+        with pytest.raises(cw.Cancelled):
+            future.result()
+
+
+def read_a_byte(fd: int) -> bytes:
+    """Blocks in C code (no Python runs until a byte comes, so no interrupt goes off)."""
+    return os.read(fd, 1)
+
+
+def wait_in_pipe_read(thread: threading.Thread) -> None:
+    """Until the kernel says that thread sleeps reading a pipe (Linux's /proc: the
+    function's name is ``pipe_read``, ``anon_pipe_read`` on newer kernels)."""
+    wchan = Path(f"/proc/self/task/{thread.native_id}/wchan")
+    deadline = time.monotonic() + 30
+    while not wchan.read_text().endswith("pipe_read"):
+        assert time.monotonic() < deadline, f"the task never blocked: {wchan.read_text()}"
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("engine", IN_PROCESS_ENGINES)
+def test_a_killed_task_blocked_in_c_is_abandoned_and_leaving_the_pool_waits_not(engine):
+    read_end, write_end = os.pipe()
+    try:
+        with cw.Pool(1, engine=engine) as pool:
+            future = pool.submit(read_a_byte, read_end)
+            slot, = (t for t in threading.enumerate() if t.name.startswith("corework-"))
+            wait_in_pipe_read(slot)
+            pool.kill()  # the task still sits in os.read: leaving must not wait for it
+        with pytest.raises(cw.Cancelled):
+            future.result()
+        abandoned = [slot]
+        assert slot.is_alive()  # the proof that leaving did not wait
+        os.write(write_end, b"x")  # the read returns; the interrupt ends the task
+        for thread in abandoned:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in abandoned)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_kill_reaches_a_retry_waiting_in_the_queue(engine, fifo):

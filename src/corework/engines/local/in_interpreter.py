@@ -8,9 +8,11 @@ data — bytes, ints, tuples — to the main interpreter, which rebuilds corewor
 
 A *watchdog* thread in the sub-interpreter waits on a pipe; a byte from ``kill`` makes it
 raise ``Interrupted`` in the task at its next bytecode (an asynchronous exception: only a
-thread of the same interpreter can send one, and signals never reach sub-interpreters).
-That needs ctypes, which sub-interpreters can load from Python 3.13 on; on 3.12 a killed
-task runs on, abandoned, until it returns.
+thread of the same interpreter can send one, and signals never reach sub-interpreters),
+through corework's ``engines/local/interrupt.py``, which schedules it again if it went off
+inside a weakref or GC callback and was dropped. That needs ctypes, which
+sub-interpreters can load from Python 3.13 on; on 3.12 a killed task runs on, abandoned,
+until it returns.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _in_task = False  # only a task is interrupted, never this module's own code
 _killed = False  # a kill came: the task stops now, or as soon as it starts
 _position: int | None = None  # the running task's place in its chunk
 _logs: list[tuple[Any, ...]] = []  # records logged since the last chunk's report
+_task_lock = threading.Lock()  # _in_task and _killed, between the runner and the watchdog
 
 
 class Interrupted(BaseException):
@@ -41,19 +44,30 @@ class Interrupted(BaseException):
 def _watch(kill_fd: int) -> None:
     global _killed
     while os.read(kill_fd, 1) == b"k":
-        _killed = True
-        if _in_task:
-            _raise_in_runner(Interrupted)
+        with _task_lock:  # the task cannot end between this look and the interrupt
+            first, _killed = not _killed, True
+            if first and _in_task:  # once: a second one could go off in the first's handler
+                _interrupt_runner()
 
 
-def _raise_in_runner(exc_type: type[BaseException] | None) -> None:
-    """Schedule ``exc_type`` (None: cancel a pending one) in the runner thread."""
-    try:
-        import ctypes  # loads in sub-interpreters from Python 3.13 on
+def _interrupt_runner() -> None:
+    """Have the runner thread raise ``Interrupted`` (again if it is dropped), until it
+    acknowledges it at the end of the task."""
+    try:  # ctypes loads in sub-interpreters from Python 3.13 on
+        interrupts = _load_by_path("_corework_interrupt", "engines", "local", "interrupt.py")
     except ImportError:  # 3.12: the task cannot be interrupted; the caller abandons it
         return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(_runner_ident or 0), ctypes.py_object(exc_type) if exc_type else None)
+    interrupts.interrupt_thread(_runner_ident or 0, Interrupted)
+
+
+def _task_ended() -> None:
+    """The runner's task is over: no interrupt may go off after this."""
+    global _in_task
+    with _task_lock:
+        _in_task = False
+        interrupts = sys.modules.get("_corework_interrupt")  # loaded only by a kill
+    if interrupts is not None:
+        interrupts.acknowledge()
 
 
 def start(path: str, kill_fd: int, setup_blob: bytes, levels_blob: bytes = b"") -> bytes | None:
@@ -107,7 +121,11 @@ def _load_by_path(name: str, *path: str) -> Any:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:  # e.g. ctypes on 3.12: no half-loaded module is left
+            del sys.modules[name]
+            raise
     return module
 
 
@@ -125,8 +143,9 @@ def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd:
     error = None
     loading = "function"
     try:
-        _in_task = True
-        if _killed:  # killed before it started: the watchdog saw no task to interrupt
+        with _task_lock:
+            _in_task, killed = True, _killed
+        if killed:  # killed before it started: the watchdog saw no task to interrupt
             raise Interrupted
         try:
             if fn_blob is not None:
@@ -147,8 +166,7 @@ def run(fn_id: int, fn_blob: bytes | None, star: int, items_blob: bytes, out_fd:
     except Interrupted:
         data = _dumps(([], {}, time.perf_counter() - started, None, True, _taken_logs()))
     finally:
-        _in_task = False
-        _raise_in_runner(None)  # a kill that came as the task ended must not fire later
+        _task_ended()  # a kill that came as the task ended must not fire later
     os.ftruncate(out_fd, 0)
     os.pwrite(out_fd, data, 0)
 

@@ -15,6 +15,7 @@ crashed here, and it adds nothing this engine uses.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -22,6 +23,8 @@ import pickle
 import re
 import sys
 import tempfile
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,35 @@ class _InterpreterSlot(Slot):
         """Make the running task raise at its next line of Python (see in_interpreter)."""
         with contextlib.suppress(OSError):
             os.write(self.kill_w, b"k")
+        _interrupted.add(self)
+
+
+#: How long the end of the program waits for a killed task still blocked in C code.
+EXIT_WAIT_SECONDS = 5.0
+_interrupted: weakref.WeakSet[_InterpreterSlot] = weakref.WeakSet()  # alive with their thread
+
+
+def _exit_past_abandoned() -> None:
+    """At exit, a sub-interpreter whose killed task is still blocked in C code would stop
+    Python's own shutdown for ever (3.13 waits for it to end): wait a while, then end the
+    process at once, saying why."""
+    stuck = [slot for slot in list(_interrupted) if slot.abandoned() and slot.thread]
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    for slot in stuck:
+        assert slot.thread is not None
+        slot.thread.join(max(0.0, deadline - time.monotonic()))
+    if any(slot.thread is not None and slot.thread.is_alive() for slot in stuck):
+        sys.stdout.flush()
+        sys.stderr.write(
+            "corework: a task killed on engine='interpreter' is still blocked in C code, and "
+            "Python cannot end a sub-interpreter while it runs: the process exits now, "
+            "with status 1, without the rest of Python's shutdown. Run tasks that block in "
+            "C code on engine='process', whose kill() always stops them.\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+
+atexit.register(_exit_past_abandoned)
 
 
 class InterpreterEngine(SlotEngine):

@@ -40,10 +40,9 @@ def interrupt_thread(ident: int, exc_type: type[BaseException]) -> bool:
 def acknowledge() -> None:
     """The calling thread caught its interrupt, or ends: nothing more to schedule."""
     ident = threading.get_ident()
-    with _lock:
-        if _targets.pop(ident, None) is None:
-            return
-    _schedule(ident, None)  # one scheduled again meanwhile must not fire later
+    with _lock:  # held while scheduling: _reschedule cannot slip one in after this
+        if _targets.pop(ident, None) is not None:
+            _schedule(ident, None)  # one scheduled again meanwhile must not fire later
 
 
 def _schedule(ident: int, exc_type: type[BaseException] | None) -> bool:
@@ -69,14 +68,12 @@ def _unraisable(unraisable: Any) -> None:
     kind = unraisable.exc_type
     if wanted is not None and isinstance(kind, type) and issubclass(kind, wanted):
         again = threading.Timer(RESCHEDULE_SECONDS, _reschedule, (ident, wanted))
-        again.daemon = True
-        again.start()
+        again.start()  # not a daemon: isolated sub-interpreters allow none (it lives 1 ms)
         return
     _previous_hook(unraisable)
 
 
 def _reschedule(ident: int, exc_type: type[BaseException]) -> None:
     with _lock:
-        if _targets.get(ident) is not exc_type:
-            return  # it got one meanwhile, or has ended
-    _schedule(ident, exc_type)
+        if _targets.get(ident) is exc_type:  # else it got one meanwhile, or has ended
+            _schedule(ident, exc_type)

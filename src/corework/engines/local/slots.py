@@ -38,6 +38,12 @@ class Slot:
         """Stop the task running now (the engine's own way)."""
         raise NotImplementedError
 
+    def abandoned(self) -> bool:
+        """Interrupted and still running: its task is blocked in C code, and the thread
+        ends when that call returns — no one waits for it (``kill()`` promised that)."""
+        with self.lock:
+            return self.retired and self.running is not None
+
 
 class SlotEngine(Engine):
     """An engine whose slots are threads of this process (see the module docstring)."""
@@ -117,7 +123,8 @@ class SlotEngine(Engine):
         if wait:
             current = threading.current_thread()
             for slot in self._slots:
-                if slot.index not in abandoned and slot.thread not in (None, current):
+                if slot.index not in abandoned and not slot.abandoned() \
+                        and slot.thread not in (None, current):
                     slot.thread.join()
 
     def _start_thread(self, slot: Slot) -> None:
