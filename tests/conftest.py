@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from corework.engines.process import launcher as _launcher
+from corework.engines.process import launchers as _launcher
 from tests.dask_cluster import DaskProcesses
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import corework as cw
-from corework.engines.process import launcher as _launcher
+from corework.engines.process import launchers as _launcher
 
 TASKS = 5_000
 RETRIES = 3

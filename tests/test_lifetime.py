@@ -28,7 +28,7 @@ def _run_script(body: str) -> subprocess.Popen[str]:
 def test_workers_die_when_the_caller_is_sigkilled(threads_first):
     caller = _run_script(f"""
         import threading, time, corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         if {threads_first}:
             threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
         pool = cw.Pool(2, engine="process")
@@ -91,7 +91,7 @@ def test_native_thread_cap_can_be_turned_off():
 
 
 def test_a_pool_that_cannot_start_its_workers_leaves_nothing_behind(monkeypatch):
-    from corework.engines.process import launcher as _launcher
+    from corework.engines.process import launchers as _launcher
 
     def refuse(self, socks, mode, timeout=60.0, *, warm=False):
         raise cw.CoreworkError("could not start a worker process: no more processes")

@@ -129,7 +129,7 @@ def test_the_launcher_holds_none_of_the_callers_descriptors(threads_first):
     corework's holds either."""
     caller = _script(f"""
         import os, select, socket, threading, time, corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         if {threads_first}:
             threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
         r, w = os.pipe()
@@ -198,7 +198,7 @@ def _caller_with_a_child(handler_hangs: bool, ending: str) -> subprocess.Popen[s
                     time.sleep(60)
         os.register_at_fork(after_in_child=after_in_child)
         import corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         pool = cw.Pool(2, engine="process")
         pool.submit(int).result()
         print(_launcher._client.pid, *pool._pids(), flush=True)
@@ -253,7 +253,7 @@ def test_workers_start_with_the_libraries_the_caller_imported(tmp_path):
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         import corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         from tests import present_tasks
         names = ["xml.dom.minidom", "own_module_of_the_caller"]
         with cw.Pool(1, engine="process") as pool:
@@ -283,7 +283,7 @@ def test_a_library_that_starts_a_thread_stops_the_launcher_forking(tmp_path):
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         import corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         from corework.engines.process import warmup as _warmup
         _warmup._library_roots = lambda: ({str(tmp_path)!r} + "/",)
         import fails_to_import
@@ -313,7 +313,7 @@ def test_an_import_cut_short_stops_the_launcher_forking():
     forks no more, and the next pool gets a new one."""
     caller = _script("""
         import corework as cw
-        from corework.engines.process import launcher as _launcher
+        from corework.engines.process import launchers as _launcher
         from corework.engines.process import warmup as _warmup
         _warmup.IMPORT_SECONDS = 1e-6  # the forked launcher inherits it: every import runs over
         with cw.Pool(1, engine="process") as pool:  # the launcher is forked

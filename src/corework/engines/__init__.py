@@ -147,7 +147,7 @@ def spec_of(name: str) -> EngineSpec:
 def start_launcher() -> None:
     """Start the process engine's launcher now (a fork while this process has one thread,
     where later, with threads running, it would have to be spawned)."""
-    from .process.launcher import get_launcher
+    from .process.launchers import get_launcher
 
     get_launcher()
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..._errors import MemoryLimitExceeded, SerializationError, WorkerCrashed
 from ...transport.channel import Channel, Message
 from ...transport.failure import Failure
+from ..contract import FunctionRef
 from .launcher import LauncherClient
 from .platform import describe_exit
 
-__all__ = ["EXIT_REPORT_TIMEOUT", "Death", "WorkerHandle", "unpack_body"]
+__all__ = ["EXIT_REPORT_TIMEOUT", "FUNCTIONS_PER_WORKER", "Death", "WorkerHandle",
+           "unpack_body"]
 
 #: How long to wait for the launcher's report of a dead worker's exit code.
 EXIT_REPORT_TIMEOUT = 5.0
+#: How many task functions a worker keeps; older ones are forgotten and resent if needed.
+FUNCTIONS_PER_WORKER = 32
 
 
 class WorkerHandle:
@@ -42,6 +47,24 @@ class WorkerHandle:
         self.send_lock = threading.Lock()
         self.functions: OrderedDict[int, None] = OrderedDict()  # ids this worker holds
 
+
+    def send_function(self, fn: FunctionRef, thread: int,
+                      sending_shares: Callable[[Iterable[str]], None]) -> None:
+        """With the send lock held: send the function to be run by ``thread`` unless the
+        worker has it (and say which ones to forget); the shares in it are told to
+        ``sending_shares`` first."""
+        if fn.id in self.functions:
+            self.functions.move_to_end(fn.id)
+            if fn.id in self.loading.values():
+                self.loading[thread] = fn.id  # still loading there: this waits for it
+            return
+        self.functions[fn.id] = None
+        self.loading[thread] = fn.id
+        forget = []
+        while len(self.functions) > FUNCTIONS_PER_WORKER:
+            forget.append(self.functions.popitem(last=False)[0])
+        sending_shares(fn.blob.share_ids)
+        self.conn.send(("function", fn.id, forget), fn.blob)
 
     def wait_exit(self) -> int | None:
         """Its exit code, as its launcher reports it (None if that takes too long)."""

@@ -21,31 +21,27 @@ watches the caller's pid and exits (killing its workers) when it ends; each work
 ``PR_SET_PDEATHSIG`` set to SIGKILL for the launcher's death. The launcher's own loop is
 ``launcher_loop``.
 
-The client side here (:func:`get_launcher`) is the process's one piece of shared state: a
-cache of the running launcher, replaced if it dies and dropped in a forked child.
+This module is the caller's client of one launcher; which launcher a pool uses (the
+process's one, or one of the pool's own) is ``launchers``.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import os
 import pickle
 import signal
 import socket
-import sys
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import CoreworkError
 from . import present as _present
-from . import worker as _worker
-from .launcher_loop import ENV_CALLER, ENV_FD, ENV_PATH, MAX_MESSAGE, drop_inherited_fds, serve
-from .platform import is_single_threaded
+from .launcher_loop import MAX_MESSAGE
+from .platform import pid_exists
 from .warmup import Imports
 
 if TYPE_CHECKING:
@@ -219,7 +215,7 @@ class LauncherClient:
             try:
                 self.alive = os.waitpid(self.pid, os.WNOHANG) == (0, 0)
             except ChildProcessError:  # reaped by someone else's os.wait(), or not ours
-                self.alive = _exists(self.pid)
+                self.alive = pid_exists(self.pid)
         return self.alive
 
     def close(self) -> None:
@@ -258,116 +254,3 @@ class LauncherClient:
             except TimeoutError:
                 break
         os.kill(self.pid, signal.SIGKILL)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - another user's process took the pid
-        return False
-    return True
-
-
-_client: LauncherClient | None = None
-_client_lock = threading.Lock()
-#: Launchers that start no more workers (see LauncherClient.tainted_by) but still serve
-#: the workers of pools made before; closed at exit.
-_retired: list[LauncherClient] = []
-#: Launchers of pools of their own (fork_own_launcher), closed by their pool or at exit.
-_own: weakref.WeakSet[LauncherClient] = weakref.WeakSet()
-
-
-def get_launcher() -> LauncherClient:
-    """The running launcher, started on first use (forked if this process has no threads)
-    and again whenever the last one has died (killed, or out of memory) or stopped
-    forking."""
-    global _client
-    with _client_lock:
-        if _client is None or not _client.running() or _client.tainted_by is not None:
-            if _client is not None and _exists(_client.pid):
-                _retired.append(_client)  # still serving other pools' workers
-            elif _client is not None:
-                _client.close()
-            _client = _fork_launcher() if is_single_threaded() else _spawn_launcher()
-        return _client
-
-
-def launcher_pids() -> list[int]:
-    """The pids of this process's launchers (the current one, any retired, and the
-    pools' own)."""
-    current = [_client.pid] if _client is not None and _client.alive else []
-    own = [client.pid for client in list(_own) if client.alive]
-    return [client.pid for client in _retired] + current + own
-
-
-def fork_own_launcher() -> LauncherClient:
-    """A launcher forked from this process now, for one pool (``start_method=
-    "fork-caller"``, or initargs holding fork-context semaphores): its workers have
-    everything this process has at this moment, as multiprocessing's fork gives. Forked
-    even if this process has threads (as multiprocessing does, which warns); the pool
-    closes it, or exit does."""
-    with _client_lock:
-        client = _fork_launcher()
-        _own.add(client)
-        return client
-
-
-def _fork_launcher() -> LauncherClient:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    _worker.flush_std_streams()
-    present, imports = _present.capture(), Imports.loaded()
-    caller = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ours.close()
-            drop_inherited_fds(keep=theirs.fileno())
-            serve(theirs, caller)
-        finally:
-            os._exit(0)
-    theirs.close()
-    return LauncherClient(ours, pid, None, present, imports)
-
-
-def _spawn_launcher() -> LauncherClient:
-    import json
-    import subprocess
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    present = _present.capture()
-    env = dict(present["env"], **{ENV_FD: str(theirs.fileno()), ENV_PATH: json.dumps(sys.path),
-                                  ENV_CALLER: str(os.getpid())})
-    popen = subprocess.Popen(
-        [sys.executable, "-c", "from corework.engines.process.launcher_loop import main; main()"],
-        pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-    )
-    theirs.close()
-    return LauncherClient(ours, popen.pid, popen, present, Imports())
-
-
-def _drop_in_child() -> None:
-    """A forked child must not share its parent's launchers; it starts its own if needed."""
-    global _client, _client_lock
-    for client in [*_retired, _client, *list(_own)]:
-        if client is not None:
-            with contextlib.suppress(OSError):
-                client._ctrl.close()
-    _client = None
-    _retired.clear()
-    _own.clear()
-    _client_lock = threading.Lock()
-
-
-def _close_at_exit() -> None:
-    global _client
-    for client in [*_retired, _client, *list(_own)]:
-        if client is not None and client.alive:
-            client.close()
-    _client = None
-    _retired.clear()
-
-
-os.register_at_fork(after_in_child=_drop_in_child)
-atexit.register(_close_at_exit)

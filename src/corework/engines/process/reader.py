@@ -1,6 +1,7 @@
 """The process engine's reader thread: the receiving half of the engine. One thread per
 pool waits on every worker's socket, hands reports to the scheduler, tells it of a dead
-worker's losses and starts the successor; it shares the engine's state under its lock.
+worker's losses and starts the successor. What it shares with the sending half is the
+table of workers (``workers``) and the engine's public calls (``Host``).
 """
 
 from __future__ import annotations
@@ -9,48 +10,35 @@ import contextlib
 import math
 import select
 import socket
-import threading
 import time
 from collections import deque
 from typing import Any, Protocol
 
 from ..._errors import CoreworkError
 from ..._signals import block_in_this_thread
-from ...transport.channel import Channel, Message
+from ...transport.channel import Message
 from ...transport.failure import Failure
-from ..contract import ChunkReport, EngineEvents, Prober, WorkerSetup, initializer_failed
+from ..contract import ChunkReport, EngineEvents, WorkerSetup, initializer_failed
 from .handle import Death, WorkerHandle, unpack_body
 from .launcher import LauncherClient
+from .workers import SharesSent, Workers
 
 
 class Host(Protocol):
-    """What the reader shares with its engine (``ProcessEngine``, the sending half),
-    all of it under ``_lock``: the workers, and how to start and stop them."""
+    """What the reader asks of its engine (``ProcessEngine``, the sending half)."""
 
     setup: WorkerSetup
     workers: int
     memory_limit: int | None
-    threads: int  # task threads in each worker process now
-    _events: EngineEvents
-    _lock: threading.Lock
-    _prober: Prober | None
-    _workers: dict[int, WorkerHandle]
-    _retiring: dict[Channel, WorkerHandle]
-    _exited: list[WorkerHandle]
-    _shares_sent: set[str]
-    _stopping: bool
-    _wake_r: socket.socket
-    _wake_w: socket.socket
 
-    def _slot(self, worker: WorkerHandle, thread: int) -> int: ...
+    def slot_of(self, worker: WorkerHandle, thread: int) -> int: ...
 
-    def _start_workers(self, indexes: list[int], *, new_pool: bool = False) -> None: ...
-
-    def _wake(self) -> None: ...
+    def start_workers(self, indexes: list[int], *, new_pool: bool = False) -> None: ...
 
     def grow(self, threads: int) -> None: ...
 
     def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None: ...
+
 
 __all__ = ["FAILED_STARTS_LIMIT", "MEMORY_CHECK_INTERVAL", "Reader"]
 
@@ -65,11 +53,27 @@ MEMORY_CHECK_INTERVAL = 0.1
 class Reader:
     """The reader thread's work for one engine (see the module docstring)."""
 
-    def __init__(self, engine: Host) -> None:
+    def __init__(self, engine: Host, table: Workers, shares_sent: SharesSent,
+                 events: EngineEvents) -> None:
         self.engine = engine
+        self.table = table
+        self.shares_sent = shares_sent
+        self.events = events
         self.memory = _MemoryWatch(engine.memory_limit)
         self.failed_starts: dict[int, int] = {}  # group -> workers in a row that died unready
         self.released: deque[str] = deque()  # shares the caller let go of, to tell workers
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)  # woken from garbage-collector callbacks too
+
+    def wake(self) -> None:
+        """Make the thread look at the table again (a worker started, the pool stops)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        """The thread has ended, or never started."""
+        self._wake_r.close()
+        self._wake_w.close()
 
     def run(self) -> None:
         """The reader thread. Should it fail anyway, the pool is declared broken, so that
@@ -84,24 +88,18 @@ class Reader:
                 "Please report this as a bug.")
             error.__cause__ = exc
             with contextlib.suppress(BaseException):
-                self.engine._events.engine_broken(error)
+                self.events.engine_broken(error)
             with contextlib.suppress(BaseException):
                 self.engine.stop(wait=False, now=True)
 
     def _loop(self) -> None:
         """Wait on every worker's socket; dispatch messages and deaths."""
-        engine = self.engine
-        while True:
-            with engine._lock:
-                if engine._stopping and not engine._workers and not engine._retiring:
-                    break
-                by_conn = {worker.conn: worker for worker in engine._workers.values()}
-                by_conn.update(engine._retiring)
-            ready = _readable([*by_conn, engine._wake_r], self.memory.timeout())
-            self.memory.check(engine)
+        while (by_conn := self.table.watched()) is not None:
+            ready = _readable([*by_conn, self._wake_r], self.memory.timeout())
+            self.memory.check(self.table)
             for conn in ready:
-                if conn is engine._wake_r:
-                    engine._wake_r.recv(4096)
+                if conn is self._wake_r:
+                    self._wake_r.recv(4096)
                     self._send_releases()
                     continue
                 worker = by_conn[conn]
@@ -111,28 +109,22 @@ class Reader:
                     self._on_death(worker)
                     continue
                 self._on_message(worker, message)
-        engine._wake_r.close()
-        engine._wake_w.close()
+        self.close()
 
     def share_released(self, share_id: str) -> None:
         """A share died in the caller (called by the garbage collector: no locks here)."""
         self.released.append(share_id)
-        self.engine._wake()
+        self.wake()
 
     def _send_releases(self) -> None:
         """Tell the workers to unmap the shares the caller let go of."""
-        engine = self.engine
-        released = []
-        with engine._lock:
-            while self.released:
-                share_id = self.released.popleft()
-                if share_id in engine._shares_sent:
-                    engine._shares_sent.discard(share_id)
-                    released.append(share_id)
-            workers = list(engine._workers.values())
+        let_go = []
+        while self.released:
+            let_go.append(self.released.popleft())
+        released = self.shares_sent.take(let_go)
         if not released:
             return
-        for worker in workers:
+        for worker in self.table.snapshot():
             with worker.send_lock, contextlib.suppress(OSError):
                 worker.conn.send(("release", released))
 
@@ -159,7 +151,7 @@ class Reader:
         elif tag == "init_failed":
             error = initializer_failed(self.engine.setup, "in a worker process",
                                        unpack_body(message))
-            self.engine._events.engine_broken(error)
+            self.events.engine_broken(error)
 
     def _on_log(self, worker: WorkerHandle, meta: tuple[Any, ...]) -> None:
         """A record a worker logged: to the scheduler, which names its task and hands
@@ -168,20 +160,17 @@ class Reader:
 
         _, thread, chunk_id, position, fields = meta
         record = rebuild(fields, worker.index)
-        slot = self.engine._slot(worker, thread or 0)
-        self.engine._events.task_logged(slot, chunk_id, position, record)
+        slot = self.engine.slot_of(worker, thread or 0)
+        self.events.task_logged(slot, chunk_id, position, record)
 
     def _on_ready(self, worker: WorkerHandle) -> None:
-        engine = self.engine
-        with engine._lock:
-            worker.ready = True
-            had, worker.threads = worker.threads, engine.threads
+        had = self.table.mark_ready(worker)
         self.failed_starts.pop(worker.index, None)
         if worker.threads > had:  # the pool grew while this one started
             with worker.send_lock, contextlib.suppress(OSError):
                 worker.conn.send(("threads", worker.threads))
         for thread in range(worker.threads):
-            engine._events.worker_ready(engine._slot(worker, thread))
+            self.events.worker_ready(self.engine.slot_of(worker, thread))
 
     def _on_done(self, worker: WorkerHandle, message: Message) -> None:
         _, thread, chunk_id, seconds = message.meta
@@ -192,50 +181,41 @@ class Reader:
             results, failures, error = [], {}, body
         else:
             results, failures, error = body
-        self.engine._events.chunk_done(
-            self.engine._slot(worker, thread),
+        self.events.chunk_done(
+            self.engine.slot_of(worker, thread),
             ChunkReport(chunk_id, results, failures, seconds, error, True))
 
     def _on_probed(self, worker: WorkerHandle, figures: dict[str, float]) -> None:
-        engine = self.engine
-        with engine._lock:
-            worker.probing = False
-            prober, engine._prober = engine._prober, None  # one probe per pool
+        prober = self.table.take_prober(worker)  # one probe per pool
         threads = prober.probed(figures) if prober is not None else None
         if threads is not None:
-            engine.grow(threads)
+            self.engine.grow(threads)
 
     # ------------------------------------------------------------------ deaths
 
     def _on_death(self, worker: WorkerHandle) -> None:
         """Report a dead worker's slots lost (with why it died) and start its successor.
 
-        Its entry stays in the engine's workers until the successor replaces it, with its
+        Its entry stays in the table of workers until the successor replaces it, with its
         socket closed: a chunk sent meanwhile fails to write, so it is known never to have
         run.
         """
         engine = self.engine
         with worker.send_lock:  # no send is writing to it now; later ones find it closed
             worker.conn.close()
-        with engine._lock:
-            engine._retiring.pop(worker.conn, None)
-            stopping = engine._stopping
-            if worker.probing and engine._prober is not None:
-                worker.probing = False  # the next chunk sent is probed instead
-        engine._exited.append(worker)
-        if stopping or worker.retiring:
-            self._forget(worker)
+        if self.table.dead(worker) or worker.retiring:  # the pool stops, or no loss
+            self.table.forget(worker)
             return
         code = worker.wait_exit()
-        engine._exited.remove(worker)
+        self.table.reaped(worker)
         if not worker.launcher.alive:
             self._doom(worker.launcher)
         with worker.send_lock:  # from here on, sends to it are orphans, not losses
             worker.reported = True
             death = Death.of(worker, code, engine.memory_limit, engine.workers)
         if not worker.ready and self._failed_to_start(worker):
-            self._forget(worker)  # workers cannot start: replacing them would loop
-            engine._events.engine_broken(death.error_for(0))
+            self.table.forget(worker)  # workers cannot start: replacing them would loop
+            self.events.engine_broken(death.error_for(0))
             return
         # Idle slots first, so that nothing is sent to them while the losses are told;
         # each error is made as its loss is told: a chunk sent meanwhile was an orphan.
@@ -243,7 +223,7 @@ class Reader:
         for thread in threads:
             with worker.send_lock:
                 error = death.error_for(thread)
-            engine._events.worker_lost(engine._slot(worker, thread), error)
+            self.events.worker_lost(engine.slot_of(worker, thread), error)
         self._replace(worker)
 
     def _failed_to_start(self, worker: WorkerHandle) -> bool:
@@ -252,32 +232,21 @@ class Reader:
         return self.failed_starts[worker.index] >= FAILED_STARTS_LIMIT
 
     def _replace(self, worker: WorkerHandle) -> None:
-        engine = self.engine
-        with engine._lock:
-            stopping = engine._stopping  # losing that worker may have ended the pool's work
-        if stopping:
-            self._forget(worker)
+        if self.table.stopping():  # losing that worker may have ended the pool's work
+            self.table.forget(worker)
             return
         try:
-            engine._start_workers([worker.index])
+            self.engine.start_workers([worker.index])
         except Exception as exc:
-            self._forget(worker)
-            engine._events.engine_broken(exc)
+            self.table.forget(worker)
+            self.events.engine_broken(exc)
 
     def _doom(self, launcher: LauncherClient) -> None:
         """A launcher died: its workers die with it (the kernel kills them), so no chunk
         is sent to one that may not have seen its end of file yet."""
-        with self.engine._lock:
-            doomed = [w for w in self.engine._workers.values() if w.launcher is launcher]
-        for worker in doomed:
+        for worker in [w for w in self.table.snapshot() if w.launcher is launcher]:
             with worker.send_lock:
                 worker.doomed = True
-
-    def _forget(self, worker: WorkerHandle) -> None:
-        engine = self.engine
-        with engine._lock:
-            if engine._workers.get(worker.index) is worker:
-                del engine._workers[worker.index]
 
 
 class _MemoryWatch:
@@ -293,16 +262,14 @@ class _MemoryWatch:
             return None
         return max(0.0, self.next_check - time.monotonic())
 
-    def check(self, engine: Host) -> None:
-        """Measure the engine's workers if it is time; kill those over the limit."""
+    def check(self, table: Workers) -> None:
+        """Measure the live workers if it is time; kill those over the limit."""
         if self.limit is None or time.monotonic() < self.next_check:
             return
         import psutil
 
         self.next_check = time.monotonic() + MEMORY_CHECK_INTERVAL
-        with engine._lock:
-            workers = list(engine._workers.values())
-        for worker in workers:
+        for worker in table.snapshot():
             try:
                 rss = psutil.Process(worker.pid).memory_info().rss
             except psutil.Error:
