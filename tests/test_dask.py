@@ -171,12 +171,12 @@ def test_a_local_cluster_of_the_pools_own_admits_no_one_else():
     from distributed.security import Security
 
     with cw.Pool(2, engine="dask") as pool:
-        address = pool._scheduler.engine._cluster.scheduler_address
+        address = pool._scheduler.engine._cluster.own.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
         assert _refused(address)
         assert _refused(address.replace("tls://", "tcp://"))
         assert _refused(address, security=Security.temporary())
-        assert not _refused(address, security=pool._scheduler.engine._client.security)
+        assert not _refused(address, security=pool._scheduler.engine._cluster.client.security)
         assert pool.submit(square, 7).result(timeout=WAIT_SECONDS) == 49
 
 
@@ -220,7 +220,7 @@ def test_a_result_slow_to_fetch_holds_up_only_its_own_task(session_cluster):
     the Dask scheduler tries to connect for 30 s. Meanwhile the other lanes' results
     are reported (white-box: the client's gather of the first result waits for the test)."""
     with cw.Pool(2, engine="dask") as pool:
-        client = pool._scheduler.engine._client
+        client = pool._scheduler.engine._cluster.client
         real_gather, held, release = client._gather, [], asyncio.Event()
 
         async def gather(futures, *args, **kwargs):

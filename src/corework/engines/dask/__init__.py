@@ -26,7 +26,7 @@ How corework's promises map onto Dask (the README's "On a cluster" says the same
   cancelled, every worker is told never to start it, and the worker process running it
   is ended (its nanny starts a new one); the lane is ready again once that worker is
   back. Dask re-runs elsewhere whatever else that worker held, as for any lost worker,
-  but never the stopped task (see ``DaskEngine._stop_tasks``). A worker without a
+  but never the stopped task (see ``Halts._stop_tasks``). A worker without a
   nanny (``dask worker --no-nanny``) is not ended: the task then runs on there until it
   finishes, and a warning is logged. A task's timeout counts from when corework hands it
   to Dask, so on a busy shared cluster it includes the time the task waits for a worker

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..._errors import Cancelled, CoreworkError, SerializationError, WorkerCrashed
+from ..._errors import Cancelled, SerializationError, WorkerCrashed
 from ..._signals import block_in_this_thread
 from ...transport import segments as _segments
 from ...transport.failure import Failure
@@ -27,64 +27,19 @@ from ..contract import (
     WorkerSetup,
     initializer_failed,
 )
+from .cluster import Cluster, distributed_module
 from .halting import Halts
 from .scatter import Scatter
 from .worker import _Args, _run, _SetupFailed
 
 __all__ = ["DaskEngine", "check_options"]
 
-#: How long a pool given no ``workers`` waits for the scheduler to have a worker (its
-#: thread count sizes the pool).
-WORKERS_WAIT_SECONDS = 60.0
-
-#: How long a client may take to reach a scheduler before the pool says it cannot.
-CONNECT_SECONDS = 10.0
 #: A pool's setup (initializer, initargs, log levels) up to this size goes in every task:
 #: no worker's death can lose it. A larger one is scattered to every worker once (lost,
 #: and the pool's tasks fail, if every worker that holds it dies).
 SETUP_IN_TASKS = 64 * 1024
 
-_INSTALL = "engine='dask' needs Dask's distributed package: pip install 'corework[dask]'"
-
 log = logging.getLogger("corework.dask")
-
-
-def _distributed() -> Any:
-    """The ``distributed`` module, imported on first use (corework does not need it)."""
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError(_INSTALL) from exc
-    return distributed
-
-
-def _private_security() -> Any:
-    """TLS with throw-away credentials, known to this process and the cluster it starts
-    alone: no other user of the machine can connect to its scheduler or workers (which
-    would run code as this user, in this process)."""
-    from distributed.security import Security
-
-    try:
-        return Security.temporary()  # type: ignore[no-untyped-call]
-    except ImportError:
-        raise ImportError(
-            "engine='dask' without address= starts a private cluster secured with TLS, "
-            "which needs the cryptography package: pip install 'corework[dask]'") from None
-
-
-def _reachable(address: str) -> None:
-    """Raise OSError unless something listens at a tcp:// or tls:// ``address`` (found
-    before a Client is made: a Client that fails leaves its event loop's thread behind)."""
-    import socket
-
-    scheme, _, rest = address.rpartition("://")
-    if scheme not in ("tcp", "tls", ""):
-        return  # another transport (inproc, ucx): the Client finds out
-    host, _, port = rest.rpartition(":")
-    if not port.isdigit():
-        return
-    socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
-                             timeout=CONNECT_SECONDS).close()
 
 
 def check_options(*, memory_limit: int | None, max_tasks_per_worker: int | None) -> None:
@@ -112,83 +67,42 @@ class DaskEngine(Engine):
         self._keys = itertools.count()
         self._lock = threading.Lock()
         self._lanes: dict[int, Any] = {}  # slot -> its Dask future in flight
-        self._scatter = Scatter(self)  # packs chunks; keeps the shares it scattered
+        self._cluster = Cluster()
+        self._scatter = Scatter(self._cluster)  # packs chunks; keeps the shares it scattered
         self._stopping = False
-        self._halts = Halts(self)  # tasks being stopped, in the background
+        self._halts = Halts(self, self._cluster)  # tasks being stopped, in the background
         self._closer: threading.Thread | None = None
         #: Finished lanes, as (slot, chunk id, future, outcome, error); None ends it.
         self._results: queue.SimpleQueue[tuple[int, int, Any, Any, BaseException | None]
                                          | None] = queue.SimpleQueue()
         self._reporter = threading.Thread(target=self._report_results,
                                           name="corework-dask-results", daemon=True)
-        self._cluster: Any = None
-        self._client: Any = None
         self._setup_data: Any = None
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
-        distributed = _distributed()
+        distributed_module()
         self._reporter.start()
         try:
-            self._connect(distributed)
+            self._cluster.connect(self.address, self.workers)
+            if not self._sized:
+                self.workers = self._cluster.threads()
             relay = self.setup.relay_logs and self.setup.log_levels is not None
             if self.setup.initializer is not None or relay:
                 # Only workers of the pool's own cluster take this process's logger
                 # levels; a cluster others share keeps its own (it relays what they let by).
-                setup = self.setup if self._cluster is not None or not relay else \
+                setup = self.setup if self._cluster.own is not None or not relay else \
                     dataclasses.replace(self.setup, log_levels={})
                 blob = _dumps(setup, f"the initializer {self.setup.initializer!r} "
                                      "or its initargs")
                 self._setup_data = blob if len(blob) <= SETUP_IN_TASKS else \
-                    self._client.scatter(blob, broadcast=True, hash=False)
+                    self._cluster.client.scatter(blob, broadcast=True, hash=False)
         except BaseException:
             self._close()
             raise
         _segments.on_release(self._scatter.released)
         for slot in range(self.workers):
             events.worker_ready(slot)
-
-    def _connect(self, distributed: Any) -> None:
-        import dask
-
-        address = self.address or dask.config.get("scheduler-address", None)
-        security = None  # the user's cluster: Dask's own configuration (distributed.comm.tls)
-        if address is None and _in_dask_task(distributed):
-            # A task using corework: run on its own cluster, and let its worker run other
-            # tasks while this one's thread waits for results (as worker_client() does).
-            worker = distributed.get_worker()
-            address, security = worker.scheduler.address, worker.security
-            distributed.secede()
-        if address is None:
-            security = _private_security()
-            # No dashboard; the scheduler's HTTP server (it has one anyway) on a free
-            # port, not 8787, which another Dask scheduler here may have taken.
-            self._cluster = distributed.LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None, security=security,
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-            address = self._cluster.scheduler_address
-        try:
-            _reachable(address)
-            self._client = distributed.Client(address, set_as_default=False,
-                                              security=security, timeout=CONNECT_SECONDS)
-        except (OSError, TimeoutError) as exc:
-            raise ConnectionError(
-                f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS:g} s "
-                f"({type(exc).__name__}: {exc}): start one with `dask scheduler` and workers "
-                f"with `dask worker {address}`, or check the address") from None
-        if not self._sized:
-            self.workers = self._cluster_threads(address)
-
-    def _cluster_threads(self, address: str) -> int:
-        try:
-            self._client.wait_for_workers(1, timeout=WORKERS_WAIT_SECONDS)
-        except TimeoutError:
-            raise CoreworkError(
-                f"no Dask worker joined the scheduler at {address} within "
-                f"{WORKERS_WAIT_SECONDS:g} s: start some with `dask worker {address}`, or "
-                "pass workers=N to queue work until they come") from None
-        return max(1, int(sum(self._client.nthreads().values())))
 
     def stop(self, wait: bool, now: bool = False, *, gently: bool = False) -> None:
         """Close the client (and the LocalCluster this engine started).
@@ -207,7 +121,7 @@ class DaskEngine(Engine):
                 closer: threading.Thread | None = self._closer
             else:
                 closer = None
-        if running and self._cluster is None:
+        if running and self._cluster.own is None:
             self._halts.start(running)  # no slot to make ready: the pool is stopping
         if closer is not None:
             closer.start()
@@ -220,10 +134,7 @@ class DaskEngine(Engine):
         self._halts.join()
         shares = self._scatter.drop()
         del shares  # released before the client goes
-        if self._client is not None:
-            self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        self._cluster.close()
         self._results.put(None)
         if self._reporter.is_alive() and self._reporter is not threading.current_thread():
             self._reporter.join()
@@ -239,9 +150,9 @@ class DaskEngine(Engine):
         args: _Args = work.payload
         name = getattr(work.fn.fn, "__name__", "task")
         key = f"corework-{name}-{self._token}-{next(self._keys)}"
-        self._keep_own_cluster_whole()
+        self._cluster.keep_whole(self.workers)
         try:
-            future = self._client.submit(
+            future = self._cluster.client.submit(
                 _run, key, (self._token, self._setup_data), (work.fn.id, work.fn.blob),
                 (work.id, int(work.kind), args.data, list(args.refs)), pure=False, key=key)
         except Exception as exc:  # the client was closed, or lost its scheduler
@@ -271,14 +182,14 @@ class DaskEngine(Engine):
             self._results.put((slot, chunk_id, future, None, None))
             return
         try:
-            self._client.loop.add_callback(self._fetch, slot, chunk_id, future)
+            self._cluster.client.loop.add_callback(self._fetch, slot, chunk_id, future)
         except Exception as exc:  # the client is closing
             self._results.put((slot, chunk_id, future, None, exc))
 
     async def _fetch(self, slot: int, chunk_id: int, future: Any) -> None:
         """On the client's event loop: fetch a lane's result, then queue its report."""
         try:
-            outcome = await self._client.gather(future, asynchronous=True)
+            outcome = await self._cluster.client.gather(future, asynchronous=True)
         except BaseException as exc:  # cancelled (stopped), lost, or not unpicklable here
             self._results.put((slot, chunk_id, future, None, exc))
         else:
@@ -338,7 +249,7 @@ class DaskEngine(Engine):
         self._events.chunk_done(slot, report)
 
     def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:
-        killed = getattr(_distributed(), "KilledWorker", ())
+        killed = getattr(distributed_module(), "KilledWorker", ())
         if isinstance(exc, killed):
             self._lost(slot, WorkerCrashed(
                 f"the task's Dask worker died each time it ran it ({exc}); Dask gave up "
@@ -362,39 +273,23 @@ class DaskEngine(Engine):
         self._events.worker_lost(slot, Cancelled("the task was stopped; its Dask worker "
                                                  "process was ended and replaced"))
         if future is None:
-            self._ready(slot)
+            self.ready_again(slot)
         else:
             self._halts.start([future], slot)
 
-    def _ready(self, slot: int) -> None:
+    def stopping(self) -> bool:
+        """Whether the pool is stopping (for ``Halts``)."""
         with self._lock:
-            stopping = self._stopping
-        if not stopping:
+            return self._stopping
+
+    def ready_again(self, slot: int) -> None:
+        """The lane is free to run a chunk (unless the pool is stopping)."""
+        if not self.stopping():
             self._events.worker_ready(slot)
-
-    def _keep_own_cluster_whole(self) -> None:
-        """Start again the workers that this engine's own LocalCluster gave up on.
-
-        A LocalCluster closes a worker's nanny for good when, ``distributed.deploy.
-        lost-worker-timeout`` (15 s) after that worker left, no worker of its name is
-        there: so when a worker is ended again just then (a timeout 15 s after another)
-        it is not replaced, and a cluster of one worker is left with none."""
-        cluster = self._cluster
-        if cluster is not None and len(cluster.workers) < self.workers:
-            with contextlib.suppress(Exception):  # closing: nothing to keep
-                cluster.scale(self.workers)
 
     def restart(self, slot: int) -> None:
         """Lanes hold no worker of their own to recycle: the slot is ready again."""
         self._events.worker_ready(slot)
-
-
-def _in_dask_task(distributed: Any) -> bool:
-    try:
-        distributed.get_worker()
-    except ValueError:
-        return False
-    return True
 
 
 def _dumps(obj: Any, what: str) -> bytes:

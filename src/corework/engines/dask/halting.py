@@ -12,19 +12,18 @@ import threading
 import time
 from typing import Any, Protocol
 
+from .cluster import Cluster
 from .worker import _end_worker, _stop_keys
 
 
 class Host(Protocol):
-    """What halting uses of its engine (``DaskEngine``)."""
+    """What halting asks of its engine (``DaskEngine``)."""
 
-    _client: Any
-    _lock: threading.Lock
-    _stopping: bool
+    workers: int
 
-    def _ready(self, slot: int) -> None: ...
+    def stopping(self) -> bool: ...
 
-    def _keep_own_cluster_whole(self) -> None: ...
+    def ready_again(self, slot: int) -> None: ...
 
 #: How long restarting a worker (to stop a task) may take before it is given up.
 RESTART_SECONDS = 60.0
@@ -37,8 +36,10 @@ log = logging.getLogger("corework.dask")
 class Halts:
     """The engine's background stops of tasks, one thread each."""
 
-    def __init__(self, engine: Host) -> None:
+    def __init__(self, engine: Host, cluster: Cluster) -> None:
         self._engine = engine
+        self._cluster = cluster
+        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def join(self) -> None:
@@ -50,7 +51,7 @@ class Halts:
         """In the background: stop the tasks of ``futures``; then ``slot`` is ready."""
         halt = threading.Thread(target=self._stop_tasks, args=(futures, slot),
                                 name="corework-dask-halt", daemon=True)
-        with self._engine._lock:
+        with self._lock:
             self._threads = [thread for thread in self._threads if thread.is_alive()]
             self._threads.append(halt)
         halt.start()
@@ -84,9 +85,9 @@ class Halts:
         deadline = time.monotonic() + RESTART_SECONDS
         try:
             asked, ended, count = self._end_runners(keys, deadline)
-            self._engine._client.cancel(futures, force=True)
+            self._cluster.client.cancel(futures, force=True)
             self._await_forgotten(keys, deadline)
-            joined = set(self._engine._client.scheduler_info(n_workers=-1)["workers"]) - asked
+            joined = set(self._cluster.client.scheduler_info(n_workers=-1)["workers"]) - asked
             if joined:
                 ended |= self._end_runners(keys, deadline, sorted(joined))[1]
             if ended:
@@ -96,13 +97,13 @@ class Halts:
                         "they end): %s", keys, exc)
         finally:
             if slot is not None:
-                self._engine._ready(slot)
+                self._engine.ready_again(slot)
 
     def _end_runners(self, keys: list[str], deadline: float,
                      workers: list[str] | None = None) -> tuple[set[str], set[str], int]:
         """Tell ``workers`` (default: every worker) that ``keys`` are stopped; end those
         that run one. Returns the workers asked, those ended, and how many answered."""
-        answers = self._engine._client.run(_stop_keys, keys, workers=workers, on_error="return",
+        answers = self._cluster.client.run(_stop_keys, keys, workers=workers, on_error="return",
                                    callback_timeout=_left(deadline))
         told = {worker: answer for worker, answer in answers.items()
                 if isinstance(answer, tuple)}
@@ -110,7 +111,7 @@ class Halts:
         orphans = sorted(worker for worker, (runs, nanny) in told.items() if runs and not nanny)
         deaf = sorted(set(answers) - set(told))
         if doomed:  # the connections reset as they end: errors are expected
-            self._engine._client.run(_end_worker, workers=sorted(doomed), wait=False,
+            self._cluster.client.run(_end_worker, workers=sorted(doomed), wait=False,
                              on_error="ignore", callback_timeout=_left(deadline))
         if orphans:
             log.warning("corework cannot stop tasks %s on Dask workers without a nanny "
@@ -125,7 +126,7 @@ class Halts:
         """Wait until the Dask scheduler knows none of ``keys`` (their cancel arrived)."""
         while True:
             try:
-                known = self._engine._client.run_on_scheduler(_known_keys, keys,
+                known = self._cluster.client.run_on_scheduler(_known_keys, keys,
                                                       callback_timeout=_left(deadline))
             except Exception as exc:  # e.g. a scheduler that runs no functions
                 log.debug("corework cannot ask the Dask scheduler about %s: %s", keys, exc)
@@ -140,11 +141,10 @@ class Halts:
     def _await_replacements(self, gone: set[str], count: int, deadline: float) -> None:
         """Wait until the scheduler has dropped ``gone`` and has ``count`` workers again."""
         while time.monotonic() < deadline:
-            with self._engine._lock:
-                if self._engine._stopping:
-                    return
-            self._engine._keep_own_cluster_whole()
-            workers = set(self._engine._client.scheduler_info(n_workers=-1)["workers"])
+            if self._engine.stopping():
+                return
+            self._cluster.keep_whole(self._engine.workers)
+            workers = set(self._cluster.client.scheduler_info(n_workers=-1)["workers"])
             if not workers & gone and len(workers) >= count:
                 return
             time.sleep(RESTART_POLL_SECONDS)

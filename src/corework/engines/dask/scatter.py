@@ -10,18 +10,13 @@ import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..._errors import SerializationError
 from ...transport import segments as _segments
 from ...transport.picklers import dumps_by_value
+from .cluster import Cluster
 from .worker import _Args
-
-
-class Host(Protocol):
-    """What scattering uses of its engine (``DaskEngine``): its Dask client."""
-
-    _client: Any
 
 #: Buffers at least this big are scattered to the workers rather than put in the task
 #: graph (which goes through the scheduler). Smaller ones are cheaper inline than one
@@ -32,8 +27,8 @@ SCATTER_BYTES = 1 << 20
 class Scatter:
     """Packs chunks for one engine's client, and keeps its scattered shares."""
 
-    def __init__(self, engine: Host) -> None:
-        self._engine = engine
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
         self._lock = threading.Lock()
         self._shares: dict[str, Any] = {}  # share id -> the share scattered (a future)
         self._released: deque[str] = deque()  # shares the caller let go of (from the GC)
@@ -81,7 +76,7 @@ class Scatter:
             return ()
         self._forget_released()
         own = [raw for raw, share in found if share is None]
-        scattered = iter(self._engine._client.scatter(own, hash=False) if own else [])
+        scattered = iter(self._cluster.client.scatter(own, hash=False) if own else [])
         refs = []
         for raw, share in found:
             if share is None:
@@ -101,7 +96,7 @@ class Scatter:
         with self._lock:
             future = self._shares.get(share.id)
         if future is None:
-            future = self._engine._client.scatter(memoryview(mapping), broadcast=True, hash=False)
+            future = self._cluster.client.scatter(memoryview(mapping), broadcast=True, hash=False)
             with self._lock:
                 future = self._shares.setdefault(share.id, future)
         return future
