@@ -3,34 +3,29 @@ docstring), the client and the engine's own LocalCluster, results read back."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import logging
-import queue
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..._errors import Cancelled, SerializationError, WorkerCrashed
-from ..._signals import block_in_this_thread
+from ..._errors import Cancelled, SerializationError
 from ...transport import segments as _segments
-from ...transport.failure import Failure
 from ...transport.picklers import dumps_by_value
 from ..contract import (
-    ChunkReport,
     ChunkWork,
     Engine,
     EngineEvents,
     FunctionRef,
     WorkerSetup,
-    initializer_failed,
 )
 from .cluster import Cluster, distributed_module
 from .halting import Halts
+from .results import Results
 from .scatter import Scatter
-from .worker import _Args, _run, _SetupFailed
+from .worker import _Args, _run
 
 __all__ = ["DaskEngine", "check_options"]
 
@@ -72,17 +67,13 @@ class DaskEngine(Engine):
         self._stopping = False
         self._halts = Halts(self, self._cluster)  # tasks being stopped, in the background
         self._closer: threading.Thread | None = None
-        #: Finished lanes, as (slot, chunk id, future, outcome, error); None ends it.
-        self._results: queue.SimpleQueue[tuple[int, int, Any, Any, BaseException | None]
-                                         | None] = queue.SimpleQueue()
-        self._reporter = threading.Thread(target=self._report_results,
-                                          name="corework-dask-results", daemon=True)
+        self._results = Results(self, self._cluster)  # finished lanes, reported
         self._setup_data: Any = None
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
         distributed_module()
-        self._reporter.start()
+        self._results.start(events)
         try:
             self._cluster.connect(self.address, self.workers)
             if not self._sized:
@@ -127,7 +118,8 @@ class DaskEngine(Engine):
             closer.start()
         # Not from the results thread (a done-callback's Pool.kill): the closer waits
         # for that thread to end.
-        if wait and threading.current_thread() not in (self._closer, self._reporter):
+        if wait and threading.current_thread() is not self._closer \
+                and not self._results.is_current_thread():
             self._closer.join()
 
     def _close(self) -> None:
@@ -135,9 +127,7 @@ class DaskEngine(Engine):
         shares = self._scatter.drop()
         del shares  # released before the client goes
         self._cluster.close()
-        self._results.put(None)
-        if self._reporter.is_alive() and self._reporter is not threading.current_thread():
-            self._reporter.join()
+        self._results.end()
 
     def prepare(self, fn: Callable[..., Any], fn_id: int) -> FunctionRef:
         return FunctionRef(fn_id, fn, _dumps(fn, f"the function {fn!r}"))
@@ -166,103 +156,22 @@ class DaskEngine(Engine):
             if self._stopping:
                 return
             self._lanes[slot] = future
-        future.add_done_callback(lambda done: self._on_done(slot, work.id, done))
+        future.add_done_callback(lambda done: self._results.on_done(slot, work.id, done))
 
-    def _on_done(self, slot: int, chunk_id: int, future: Any) -> None:
-        """A lane's future finished (on Dask's callback thread, which must not wait).
-
-        A result still has to be fetched from the worker that holds it, and that can
-        take long: from a worker that has just died, the Dask scheduler keeps trying to
-        connect for ``distributed.comm.timeouts.connect`` (30 s). Fetched here, on Dask's
-        one callback thread, it held up every other lane's report meanwhile, so every
-        task in flight timed out. So results are fetched on the client's event loop,
-        side by side, and reported from this engine's results thread, in the order they
-        arrive."""
-        if future.status != "finished":
-            self._results.put((slot, chunk_id, future, None, None))
-            return
-        try:
-            self._cluster.client.loop.add_callback(self._fetch, slot, chunk_id, future)
-        except Exception as exc:  # the client is closing
-            self._results.put((slot, chunk_id, future, None, exc))
-
-    async def _fetch(self, slot: int, chunk_id: int, future: Any) -> None:
-        """On the client's event loop: fetch a lane's result, then queue its report."""
-        try:
-            outcome = await self._cluster.client.gather(future, asynchronous=True)
-        except BaseException as exc:  # cancelled (stopped), lost, or not unpicklable here
-            self._results.put((slot, chunk_id, future, None, exc))
-        else:
-            self._results.put((slot, chunk_id, future, outcome, None))
-
-    def _report_results(self) -> None:
-        """The results thread: report each finished lane's chunk, until ``None``."""
-        block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
-        while (item := self._results.get()) is not None:
-            slot, chunk_id, future, outcome, error = item
-            with self._lock:
-                if self._lanes.get(slot) is not future:
-                    continue  # killed, or the pool stopped: already accounted for
-                del self._lanes[slot]
-            try:
-                self._report(slot, chunk_id, future, outcome, error)
-            except BaseException as exc:  # this thread must live on: report, and go on
-                log.exception("corework could not report a Dask result")
-                with contextlib.suppress(BaseException):
-                    self._events.chunk_done(slot, _failed(chunk_id, exc))
-
-    def _report(self, slot: int, chunk_id: int, future: Any, outcome: Any,
-                error: BaseException | None) -> None:
-        if future.status == "error":
-            self._on_error(slot, chunk_id, future.exception())
-        elif future.status == "cancelled":  # not by us: the scheduler forgot it
-            self._lost(slot, WorkerCrashed(
-                "the Dask scheduler dropped the task (was it restarted, or the connection "
-                "to it lost?)"))
-        elif error is not None:  # e.g. a result whose class cannot be imported here
-            self._events.chunk_done(slot, _failed(chunk_id, SerializationError(
-                f"a result from a Dask worker cannot be unpickled here: {error}",
-                stage="unpickle-result", original=error)))
-        else:
-            self._on_finished(slot, chunk_id, outcome)
-
-    def _on_finished(self, slot: int, chunk_id: int, outcome: Any) -> None:
-        if isinstance(outcome, _SetupFailed):
-            self._events.engine_broken(initializer_failed(
-                self.setup, "in a Dask worker", outcome.failure))
-            return
-        if isinstance(outcome, ChunkReport):  # none of its tasks could run
-            outcome.remote = True
-            self._events.chunk_done(slot, outcome)
-            return
-        try:
-            report = outcome.report()
-        except Exception as exc:  # e.g. a result whose class cannot be imported here
-            error = SerializationError(f"a result from a Dask worker cannot be unpickled "
-                                       f"here: {exc}", stage="unpickle-result", original=exc)
-            report = _failed(chunk_id, error)
-        if outcome.logs:  # before the chunk ends: each record names its task
-            from ..log_relay import rebuild
-
-            for position, fields in outcome.logs:
-                self._events.task_logged(slot, chunk_id, position, rebuild(fields, slot))
-        self._events.chunk_done(slot, report)
-
-    def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:
-        killed = getattr(distributed_module(), "KilledWorker", ())
-        if isinstance(exc, killed):
-            self._lost(slot, WorkerCrashed(
-                f"the task's Dask worker died each time it ran it ({exc}); Dask gave up "
-                "after distributed.scheduler.allowed-failures tries"))
-            return
-        self._events.chunk_done(slot, _failed(chunk_id, exc))  # e.g. unpicklable here
-
-    def _lost(self, slot: int, error: BaseException) -> None:
+    def lost(self, slot: int, error: BaseException) -> None:
+        """The lane's task was lost; the lane is ready again at once (it has no process
+        to replace)."""
         self._events.worker_lost(slot, error)
+        self.ready_again(slot)
+
+    def finish_lane(self, slot: int, future: Any) -> bool:
+        """Free the lane of ``future``; False if it no longer holds it (killed, or the
+        pool stopped: already accounted for)."""
         with self._lock:
-            stopping = self._stopping
-        if not stopping:
-            self._events.worker_ready(slot)  # a lane has no process to replace
+            if self._lanes.get(slot) is not future:
+                return False
+            del self._lanes[slot]
+            return True
 
     def kill(self, slot: int) -> None:
         """Free the lane of its task: the worker process running it is ended and the task
@@ -300,8 +209,3 @@ def _dumps(obj: Any, what: str) -> bytes:
             f"cannot send {what} to a Dask worker: {exc}. Make sure everything it refers "
             "to can be pickled, or use engine='thread'.", stage="pickle-argument",
             original=exc) from exc
-
-
-def _failed(chunk_id: int, exc: BaseException) -> ChunkReport:
-    """A chunk none of whose tasks could run (so the scheduler splits it, or fails it)."""
-    return ChunkReport(chunk_id, [], {}, 0.0, Failure.capture(exc), True)
