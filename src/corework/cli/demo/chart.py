@@ -129,18 +129,9 @@ def _svg(panel: Panel, width: int = 420, height: int = 260) -> str:
         x0 = left + g * group_w + group_w * 0.1
         for s, engine in enumerate(panel.series):
             value = panel.values[g][s]
-            if value is None:
-                continue
-            x = x0 + s * bar_w
-            parts.append(f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{bar_w * 0.95:.1f}" '
-                         f'height="{top + plot_h - y(value):.1f}" fill="{COLOURS[engine]}">'
-                         f"<title>{ENGINE_LABELS[engine]}: {panel.fmt(value)}</title></rect>")
-            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y(value) - 3:.1f}" '
-                         f'text-anchor="middle" font-size="9">{panel.fmt(value)}</text>')
-            if not group:  # one group: name each bar instead
-                parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 16}" '
-                             f'text-anchor="middle" font-size="11">{ENGINE_LABELS[engine]}'
-                             "</text>")
+            if value is not None:
+                parts += _bar(panel, engine, value, x=x0 + s * bar_w, width=bar_w,
+                              baseline=top + plot_h, y=y(value), named=not group)
         mark = panel.ideals[g]
         if mark is not None:
             parts.append(f'<line x1="{x0:.1f}" x2="{x0 + group_w * 0.8:.1f}" '
@@ -150,6 +141,22 @@ def _svg(panel: Panel, width: int = 420, height: int = 260) -> str:
                      f'text-anchor="middle" font-size="11">{html.escape(group)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _bar(panel: Panel, engine: str, value: float, *, x: float, width: float,
+         baseline: float, y: float, named: bool) -> list[str]:
+    """One bar from ``baseline`` up to ``y``, its value above it (and with ``named``, the
+    engine below it: a panel of one group names each bar instead)."""
+    label = ENGINE_LABELS[engine]
+    parts = [f'<rect x="{x:.1f}" y="{y:.1f}" width="{width * 0.95:.1f}" '
+             f'height="{baseline - y:.1f}" fill="{COLOURS[engine]}">'
+             f"<title>{label}: {panel.fmt(value)}</title></rect>",
+             f'<text x="{x + width / 2:.1f}" y="{y - 3:.1f}" '
+             f'text-anchor="middle" font-size="9">{panel.fmt(value)}</text>']
+    if named:
+        parts.append(f'<text x="{x + width / 2:.1f}" y="{baseline + 16}" '
+                     f'text-anchor="middle" font-size="11">{label}</text>')
+    return parts
 
 
 def _legend() -> str:

@@ -2,8 +2,8 @@
 
 Dask cannot interrupt a running function; its nanny replaces a worker process that ends.
 :class:`Halts` tells every worker the task is stopped, ends the process running it and
-waits until the cluster has forgotten the task and replaced the process (see
-:meth:`Halts._stop_tasks` for the order, and why)."""
+waits until the cluster has forgotten the task and replaced the process (its docstring
+says in which order, and why)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,30 @@ log = logging.getLogger("corework.dask")
 
 
 class Halts:
-    """The engine's background stops of tasks, one thread each."""
+    """The engine's background stops of tasks, one thread each.
+
+    Dask re-runs the tasks of a worker that dies on another one, and a hung task
+    re-run there would wedge that worker's thread for good, unseen: its event loop
+    still answers, so Dask takes it for healthy and gives it more tasks, which never
+    start. And ``Client.cancel`` only queues a message, so it may reach the
+    scheduler after the worker's death. Hence, in this order:
+
+    1. tell every worker that these tasks are stopped, and ask which runs one now
+       (``_run`` and ``_stop_keys`` take one lock, so a worker either reports the
+       task or never starts it: a re-run Dask hands it is skipped);
+    2. end the worker processes that run one (their nannies start new ones at once),
+       while the scheduler still counts them busy, so it gives them nothing new;
+    3. cancel the tasks, and wait until the scheduler has forgotten them: from then
+       on no worker is given them;
+    4. ask the workers that joined since step 1 (a replacement, say: one may have
+       been given a task before the cancel arrived), and end any that runs one.
+       (Not the others: they were told, and asking a worker that is being ended
+       would wait for Dask's connect timeout, 30 s.)
+
+    Ending the process, rather than Dask's graceful ``restart_workers``, takes
+    milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
+    close gracefully anyway. Every step is bounded by ``RESTART_SECONDS`` in all.
+    """
 
     def __init__(self, engine: Host, cluster: Cluster) -> None:
         self._engine = engine
@@ -57,30 +80,9 @@ class Halts:
         halt.start()
 
     def _stop_tasks(self, futures: list[Any], slot: int | None) -> None:
-        """Make sure the tasks of ``futures`` run nowhere, now or later; then ``slot``
-        is ready (once the worker processes ended for it are replaced).
-
-        Dask re-runs the tasks of a worker that dies on another one, and a hung task
-        re-run there would wedge that worker's thread for good, unseen: its event loop
-        still answers, so Dask takes it for healthy and gives it more tasks, which never
-        start. And ``Client.cancel`` only queues a message, so it may reach the
-        scheduler after the worker's death. Hence, in this order:
-
-        1. tell every worker that these tasks are stopped, and ask which runs one now
-           (``_run`` and ``_stop_keys`` take one lock, so a worker either reports the
-           task or never starts it: a re-run Dask hands it is skipped);
-        2. end the worker processes that run one (their nannies start new ones at once),
-           while the scheduler still counts them busy, so it gives them nothing new;
-        3. cancel the tasks, and wait until the scheduler has forgotten them: from then
-           on no worker is given them;
-        4. ask the workers that joined since step 1 (a replacement, say: one may have
-           been given a task before the cancel arrived), and end any that runs one.
-           (Not the others: they were told, and asking a worker that is being ended
-           would wait for Dask's connect timeout, 30 s.)
-
-        Ending the process, rather than Dask's graceful ``restart_workers``, takes
-        milliseconds instead of seconds: a worker whose thread is stuck in a task cannot
-        close gracefully anyway. Every step is bounded by ``RESTART_SECONDS`` in all."""
+        """Make sure the tasks of ``futures`` run nowhere, now or later (in the order
+        the class docstring gives); then ``slot`` is ready (once the worker processes
+        ended for it are replaced)."""
         keys = sorted({future.key for future in futures})
         deadline = time.monotonic() + RESTART_SECONDS
         try:
