@@ -90,6 +90,10 @@ class Advice:
         return "\n".join(lines)
 
 
+_BUSY_NOTE = ("; the machine was busy (the tasks waited for a core {:.0%} of their time): "
+              "the timings are uncertain, the verdict rests on what the tasks do")
+
+
 def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
            workers: int | None = None) -> Advice:
     """Run ``fn`` over ``sample`` serially and on each engine available here; return
@@ -111,15 +115,8 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
     holds_gil = _holds_gil(fn, items) if gil_enabled() else False
     task_seconds = serial / len(items)
     pickle_seconds, pickle_bytes = _pickling(items, results)
-    seconds = {"serial": serial}
-    unavailable: dict[str, str] = {}
-    for engine in _engines(unavailable):
-        try:
-            seconds[engine] = _timed(fn, items, engine, count)
-        except Exception as exc:  # e.g. numpy in a sub-interpreter: it says why
-            unavailable[engine] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    speedup = {name: serial / value if value else float("inf")
-               for name, value in seconds.items()}
+    seconds, unavailable = _on_each_engine(fn, items, count, serial)
+    speedup = {name: serial / value if value else float("inf") for name, value in seconds.items()}
     parallel = min(count, len(items))
     gil_held = _gil_held(speedup.get("thread", 1.0), parallel, cpu_share)
     if holds_gil is None:  # the sample ended before the GIL could be watched
@@ -134,12 +131,24 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
         engine = _suited(seconds, cpu_share, holds_gil)
         reason = _reason(engine, speedup, cpu_share, gil_held, parallel)
     if busy:
-        reason += (f"; the machine was busy (the tasks waited for a core {waited:.0%} of "
-                   "their time): the timings are uncertain, the verdict rests on what the "
-                   "tasks do")
-    return Advice(engine, reason, count, seconds, speedup, round(cpu_share, 3),
-                  round(gil_held, 3), pickle_seconds, pickle_bytes, unavailable,
-                  task_seconds, too_short, batch, holds_gil, busy)
+        reason += _BUSY_NOTE.format(waited)
+    return Advice(engine, reason, count, seconds, speedup, round(cpu_share, 3), round(gil_held, 3),
+                  pickle_seconds, pickle_bytes, unavailable, task_seconds, too_short, batch,
+                  holds_gil, busy)
+
+
+def _on_each_engine(fn: Callable[[Any], Any], items: list[Any], count: int, serial: float
+                    ) -> tuple[dict[str, float], dict[str, str]]:
+    """Seconds the sample took serially and on each engine available here; and why each
+    other engine is not (e.g. numpy in a sub-interpreter: its error says why)."""
+    seconds = {"serial": serial}
+    unavailable: dict[str, str] = {}
+    for engine in _engines(unavailable):
+        try:
+            seconds[engine] = _timed(fn, items, engine, count)
+        except Exception as exc:
+            unavailable[engine] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return seconds, unavailable
 
 
 def _serially(fn: Callable[[Any], Any], items: list[Any]
