@@ -10,7 +10,7 @@ import pytest
 import corework as cw
 from corework.engines import ChunkWork, WorkerSetup
 from corework.engines.local.thread import ThreadEngine
-from corework.scheduling.chunking import ChunkSizer
+from corework.scheduling.chunk_sizes import ChunkSizer
 from corework.scheduling.mapjob import MapJob
 from corework.scheduling.scheduler import Scheduler
 from tests.helpers import square

@@ -83,6 +83,7 @@ class ChunkWork:
     kind: CallKind
     items: Sequence[Any]
     payload: Any = None  # what ``Engine.pack`` made of ``items``
+    first: int = 0  # the submission's index of its first task (a log record names its task)
 
 
 @dataclass
@@ -119,11 +120,6 @@ class EngineEvents(Protocol):
     def worker_lost(self, slot: int, error: BaseException) -> None: ...
 
     def engine_broken(self, error: BaseException) -> None: ...
-
-    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
-                    record: Any) -> None:
-        """A worker logged ``record`` (a ``logging.LogRecord``) while running the task at
-        ``position`` of chunk ``chunk_id`` on ``slot`` (None, None: outside a task)."""
 
 
 class Engine(abc.ABC):
@@ -207,10 +203,6 @@ class _Detached:
         pass
 
     def engine_broken(self, error: BaseException) -> None:
-        pass
-
-    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
-                    record: Any) -> None:
         pass
 
 

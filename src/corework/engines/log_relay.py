@@ -8,9 +8,10 @@ the socket before the crash can happen, and the caller's reader reads it before 
 sees the end of file. The worker's loggers get the levels the caller's had when the
 pool started (:func:`caller_levels`), so a record the caller would drop is not sent.
 
-In the caller, the reader thread rebuilds the record (:func:`rebuild`) and the
-scheduler adds the task's index (``record.corework_task``, None outside a task) before
-:func:`deliver` hands it to the logger of the same name — its level, filters, handlers
+In the caller, the engine (the process engine's reader thread) rebuilds the record,
+adds its task's index in its submission (``record.corework_task``, None outside a task:
+the engine knows which chunk the worker ran, and where that chunk starts) and hands it
+(:func:`relay`) to the logger of the same name — its level, filters, handlers
 and propagation, as for a record logged in the caller. The message is the worker's,
 arguments merged, and a traceback comes formatted (``exc_text``), as
 ``logging.handlers.QueueHandler`` prepares records.
@@ -130,6 +131,19 @@ def rebuild(fields: dict[str, Any], worker: int) -> logging.LogRecord:
     record.corework_worker = worker
     record.corework_task = None
     return record
+
+
+def relay(fields: dict[str, Any], worker: int, first: int | None, position: int | None
+          ) -> None:
+    """Handle a record a worker sent as if it were logged here, by the task at
+    ``position`` of the chunk whose first task is ``first`` in its submission (either
+    None: outside a task, or not the chunk running now). A handler may shut the pool
+    down: this thread is handing on, so that does not wait for it."""
+    from .._handing_on import handing_on  # the caller's side only (see in_interpreter)
+
+    task = first + position if first is not None and position is not None else None
+    with handing_on():
+        deliver(rebuild(fields, worker), task)
 
 
 def deliver(record: logging.LogRecord, task: int | None) -> None:

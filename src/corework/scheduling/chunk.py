@@ -32,8 +32,7 @@ class ChunkSink(Protocol):
 class Chunk:
     """Consecutive tasks of one submission, with the policy they run under."""
 
-    work: ChunkWork
-    first: int  # the submission's index of the chunk's first task
+    work: ChunkWork  # with ``first``, the submission's index of the chunk's first task
     sink: ChunkSink
     policy: TaskPolicy = NO_LIMITS
     attempt: int = 1  # of every task in it
@@ -43,6 +42,11 @@ class Chunk:
     @property
     def size(self) -> int:
         return len(self.work.items)
+
+    @property
+    def first(self) -> int:
+        """The submission's index of the chunk's first task."""
+        return self.work.first
 
     def describe(self, position: int) -> str:
         """Name the task at ``position`` in this chunk, for error messages."""

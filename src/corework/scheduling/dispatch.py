@@ -10,10 +10,10 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from .._handing_on import handing_on
 from ..engines import Engine
 from .board import Board, Guarded
 from .chunk import Chunk
-from .sinks import handing_on
 
 Starts = list[tuple[int, Chunk]]
 

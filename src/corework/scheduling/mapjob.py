@@ -24,7 +24,7 @@ from typing import Any, Literal
 from .._errors import SerializationError
 from ..engines import CallKind, ChunkReport
 from .chunk import Chunk
-from .chunking import ChunkSizer
+from .chunk_sizes import ChunkSizer
 from .outcomes import Outcome, task_exception
 from .policy import TaskPolicy
 from .scheduler import Scheduler
@@ -155,8 +155,8 @@ class MapJob:
                 chunk = self._scheduler.make_chunk(self._fn, self._kind, [item],
                                                    first + position, self, policy=self._policy)
             except SerializationError as exc:
-                chunk = Chunk(self._scheduler.unsent_work(self._fn, self._kind, [item]),
-                              first + position, self, self._policy)
+                work = self._scheduler.unsent_work(self._fn, self._kind, [item], first + position)
+                chunk = Chunk(work, self, self._policy)
                 self._out.append(chunk)
                 self._finish(chunk, exc)
                 continue

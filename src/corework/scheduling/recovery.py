@@ -103,9 +103,8 @@ class Recovery:
         sink = chunk.sink if isinstance(chunk.sink, PartSink) else Assembly(
             chunk, None, [0]).sink_for(0)
         work = ChunkWork(self._new_id(), chunk.work.fn, chunk.work.kind, chunk.work.items,
-                         chunk.work.payload)
-        retry = Chunk(work, chunk.first, sink, chunk.policy, chunk.attempt + 1,
-                      alone=chunk.alone)
+                         chunk.work.payload, chunk.first)
+        retry = Chunk(work, sink, chunk.policy, chunk.attempt + 1, alone=chunk.alone)
         delay = chunk.policy.delay(chunk.attempt)
         if delay:
             self._queue.hold(retry, delay)

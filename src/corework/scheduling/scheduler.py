@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._errors import Cancelled, CoreworkError, TaskTimeout
+from .._handing_on import handing_on, is_handing_on
 from ..engines import CallKind, ChunkReport, ChunkWork, Engine, FunctionRef
 from .board import Board, Guarded
 from .chunk import Chunk, ChunkSink
@@ -38,7 +39,7 @@ from .function_cache import FunctionCache
 from .future import Future
 from .policy import NO_LIMITS, TaskPolicy
 from .recovery import MakeChunk, Recovery
-from .sinks import FutureSink, handing_on, is_handing_on
+from .sinks import FutureSink
 from .timer import Timer
 
 #: Longest one blocked wait in shutdown(), so that Ctrl-C is seen (see mapjob).
@@ -103,9 +104,10 @@ class Scheduler:
             return self._functions.get(fn)
         return _prepare(self.engine, self._ids, fn)
 
-    def unsent_work(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any]) -> ChunkWork:
+    def unsent_work(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int
+                    ) -> ChunkWork:
         """A chunk's work that will never be sent (its items could not be packed)."""
-        return ChunkWork(next(self._ids), fn, kind, items)
+        return ChunkWork(next(self._ids), fn, kind, items, first=first)
 
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any], policy: TaskPolicy | None = None) -> Future[Any]:
@@ -174,20 +176,6 @@ class Scheduler:
                 self.on_broken(error)
             for chunk in orphans:
                 chunk.sink.fail(chunk, error)
-
-    def task_logged(self, slot: int, chunk_id: int | None, position: int | None,
-                    record: Any) -> None:
-        """Hand a worker's log record to this process's handlers, with its task's index
-        in its submission (``record.corework_task``)."""
-        from ..engines.log_relay import deliver
-
-        with self._board as board:
-            chunk = board.running.get(slot)
-        task = None
-        if chunk is not None and chunk.work.id == chunk_id and position is not None:
-            task = chunk.first + position
-        with handing_on():
-            deliver(record, task)
 
     # ------------------------------------------------------------------ stopping tasks
 
@@ -297,7 +285,7 @@ class _ChunkMaker:
 
     def __call__(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int,
                  sink: ChunkSink, *, policy: TaskPolicy | None = None) -> Chunk:
-        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items), first, sink,
+        chunk = Chunk(ChunkWork(next(self._ids), fn, kind, items, first=first), sink,
                       policy or self._default)
         chunk.work.payload = self._engine.pack(items, chunk.describe)
         return chunk

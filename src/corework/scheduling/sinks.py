@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,21 +60,3 @@ def callbacks_of(future: Future[Any]) -> Iterator[None]:
         yield
     except BaseException:
         log.exception("a done-callback of %r raised; corework's thread goes on", future)
-
-
-_local = threading.local()  # .depth: how many outcomes this thread is handing on
-
-
-@contextlib.contextmanager
-def handing_on() -> Iterator[None]:
-    """Mark this thread as handing outcomes on (so a done-callback's shutdown won't wait)."""
-    _local.depth = getattr(_local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _local.depth -= 1
-
-
-def is_handing_on() -> bool:
-    """Whether this thread is inside :func:`handing_on` (an engine's, or the timer's)."""
-    return getattr(_local, "depth", 0) > 0

@@ -156,6 +156,7 @@ class DaskEngine(Engine):
             if self._stopping:
                 return
             self._lanes[slot] = future
+        self._results.expect(work.id, work.first)
         future.add_done_callback(lambda done: self._results.on_done(slot, work.id, done))
 
     def lost(self, slot: int, error: BaseException) -> None:

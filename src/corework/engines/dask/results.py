@@ -43,6 +43,7 @@ class Results:
                                          | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="corework-dask-results",
                                         daemon=True)
+        self._firsts: dict[int, int] = {}  # chunk id -> its first task's index (see expect)
 
     def start(self, events: EngineEvents) -> None:
         self._events = events
@@ -56,6 +57,11 @@ class Results:
 
     def is_current_thread(self) -> bool:
         return self._thread is threading.current_thread()
+
+    def expect(self, chunk_id: int, first: int) -> None:
+        """A lane runs chunk ``chunk_id`` now, whose first task has index ``first`` in
+        its submission (so its log records name their tasks)."""
+        self._firsts[chunk_id] = first
 
     def on_done(self, slot: int, chunk_id: int, future: Any) -> None:
         """A lane's future finished (on Dask's callback thread, which must not wait).
@@ -89,17 +95,19 @@ class Results:
         block_in_this_thread()  # Ctrl-C is the main thread's (see corework._signals)
         while (item := self._results.get()) is not None:
             slot, chunk_id, future, outcome, error = item
+            first = self._firsts.pop(chunk_id, None)
             if not self._engine.finish_lane(slot, future):
                 continue  # killed, or the pool stopped: already accounted for
             try:
-                self._report(slot, chunk_id, future, outcome, error)
+                self._report(slot, (chunk_id, first), future, outcome, error)
             except BaseException as exc:  # this thread must live on: report, and go on
                 log.exception("corework could not report a Dask result")
                 with contextlib.suppress(BaseException):
                     self._events.chunk_done(slot, _failed(chunk_id, exc))
 
-    def _report(self, slot: int, chunk_id: int, future: Any, outcome: Any,
+    def _report(self, slot: int, chunk: tuple[int, int | None], future: Any, outcome: Any,
                 error: BaseException | None) -> None:
+        chunk_id = chunk[0]
         if future.status == "error":
             self._on_error(slot, chunk_id, future.exception())
         elif future.status == "cancelled":  # not by us: the scheduler forgot it
@@ -111,9 +119,10 @@ class Results:
                 f"a result from a Dask worker cannot be unpickled here: {error}",
                 stage="unpickle-result", original=error)))
         else:
-            self._on_finished(slot, chunk_id, outcome)
+            self._on_finished(slot, chunk, outcome)
 
-    def _on_finished(self, slot: int, chunk_id: int, outcome: Any) -> None:
+    def _on_finished(self, slot: int, chunk: tuple[int, int | None], outcome: Any) -> None:
+        chunk_id, first = chunk
         if isinstance(outcome, _SetupFailed):
             self._events.engine_broken(initializer_failed(
                 self._engine.setup, "in a Dask worker", outcome.failure))
@@ -129,10 +138,10 @@ class Results:
                                        f"here: {exc}", stage="unpickle-result", original=exc)
             report = _failed(chunk_id, error)
         if outcome.logs:  # before the chunk ends: each record names its task
-            from ..log_relay import rebuild
+            from ..log_relay import relay
 
             for position, fields in outcome.logs:
-                self._events.task_logged(slot, chunk_id, position, rebuild(fields, slot))
+                relay(fields, slot, first, position)
         self._events.chunk_done(slot, report)
 
     def _on_error(self, slot: int, chunk_id: int, exc: BaseException) -> None:

@@ -234,11 +234,10 @@ class InterpreterEngine(SlotEngine):
         naming its task, while the chunk still counts as running (see ``log_relay``)."""
         if not logs:
             return
-        from ..log_relay import rebuild
+        from ..log_relay import relay
 
         for position, fields in logs:
-            self._events.task_logged(slot.index, work.id, position,
-                                     rebuild(fields, slot.index))
+            relay(fields, slot.index, work.first, position)
 
     # ------------------------------------------------------------------ the interface
 

@@ -213,6 +213,7 @@ class ProcessEngine(Engine):
                 worker.unsent.add(thread)  # readiness puts it back in the queue
                 return
             worker.running[thread] = work.id
+            worker.firsts[thread] = work.first
             worker.loading.pop(thread, None)
             if worker.doomed:  # it cannot run this: the loss to come says so
                 worker.unsent.add(thread)

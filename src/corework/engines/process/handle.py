@@ -36,6 +36,7 @@ class WorkerHandle:
         self.threads = threads  # task threads it has been told to run
         self.ready = False
         self.running: dict[int, int] = {}  # thread -> id of the chunk it was sent
+        self.firsts: dict[int, int] = {}  # thread -> its chunk's first task's index
         self.loading: dict[int, int] = {}  # function id -> threads sent it before "loaded"
         self.unsent: set[int] = set()  # threads whose chunk could not be written: dead
         self.killed_for: int | None = None  # the slot whose task kill() stopped

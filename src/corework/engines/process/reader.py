@@ -154,14 +154,15 @@ class Reader:
             self.events.engine_broken(error)
 
     def _on_log(self, worker: WorkerHandle, meta: tuple[Any, ...]) -> None:
-        """A record a worker logged: to the scheduler, which names its task and hands
-        it to this process's handlers (see ``log_relay``)."""
-        from ..log_relay import rebuild
+        """A record a worker logged: to this process's handlers, naming its task if it
+        came from the chunk that thread runs now (see ``log_relay``)."""
+        from ..log_relay import relay
 
         _, thread, chunk_id, position, fields = meta
-        record = rebuild(fields, worker.index)
-        slot = self.engine.slot_of(worker, thread or 0)
-        self.events.task_logged(slot, chunk_id, position, record)
+        with worker.send_lock:
+            running = thread is not None and worker.running.get(thread) == chunk_id
+            first = worker.firsts.get(thread) if running else None
+        relay(fields, worker.index, first, position)
 
     def _on_ready(self, worker: WorkerHandle) -> None:
         had = self.table.mark_ready(worker)
