@@ -110,19 +110,21 @@ def processes_memory(processes: float, threads: float) -> Verdict:
 
 
 def threads_native(speedup: float | None, p: int, missing: str = "") -> Verdict:
-    claim = CLAIMS["threads_native"]
-    if speedup is None:
-        return Verdict(claim, NOT_MEASURED, missing or "not run")
-    return _one_core(claim, p) or _judge(
-        claim, gains(speedup, p), f"threads {speedup:.2f}× on numpy matmul")
+    return _gains_verdict("threads_native", speedup, p, missing, "threads {:.2f}× on numpy matmul")
 
 
 def interpreters_cpu(speedup: float | None, p: int, missing: str = "") -> Verdict:
-    claim = CLAIMS["interpreters_cpu"]
+    return _gains_verdict("interpreters_cpu", speedup, p, missing,
+                          "sub-interpreters {:.2f}× on cpu")
+
+
+def _gains_verdict(name: str, speedup: float | None, p: int, missing: str, figure: str
+                   ) -> Verdict:
+    """Claim ``name``: an engine gains on ``p`` cores (``figure`` shows its speedup)."""
+    claim = CLAIMS[name]
     if speedup is None:
         return Verdict(claim, NOT_MEASURED, missing or "not run")
-    return _one_core(claim, p) or _judge(
-        claim, gains(speedup, p), f"sub-interpreters {speedup:.2f}× on cpu")
+    return _one_core(claim, p) or _judge(claim, gains(speedup, p), figure.format(speedup))
 
 
 def free_threading(speedup: float | None, p: int, python: str = "",
