@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..scheduling.amapjob import async_chunks
-from ..scheduling.mapjob import Errors
 from . import progress as _progress
 from .auto import auto_chunks
+from .keywords import MapKeywords, signed
 from .options import MapOptions, PoolOptions
 from .pool import pool_of
 
 if TYPE_CHECKING:
-    pass
+    from typing_extensions import Unpack
 
 __all__ = ["aimap"]
 
 
-def aimap(fn: Callable[[Any], Any], items: Iterable[Any], *, engine: str = "auto",
-          workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
-          ordered: bool = True, timeout: float | None = None, retries: int = 0,
-          backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
-          errors: Errors = "raise", address: str | None = None, progress: bool = False,
-          kill_on_cancel: bool = False) -> AsyncGenerator[Any, None]:
+@signed(MapKeywords)
+def aimap(fn: Callable[[Any], Any], items: Iterable[Any], *, kill_on_cancel: bool = False,
+          **options: Unpack[MapKeywords]) -> AsyncGenerator[Any, None]:
     """:func:`corework.imap` for asyncio: ``async for result in cw.aimap(fn, items)``.
 
     The options are as for :func:`corework.imap` (checked here, at the call); the pool
@@ -39,11 +36,7 @@ def aimap(fn: Callable[[Any], Any], items: Iterable[Any], *, engine: str = "auto
     loop is not blocked meanwhile). Leaving early cancels what has not started, and with
     ``kill_on_cancel=True`` kills the tasks that run.
     """
-    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
-                               ordered=ordered, timeout=timeout, retries=retries,
-                               backoff=backoff, retry_on=retry_on, errors=errors,
-                               address=address, progress=progress)
-    return _aimap(fn, items, options, kill_on_cancel)
+    return _aimap(fn, items, MapOptions.parse("aimap", fn, options), kill_on_cancel)
 
 
 async def _aimap(fn: Callable[[Any], Any], items: Iterable[Any], options: MapOptions,

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..engines import start_launcher
-from ..scheduling.mapjob import Errors
 from . import progress as _progress
 from .auto import auto_chunks
+from .keywords import MapKeywords, signed
 from .options import MapOptions, PoolOptions
 from .pool import pool_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["imap", "map"]
 
 T = TypeVar("T")
 
 
-def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
-        workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
-        ordered: bool = True, timeout: float | None = None, retries: int = 0,
-        backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
-        errors: Errors = "raise", address: str | None = None,
-        progress: object = False) -> list[Any]:
+@signed(MapKeywords)
+def map(fn: Callable[[Any], T], items: Iterable[Any], **options: Unpack[MapKeywords]
+        ) -> list[Any]:
     """``list(builtins.map(fn, items))``, run on every core.
 
     ``engine="auto"`` runs every task in a worker process (a task that crashes costs
@@ -41,22 +41,16 @@ def map(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     or pass your own tqdm bar or rich ``Progress``, or a callable that receives
     ``(done, total, failed)`` after each batch of results (see ``corework.api.progress``).
     """
-    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
-                               ordered=ordered, timeout=timeout, retries=retries,
-                               backoff=backoff, retry_on=retry_on, errors=errors,
-                               address=address, progress=progress)
+    parsed = MapOptions.parse("map", fn, options)
     results: list[Any] = []
-    for values in _chunks(fn, items, options):
+    for values in _chunks(fn, items, parsed):
         results.extend(values)  # a chunk at a time: no Python step per result
     return results
 
 
-def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
-         workers: int | None = None, chunksize: int | Literal["auto"] = "auto",
-         ordered: bool = True, timeout: float | None = None, retries: int = 0,
-         backoff: float = 0.0, retry_on: Iterable[type[BaseException]] = (),
-         errors: Errors = "raise", address: str | None = None,
-         progress: object = False) -> Iterator[Any]:
+@signed(MapKeywords)
+def imap(fn: Callable[[Any], T], items: Iterable[Any], **options: Unpack[MapKeywords]
+         ) -> Iterator[Any]:
     """Lazily map ``fn`` over ``items``: input is read as results are consumed.
 
     ``ordered=False`` yields each result as soon as it is done (with ``errors="outcome"``
@@ -64,11 +58,7 @@ def imap(fn: Callable[[Any], T], items: Iterable[Any], *, engine: str = "auto",
     ``next()`` and lives as long as the iteration; closing the iterator early cancels
     what has not started. The other options are as for :func:`map`.
     """
-    options = MapOptions.parse(fn, workers=workers, engine=engine, chunksize=chunksize,
-                               ordered=ordered, timeout=timeout, retries=retries,
-                               backoff=backoff, retry_on=retry_on, errors=errors,
-                               address=address, progress=progress)
-    return _imap(fn, items, options)
+    return _imap(fn, items, MapOptions.parse("imap", fn, options))
 
 
 def _imap(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions

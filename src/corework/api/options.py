@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from ..engines import (
 )
 from ..scheduling.mapjob import Errors, parse_errors
 from ..scheduling.policy import TaskPolicy
+from .keywords import MapKeywords, PoolKeywords, RunKeywords, options_of
 
 __all__ = ["MapOptions", "PoolOptions", "parse_chunksize", "parse_memory", "parse_workers"]
 
@@ -50,18 +51,20 @@ class PoolOptions:
     thread_names: str | None = None  # slot threads' name prefix (corework.futures' drop-ins)
 
     @classmethod
-    def parse(cls, workers: int | None = None, *, engine: str = "auto",
-              timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
-              retry_on: Iterable[type[BaseException]] = (),
-              memory_limit: int | str | None = None,
-              max_tasks_per_worker: int | None = None,
-              initializer: Callable[..., object] | None = None,
-              initargs: Iterable[Any] = (), start_method: str | None = None,
-              native_threads: int | Literal["auto"] | None = "auto",
-              address: str | None = None, threads: int | None = None,
-              prober: Prober | None = None, relay_logs: bool = True,
-              thread_names: str | None = None) -> PoolOptions:
-        """Check every option (one clear error naming the first bad one)."""
+    def parse(cls, workers: int | None, given: Mapping[str, Any], *, call: str = "Pool",
+              prober: Prober | None = None, thread_names: str | None = None) -> PoolOptions:
+        """Check every option ``given`` to ``call`` (one clear error naming the first bad
+        one); the others have their defaults (see ``keywords``)."""
+        return cls._parse(workers, prober, thread_names, **options_of(call, PoolKeywords, given))
+
+    @classmethod
+    def _parse(cls, workers: int | None, prober: Prober | None, thread_names: str | None, *,
+               engine: str, timeout: float | None, retries: int, backoff: float,
+               retry_on: Iterable[type[BaseException]], memory_limit: int | str | None,
+               max_tasks_per_worker: int | None, initializer: Callable[..., object] | None,
+               initargs: Iterable[Any], start_method: str | None,
+               native_threads: int | Literal["auto"] | None, address: str | None,
+               threads: int | None, relay_logs: bool) -> PoolOptions:
         name = resolve_engine_name(engine)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
@@ -124,17 +127,16 @@ class MapOptions:
     progress: object = None  # None, True, or the user's display (see api/progress.py)
 
     @classmethod
-    def parse(cls, fn: object, *, workers: int | None, engine: str,
-              chunksize: int | Literal["auto"], ordered: bool, timeout: float | None,
-              retries: int, backoff: float, retry_on: Iterable[type[BaseException]],
-              errors: str, address: str | None, progress: object) -> MapOptions:
+    def parse(cls, call: str, fn: object, given: Mapping[str, Any]) -> MapOptions:
         """Refuse bad arguments at the call, not at the first result."""
         if not callable(fn):
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
-        pool = PoolOptions.parse(workers, engine=engine, timeout=timeout, retries=retries,
-                                 backoff=backoff, retry_on=retry_on, address=address)
-        return cls(pool, engine == "auto" and address is None, parse_chunksize(chunksize),
-                   ordered, parse_errors(errors), _progress(progress))
+        options = options_of(call, MapKeywords, given)
+        pool_keywords = {name: options[name] for name in RunKeywords.__annotations__}
+        pool = PoolOptions.parse(options["workers"], pool_keywords, call=call)
+        return cls(pool, options["engine"] == "auto" and options["address"] is None,
+                   parse_chunksize(options["chunksize"]), options["ordered"],
+                   parse_errors(options["errors"]), _progress(options["progress"]))
 
 
 def parse_chunksize(chunksize: int | Literal["auto"], name: str = "chunksize") -> int | None:

@@ -10,14 +10,18 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..engines import CallKind, Prober, create_engine
 from ..scheduling.future import Future
 from ..scheduling.mapjob import Errors, MapJob, parse_errors
 from ..scheduling.policy import _UNSET
 from ..scheduling.scheduler import Scheduler
+from .keywords import PoolKeywords, signed
 from .options import PoolOptions, parse_chunksize
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Pool"]
 
@@ -70,24 +74,11 @@ class Pool(concurrent.futures.Executor):
     arrives. ``relay_logs=False`` leaves logging in each worker to itself.
     """
 
-    def __init__(self, workers: int | None = None, *, engine: str = "auto",
-                 timeout: float | None = None, retries: int = 0, backoff: float = 0.0,
-                 retry_on: Iterable[type[BaseException]] = (),
-                 memory_limit: int | str | None = None,
-                 max_tasks_per_worker: int | None = None,
-                 initializer: Callable[..., object] | None = None,
-                 initargs: Iterable[Any] = (), start_method: str | None = None,
-                 native_threads: int | Literal["auto"] | None = "auto",
-                 address: str | None = None, threads: int | None = None,
-                 relay_logs: bool = True, _prober: Prober | None = None,
-                 _thread_names: str | None = None) -> None:
-        self._set_up(PoolOptions.parse(
-            workers, engine=engine, timeout=timeout, retries=retries, backoff=backoff,
-            retry_on=retry_on, memory_limit=memory_limit,
-            max_tasks_per_worker=max_tasks_per_worker, initializer=initializer,
-            initargs=initargs, start_method=start_method, native_threads=native_threads,
-            address=address, threads=threads, prober=_prober, relay_logs=relay_logs,
-            thread_names=_thread_names))
+    @signed(PoolKeywords)
+    def __init__(self, workers: int | None = None, *, _prober: Prober | None = None,
+                 _thread_names: str | None = None, **options: Unpack[PoolKeywords]) -> None:
+        self._set_up(PoolOptions.parse(workers, options, prober=_prober,
+                                       thread_names=_thread_names))
 
     def _set_up(self, options: PoolOptions) -> None:
         self.engine = options.engine
