@@ -84,7 +84,8 @@ class Pool(concurrent.futures.Executor):
         self.engine = options.engine
         self._policy = options.policy
         engine_ = create_engine(self.engine, options.for_engine())
-        self._scheduler = Scheduler(engine_, self._policy, options.max_tasks_per_worker)
+        # The policy goes with each submission (a view of options() has its own), not here.
+        self._scheduler = Scheduler(engine_, max_tasks_per_worker=options.max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
         self._handle = _Handle(self._scheduler)
         with _live_lock:
