@@ -440,6 +440,19 @@ def test_a_retried_one_task_chunk_of_a_map_is_delivered_once(engine, tmp_path, o
     assert sorted(results) == [0, 1, 2] and (not ordered or results == [0, 1, 2])
 
 
+def test_the_loss_of_a_thread_that_ran_nothing_counts_as_never_started():
+    """The scheduler may give an idle slot a chunk after its worker's death was seen
+    and before it hears of the loss (CI's 3.14 run saw square(0) fail so): that chunk
+    was never sent, so its loss must say it never started (it is run again)."""
+    from corework.engines.process.handle import Death, WorkerHandle
+
+    worker = WorkerHandle(0, 12345, None, 2, None)  # type: ignore[arg-type]
+    worker.running[1] = 7  # thread 1 ran chunk 7 when the worker died; thread 0 was idle
+    death = Death(worker, -9, "signal SIGKILL", None, 1)
+    assert death.error_for(1).started
+    assert not death.error_for(0).started
+
+
 def test_an_idle_worker_that_dies_leaves_its_slot_usable():
     import psutil  # here: tasks of this module run in sub-interpreters, which refuse it
 

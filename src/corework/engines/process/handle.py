@@ -105,7 +105,10 @@ class Death:
                 f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, over "
                 f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
                 exitcode=code, shared=self.shared)
-        started = thread not in worker.unsent and thread not in worker.loading
+        # A thread with nothing running when the death was seen started nothing: a chunk
+        # the scheduler gives its slot before it hears of the loss is never sent.
+        started = thread in worker.running and thread not in worker.unsent \
+            and thread not in worker.loading
         return WorkerCrashed(self.what, exitcode=code, started=started, shared=self.shared)
 
 
