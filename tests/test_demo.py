@@ -13,7 +13,7 @@ import pytest
 from corework.cli.demo import chart as _demo_chart
 from corework.cli.demo import table as _demo_table
 from corework.cli.demo import verdicts as judge
-from corework.cli.demo.experiments import Race, Results, Settings, Startup, Timing
+from corework.cli.demo.records import Race, Results, Settings, Startup, Timing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -94,8 +94,8 @@ _BUSY_NOTE = ("; the machine was busy (the tasks waited for a core {:.0%} of the
               "the timings are uncertain, the verdict rests on what the tasks do")
 
 
-def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
-           workers: int | None = None) -> Advice:
+def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, workers: int | None = None
+           ) -> Advice:
     """Run ``fn`` over ``sample`` serially and on each engine available here; return
     (and ``print`` shows) the engine to use, why, and the figures behind it.
 
@@ -103,9 +103,8 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *,
     all of it, so it takes a few times the sample's serial run time (a sample that runs
     in under 20 ms is run serially a few more times, to measure its tasks' time).
 
-    Tasks too short for any pool to gain on serial (under a millisecond each, and no
-    engine faster than serial) get ``too_short=True``, with the measured time per task
-    and the advice to run them serially or to batch them (``batch`` items per task).
+    Tasks too short for any pool to gain on serial (under 1 ms each, no engine faster)
+    get ``too_short=True``: run them serially, or ``batch`` items per task.
     """
     items = list(sample)
     if not items:

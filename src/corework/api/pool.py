@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -17,6 +15,7 @@ from ..scheduling.future import Future
 from ..scheduling.mapjob import Errors, MapJob, parse_errors
 from ..scheduling.policy import _UNSET
 from ..scheduling.scheduler import Scheduler
+from . import live_pools
 from .keywords import PoolKeywords, signed
 from .options import PoolOptions, parse_chunksize
 
@@ -26,21 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Pool"]
 
 T = TypeVar("T")
-
-#: Schedulers of pools not yet shut down (with wait): the end of the program waits for
-#: their work, as concurrent.futures does — also for pools dropped without shutdown().
-_live: set[Scheduler] = set()
-_live_lock = threading.Lock()
-
-
-class _Handle:
-    """What a pool and its :meth:`Pool.options` views share: when the last of them is
-    gone, no more work can come, so the pool finishes what it has and stops (a pool
-    dropped without ``shutdown()`` never keeps the program from exiting)."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        weakref.finalize(self, scheduler.shutdown, wait=False).atexit = False
-
 
 class Pool(concurrent.futures.Executor):
     """A pool of workers on one engine; a drop-in ``concurrent.futures.Executor``.
@@ -87,9 +71,8 @@ class Pool(concurrent.futures.Executor):
         # The policy goes with each submission (a view of options() has its own), not here.
         self._scheduler = Scheduler(engine_, max_tasks_per_worker=options.max_tasks_per_worker)
         self._shutdown_lock = threading.Lock()
-        self._handle = _Handle(self._scheduler)
-        with _live_lock:
-            _live.add(self._scheduler)
+        self._handle = live_pools.Handle(self._scheduler)
+        live_pools.remember(self._scheduler)
 
     @property
     def workers(self) -> int:
@@ -229,7 +212,7 @@ class Pool(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._scheduler.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
-            _forget(self._scheduler)
+            live_pools.forget(self._scheduler)
 
     def kill(self) -> None:
         """Stop now: cancel pending work, stop running tasks (killing process workers)."""
@@ -334,46 +317,4 @@ def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:
 def stop_now(pool: Pool, reason: str, *, gently: bool = False) -> None:
     with pool._shutdown_lock:
         pool._scheduler.terminate(reason, gently=gently)
-    _forget(pool._scheduler)
-
-
-def _forget(scheduler: Scheduler) -> None:
-    with _live_lock:
-        _live.discard(scheduler)
-
-
-_exiting = threading.Event()
-
-
-def exiting() -> bool:
-    """Whether the end of the program has begun shutting pools down."""
-    return _exiting.is_set()
-
-
-def _shutdown_live_pools() -> None:
-    """At the end of the program, finish every pool's work, as concurrent.futures does;
-    but after Ctrl-C ended it (the uncaught KeyboardInterrupt the interpreter keeps in
-    ``sys.last_value``), stop it instead, as leaving a ``with`` block does then."""
-    _exiting.set()
-    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-    with _live_lock:
-        schedulers = list(_live)
-    for scheduler in schedulers:
-        if interrupted:
-            scheduler.terminate("cancelled: the program was interrupted (Ctrl-C)")
-        else:
-            scheduler.shutdown(wait=True)
-        _forget(scheduler)
-
-
-def _forget_live_pools() -> None:
-    """In a forked child: the parent's pools are not this process's to finish."""
-    global _live_lock
-    _live.clear()
-    _live_lock = threading.Lock()
-
-
-# Like concurrent.futures: finish pools when the main thread ends, before ``atexit``
-# handlers run (the process launcher's own exit handler must come after this).
-threading._register_atexit(_shutdown_live_pools)  # type: ignore[attr-defined]
-os.register_at_fork(after_in_child=_forget_live_pools)
+    live_pools.forget(pool._scheduler)

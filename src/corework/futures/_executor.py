@@ -241,8 +241,8 @@ class LogOnce:
 
 def _exiting() -> bool:
     """Whether the program's end has shut corework's pools down already."""
-    from ..api import pool as _pool
+    from ..api import live_pools
 
-    return _pool.exiting()
+    return live_pools.exiting()
 
 

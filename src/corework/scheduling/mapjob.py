@@ -155,7 +155,8 @@ class MapJob:
                 chunk = self._scheduler.make_chunk(self._fn, self._kind, [item],
                                                    first + position, self, policy=self._policy)
             except SerializationError as exc:
-                work = self._scheduler.unsent_work(self._fn, self._kind, [item], first + position)
+                work = self._scheduler.make_chunk.unsent(self._fn, self._kind, [item],
+                                                         first + position)
                 chunk = Chunk(work, self, self._policy)
                 self._out.append(chunk)
                 self._finish(chunk, exc)
@@ -196,58 +197,30 @@ class MapJob:
             return _outcomes(chunk, outcome), None
         if self._errors == "return":
             return _in_place(chunk, outcome), None
-        return self._results(chunk, outcome)
+        return _up_to_failure(chunk, outcome)
 
     def _take_ready(self) -> tuple[Chunk, ChunkReport | BaseException] | None:
         """The next chunk to hand out and its outcome, if it has finished (lock held)."""
-        chunk = self._ready_chunk()
+        if self._ordered:
+            head = self._out[0]
+            chunk = head if head.work.id in self._finished else None
+        else:
+            chunk = self._finish_order.popleft() if self._finish_order else None
         if chunk is None:
             return None
         self._out.remove(chunk)
         return chunk, self._finished.pop(chunk.work.id)
 
     def _finished_chunks(self) -> Iterator[tuple[Chunk, ChunkReport | BaseException]]:
+        """Each chunk to hand out, with its outcome, as it is its turn (waiting for it)."""
         while True:
             self.fill()
             if not self._out:
                 return
-            yield self._wait_for_next()
-
-    def _wait_for_next(self) -> tuple[Chunk, ChunkReport | BaseException]:
-        with self._changed:
-            while True:
-                ready = self._take_ready()
-                if ready is not None:
-                    return ready
-                self._changed.wait(_for_at_most(self._time_left()))
-
-    def _ready_chunk(self) -> Chunk | None:
-        if self._ordered:
-            head = self._out[0]
-            return head if head.work.id in self._finished else None
-        return self._finish_order.popleft() if self._finish_order else None
-
-    def _time_left(self) -> float | None:
-        if self._deadline is None:
-            return None
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise concurrent.futures.TimeoutError("map() results were not ready in time")
-        return left
-
-    @staticmethod
-    def _results(chunk: Chunk, outcome: ChunkReport | BaseException
-                 ) -> tuple[list[Any], BaseException | None]:
-        """The chunk's results up to its first failure, and that failure's exception."""
-        if isinstance(outcome, BaseException):
-            return [], chunk.blame(outcome)
-        if outcome.error is not None:
-            return [], task_exception(outcome.error, chunk.describe(0), outcome.remote)
-        if not outcome.failures:
-            return outcome.results, None
-        first = min(outcome.failures)
-        error = task_exception(outcome.failures[first], chunk.describe(first), outcome.remote)
-        return outcome.results[:first], error
+            with self._changed:
+                while (ready := self._take_ready()) is None:
+                    self._changed.wait(_for_at_most(_time_left(self._deadline)))
+            yield ready
 
     def cancel(self) -> None:
         """Drop the chunks that have not started (running ones finish unseen)."""
@@ -274,6 +247,30 @@ class MapJob:
             if not self._ordered:
                 self._finish_order.append(chunk)
             self._changed.notify()
+
+
+def _time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline); TimeoutError once it has passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise concurrent.futures.TimeoutError("map() results were not ready in time")
+    return left
+
+
+def _up_to_failure(chunk: Chunk, outcome: ChunkReport | BaseException
+                   ) -> tuple[list[Any], BaseException | None]:
+    """The chunk's results up to its first failure, and that failure's exception."""
+    if isinstance(outcome, BaseException):
+        return [], chunk.blame(outcome)
+    if outcome.error is not None:
+        return [], task_exception(outcome.error, chunk.describe(0), outcome.remote)
+    if not outcome.failures:
+        return outcome.results, None
+    first = min(outcome.failures)
+    error = task_exception(outcome.failures[first], chunk.describe(first), outcome.remote)
+    return outcome.results[:first], error
 
 
 def _in_place(chunk: Chunk, outcome: ChunkReport | BaseException) -> list[Any]:

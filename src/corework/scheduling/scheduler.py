@@ -38,7 +38,7 @@ from .dispatch import Dispatch
 from .function_cache import FunctionCache
 from .future import Future
 from .policy import NO_LIMITS, TaskPolicy
-from .recovery import MakeChunk, Recovery
+from .recovery import Recovery
 from .sinks import FutureSink
 from .timer import Timer
 
@@ -63,7 +63,7 @@ class Scheduler:
         self._ids = itertools.count()
         self._functions = FunctionCache(functools.partial(_prepare, engine, self._ids))
         #: A chunk with its arguments packed (raises SerializationError naming the task).
-        self.make_chunk: MakeChunk = _ChunkMaker(engine, self._ids, policy)
+        self.make_chunk = _ChunkMaker(engine, self._ids, policy)
         self._recovery = Recovery(self.dispatch, self.make_chunk,
                                   functools.partial(next, self._ids))
         #: Applied to every error a future or a map hands out (the drop-in executors of
@@ -103,11 +103,6 @@ class Scheduler:
         if reuse:
             return self._functions.get(fn)
         return _prepare(self.engine, self._ids, fn)
-
-    def unsent_work(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int
-                    ) -> ChunkWork:
-        """A chunk's work that will never be sent (its items could not be packed)."""
-        return ChunkWork(next(self._ids), fn, kind, items, first=first)
 
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any], policy: TaskPolicy | None = None) -> Future[Any]:
@@ -289,6 +284,11 @@ class _ChunkMaker:
                       policy or self._default)
         chunk.work.payload = self._engine.pack(items, chunk.describe)
         return chunk
+
+    def unsent(self, fn: FunctionRef, kind: CallKind, items: Sequence[Any], first: int
+               ) -> ChunkWork:
+        """A chunk's work that will never be sent (its items could not be packed)."""
+        return ChunkWork(next(self._ids), fn, kind, items, first=first)
 
 
 def _prepare(engine: Engine, ids: Iterator[int], fn: Callable[..., Any]) -> FunctionRef:

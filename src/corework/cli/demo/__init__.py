@@ -33,7 +33,7 @@ from .._args import positive
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .experiments import Settings
+    from .records import Settings
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +41,7 @@ QUICK_SCALE = 0.3  # --quick: smaller tasks, one run each
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from .experiments import Settings
+    from .records import Settings
 
     workers = args.workers or cw.default_workers()
     scale = args.scale * (QUICK_SCALE if args.quick else 1.0)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .experiments import ENGINES, Results
+from .experiments import ENGINES
+from .records import Results
 from .table import ENGINE_LABELS, WORKLOAD_LABELS
 from .verdicts import Verdict
 

@@ -20,7 +20,6 @@ import sysconfig
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +30,9 @@ import corework as cw
 
 from . import freethreaded as _demo_freethreaded
 from .freethreaded import best_of, calibrate, gil_enabled, square_loop
+from .records import Race, Results, Settings, Startup, Timing
 
-__all__ = [
-    "ENGINES",
-    "Race",
-    "Results",
-    "Settings",
-    "Startup",
-    "Timing",
-    "find_free_threaded",
-    "measure",
-]
+__all__ = ["ENGINES", "find_free_threaded", "measure"]
 
 #: The engines every workload runs on, besides serially.
 # Sub-interpreters cannot import the corework package (it loads C extensions they refuse),
@@ -54,90 +45,8 @@ FREE_THREADED_ENV = "COREWORK_FREE_THREADED_PYTHON"
 CPU_TASK_SECONDS = 0.25  # one cpu or native task, before --scale
 IO_STEPS = 10  # (i * i; sleep) steps per io task, before --scale
 IO_SLEEP = 0.02
-IO_TASKS_PER_WORKER = 4  # waiting does not need a core: more io tasks than cores
-IO_REPEATS = 2  # at most: sleeps are barely disturbed by load, and serial io is slow
 MATRIX = 512  # the native task multiplies MATRIX x MATRIX matrices
 RACE_INCREMENTS = 2000  # per thread, before --scale
-
-
-@dataclass(frozen=True)
-class Settings:
-    workers: int
-    cores: int
-    scale: float = 1.0
-    repeats: int = 3
-    startups: int = 5  # pools started per engine for the start-up time
-
-    @property
-    def parallel(self) -> int:
-        """How many tasks can really run at once here."""
-        return min(self.workers, self.cores)
-
-    @property
-    def io_tasks(self) -> int:
-        return self.workers * IO_TASKS_PER_WORKER
-
-    @property
-    def io_repeats(self) -> int:
-        return min(self.repeats, IO_REPEATS)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """One workload run one way: ``runner`` is "serial" or an engine name."""
-
-    workload: str
-    runner: str
-    seconds: float | None  # None: it could not run, and ``error`` says why
-    serial: float
-    error: str = ""
-
-    @property
-    def speedup(self) -> float | None:
-        return None if self.seconds is None else self.serial / self.seconds
-
-
-@dataclass(frozen=True)
-class Startup:
-    """Pool creation to first result, and the memory each worker costs."""
-
-    engine: str
-    first_pool: float | None  # the first pool of this engine in this process
-    warm: float | None  # the best of the pools after it
-    memory: float | None  # bytes per worker
-    memory_how: str = ""
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class Race:
-    expected: int
-    unlocked: int
-    locked: int
-
-    @property
-    def lost(self) -> int:
-        return self.expected - self.unlocked
-
-
-@dataclass
-class Results:
-    settings: Settings
-    python: str
-    gil: bool
-    timings: list[Timing] = field(default_factory=list)
-    startups: list[Startup] = field(default_factory=list)
-    race: Race | None = None
-    free_threaded: str = ""  # the free-threaded Python behind the "cpu-ft" rows
-    notes: dict[str, str] = field(default_factory=dict)  # why a part was not measured
-
-    def timing(self, workload: str, runner: str) -> Timing | None:
-        found = [t for t in self.timings if t.workload == workload and t.runner == runner]
-        return found[0] if found else None
-
-    def startup(self, engine: str) -> Startup | None:
-        found = [s for s in self.startups if s.engine == engine]
-        return found[0] if found else None
 
 
 # -- the tasks -------------------------------------------------------------------------

@@ -5,15 +5,8 @@ from __future__ import annotations
 import textwrap
 
 from . import verdicts as judge
-from .experiments import (
-    CPU_TASK_SECONDS,
-    ENGINES,
-    IO_SLEEP,
-    IO_STEPS,
-    Results,
-    Startup,
-    Timing,
-)
+from .experiments import CPU_TASK_SECONDS, ENGINES, IO_SLEEP, IO_STEPS
+from .records import Results, Startup, Timing
 
 __all__ = ["ENGINE_LABELS", "WORKLOAD_LABELS", "render", "verdicts"]
 
