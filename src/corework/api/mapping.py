@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..engines import start_launcher
+from ..engines import spec_of
 from . import progress as _progress
 from .auto import auto_chunks
 from .keywords import MapKeywords, signed
@@ -78,8 +78,9 @@ def _chunks(fn: Callable[[Any], T], items: Iterable[Any], options: MapOptions
     if options.progress is None:
         yield from chunks
         return
-    if options.pool.engine == "process":
-        start_launcher()  # before the display's thread: the launcher is then forked
+    ready = spec_of(options.pool.engine).before_threads
+    if ready is not None:
+        ready()  # before the display's thread (the process engine's launcher is forked)
     yield from _progress.observe(chunks, _progress.length(items), options.progress,
                                  options.errors)
 

@@ -219,8 +219,8 @@ def _log_levels(relay: bool) -> dict[str | None, int] | None:
 
 
 def _authkey(engine: str) -> bytes | None:
-    """This process's multiprocessing authkey, for process workers (cheap to get)."""
-    if engine != "process":
+    """This process's multiprocessing authkey, for the workers of engines that want it."""
+    if not spec_of(engine).authkey:
         return None
     import multiprocessing.process
 

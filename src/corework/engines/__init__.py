@@ -67,13 +67,17 @@ class EngineSpec:
     """An engine by name: how to make one, and which of the options beyond every engine's
     it takes (``"start_method"``, ``"address"``, ``"threads"``, ``"memory_limit"``,
     ``"prober"``); ``shares_process`` names what its workers are where they share this
-    process (so no ``memory_limit`` can apply). Adding an engine is its package and one
+    process (so no ``memory_limit`` can apply); ``before_threads`` readies it while this
+    process has one thread (before a progress display's); ``authkey``: its workers get
+    this process's multiprocessing authkey. Adding an engine is its package and one
     :func:`register` call."""
 
     name: str
     create: Callable[[EngineOptions], Engine]
     accepts: frozenset[str] = frozenset()
     shares_process: str | None = None  # "threads", "sub-interpreters"
+    before_threads: Callable[[], None] | None = None
+    authkey: bool = False  # its workers connect to this process's Managers
 
     def refuse(self, option: str, given: bool) -> None:
         """Raise ValueError if ``option`` was ``given`` but this engine does not take it."""
@@ -115,6 +119,14 @@ def _dask(options: EngineOptions) -> Engine:
     return DaskEngine(options.workers, options.setup, options.address, options.sized)
 
 
+def start_launcher() -> None:
+    """Start the process engine's launcher now (a fork while this process has one thread,
+    where later, with threads running, it would have to be spawned)."""
+    from .process.launchers import get_launcher
+
+    get_launcher()
+
+
 _SPECS: dict[str, EngineSpec] = {}
 
 
@@ -125,7 +137,8 @@ def register(spec: EngineSpec) -> None:
 
 for _spec in (
     EngineSpec("process", _process, frozenset({"start_method", "threads", "memory_limit",
-                                               "prober"})),
+                                               "prober"}),
+               before_threads=start_launcher, authkey=True),
     EngineSpec("thread", _thread, shares_process="threads"),
     EngineSpec("interpreter", _interpreter, shares_process="sub-interpreters"),
     # Dask's own check_options says why memory_limit and max_tasks_per_worker cannot go
@@ -142,14 +155,6 @@ def engine_names() -> tuple[str, ...]:
 def spec_of(name: str) -> EngineSpec:
     """The spec of engine ``name`` (already resolved from "auto")."""
     return _SPECS[name]
-
-
-def start_launcher() -> None:
-    """Start the process engine's launcher now (a fork while this process has one thread,
-    where later, with threads running, it would have to be spawned)."""
-    from .process.launchers import get_launcher
-
-    get_launcher()
 
 
 def gil_enabled() -> bool:
