@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import pydoc
+import sys
+import typing
 
 import pytest
 
@@ -26,6 +28,8 @@ def test_help_shows_every_option_with_its_default(name, call, keywords):
     shown = pydoc.render_doc(call)
     assert all(f"{option}:" in shown for option in keywords.__annotations__)
     assert not [p for p in parameters if p.startswith("_") or p == "options"]
+    if sys.version_info >= (3, 11):  # typing.Unpack: the hints resolve at run time
+        assert typing.get_type_hints(call.__init__ if call is cw.Pool else call)["options"]
 
 
 def test_only_the_options_of_each_call_are_listed():
@@ -43,7 +47,7 @@ def test_a_misspelt_option_is_refused_naming_it():
         cw.imap(square, [1], worker=3)
     with pytest.raises(TypeError, match=r"^aimap\(\) got an unexpected keyword argument 'x'$"):
         cw.aimap(square, [1], x=1)
-    with pytest.raises(TypeError, match=r"^Pool\(\) got an unexpected keyword argument 'chunk"):
+    with pytest.raises(TypeError, match=r"^Pool.__init__\(\) got an unexpected keyword arg"):
         cw.Pool(2, chunksize=3)
 
 

@@ -10,6 +10,7 @@ finish unseen (their results are dropped).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,9 @@ from .keywords import MapKeywords, signed
 from .options import MapOptions, PoolOptions
 from .pool import pool_of
 
-if TYPE_CHECKING:
+if sys.version_info >= (3, 11):  # at run time too: typing.get_type_hints() resolves them
+    from typing import Unpack
+elif TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["aimap"]

@@ -51,7 +51,7 @@ class PoolOptions:
     thread_names: str | None = None  # slot threads' name prefix (corework.futures' drop-ins)
 
     @classmethod
-    def parse(cls, workers: int | None, given: Mapping[str, Any], *, call: str = "Pool",
+    def parse(cls, workers: int | None, given: Mapping[str, Any], *, call: str = "Pool.__init__",
               prober: Prober | None = None, thread_names: str | None = None) -> PoolOptions:
         """Check every option ``given`` to ``call`` (one clear error naming the first bad
         one); the others have their defaults (see ``keywords``)."""

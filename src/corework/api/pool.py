@@ -19,7 +19,9 @@ from . import live_pools
 from .keywords import PoolKeywords, signed
 from .options import PoolOptions, parse_chunksize
 
-if TYPE_CHECKING:
+if sys.version_info >= (3, 11):  # at run time too: typing.get_type_hints() resolves them
+    from typing import Unpack
+elif TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["Pool"]

@@ -63,9 +63,11 @@ def _interrupt_runner() -> None:
 def _task_ended() -> None:
     """The runner's task is over: no interrupt may go off after this."""
     global _in_task
-    with _task_lock:
+    with _task_lock:  # nothing else in it: an interrupt can no longer be scheduled
         _in_task = False
-        interrupts = sys.modules.get("_corework_interrupt")  # loaded only by a kill
+    # An interrupt scheduled just before still goes off (here, or in run()'s caller):
+    # harmless, as a killed task's slot is retired and its interpreter destroyed.
+    interrupts = sys.modules.get("_corework_interrupt")  # loaded only by a kill
     if interrupts is not None:
         interrupts.acknowledge()
 

@@ -142,17 +142,23 @@ def _exit_past_abandoned() -> None:
         assert slot.thread is not None
         slot.thread.join(max(0.0, deadline - time.monotonic()))
     if any(slot.thread is not None and slot.thread.is_alive() for slot in stuck):
+        where = "blocked in C code" if sys.version_info >= (3, 13) else \
+            "running (Python 3.12 cannot interrupt a sub-interpreter's task)"
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.shutdown()  # its handlers' buffers: os._exit skips the atexit that would
         sys.stdout.flush()
         sys.stderr.write(
-            "corework: a task killed on engine='interpreter' is still blocked in C code, and "
+            f"corework: a task killed on engine='interpreter' is still {where}, and "
             "Python cannot end a sub-interpreter while it runs: the process exits now, "
-            "with status 1, without the rest of Python's shutdown. Run tasks that block in "
-            "C code on engine='process', whose kill() always stops them.\n")
+            "with status 1, without the rest of Python's shutdown. Run tasks that may "
+            "not return on engine='process', whose kill() always stops them.\n")
         sys.stderr.flush()
         os._exit(1)
 
 
 atexit.register(_exit_past_abandoned)
+os.register_at_fork(after_in_child=_interrupted.clear)  # a child runs none of them
 
 
 class InterpreterEngine(SlotEngine):

@@ -12,6 +12,7 @@ go off inside the hook — until the thread says it got it (:func:`acknowledge`)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
@@ -21,7 +22,10 @@ from typing import Any
 RESCHEDULE_SECONDS = 0.001
 
 _targets: dict[int, type[BaseException]] = {}  # thread ident -> what it must raise
-_lock = threading.Lock()
+#: Held while scheduling, so that a reschedule never slips in after an acknowledge. Reentrant:
+#: a garbage collection may run inside ``_schedule`` (ctypes objects are tracked), and a
+#: callback of it that raises reports through ``_unraisable`` in this same thread.
+_lock = threading.RLock()
 _previous_hook: Any = None
 
 
@@ -63,14 +67,21 @@ def _install_hook() -> None:
 
 def _unraisable(unraisable: Any) -> None:
     ident = threading.get_ident()
-    with _lock:
-        wanted = _targets.get(ident)
+    wanted = _targets.get(ident)  # one dict read: takes no lock
     kind = unraisable.exc_type
     if wanted is not None and isinstance(kind, type) and issubclass(kind, wanted):
-        again = threading.Timer(RESCHEDULE_SECONDS, _reschedule, (ident, wanted))
-        again.start()  # not a daemon: isolated sub-interpreters allow none (it lives 1 ms)
+        _later(_reschedule, ident, wanted)
         return
     _previous_hook(unraisable)
+
+
+def _later(fn: Any, *args: Any) -> None:
+    """``fn(*args)`` from a short-lived thread in RESCHEDULE_SECONDS: a daemon, except in
+    an isolated sub-interpreter, which allows none."""
+    again = threading.Timer(RESCHEDULE_SECONDS, fn, args)
+    with contextlib.suppress(RuntimeError):  # "daemon threads are disabled" there
+        again.daemon = True
+    again.start()
 
 
 def _reschedule(ident: int, exc_type: type[BaseException]) -> None:

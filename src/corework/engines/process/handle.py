@@ -100,15 +100,15 @@ class Death:
         if self.killed is not None and thread != self.killed:
             return WorkerCrashed(f"{self.what}: it was stopped to end another of its tasks",
                                  exitcode=code, collateral=True)
-        if worker.over_limit is not None and self.memory_limit is not None:
-            return MemoryLimitExceeded(
-                f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, over "
-                f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
-                exitcode=code, shared=self.shared)
         # A thread with nothing running when the death was seen started nothing: a chunk
         # the scheduler gives its slot before it hears of the loss is never sent.
         started = thread in worker.running and thread not in worker.unsent \
             and thread not in worker.loading
+        if worker.over_limit is not None and self.memory_limit is not None:
+            return MemoryLimitExceeded(
+                f"worker process {worker.pid} used {_format_bytes(worker.over_limit)}, over "
+                f"its memory_limit of {_format_bytes(self.memory_limit)}, and was killed",
+                exitcode=code, started=started, shared=self.shared)
         return WorkerCrashed(self.what, exitcode=code, started=started, shared=self.shared)
 
 

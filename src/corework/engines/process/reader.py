@@ -159,9 +159,11 @@ class Reader:
         from ..log_relay import relay
 
         _, thread, chunk_id, position, fields = meta
-        with worker.send_lock:
-            running = thread is not None and worker.running.get(thread) == chunk_id
-            first = worker.firsts.get(thread) if running else None
+        # No send lock: a sender holds it while it blocks on a full socket, which only
+        # this thread empties. The reads are safe without it: a thread's chunk changes
+        # only after its "done", which this thread reads after this record.
+        running = thread is not None and worker.running.get(thread) == chunk_id
+        first = worker.firsts.get(thread) if running else None
         relay(fields, worker.index, first, position)
 
     def _on_ready(self, worker: WorkerHandle) -> None:
