@@ -170,3 +170,24 @@ def test_a_queue_in_many_queued_tasks_costs_two_descriptors():
         assert [f.result() for f in futures] == ["put"] * 300
     assert during - before < 40  # the pool's own sockets, not 600 duplicates
     assert sorted(queue.get(timeout=10) for _ in range(300))
+
+
+def test_a_release_from_a_finalizer_while_the_lock_is_held_never_waits():
+    """A message's duplicates are let go of in a finalizer, which a garbage collection may
+    run inside the duplicates' own locked work (CI's 3.13t run deadlocked there)."""
+    from corework.transport.inherited import _Duplicates
+
+    duplicates = _Duplicates()
+    read_end, write_end = os.pipe()
+    try:
+        first, second = duplicates.take(read_end), duplicates.take(write_end)
+        with duplicates._lock:  # as when a collection interrupts take() or a release
+            duplicates.release([first])  # returns at once: queued
+            os.fstat(first)  # not closed yet: the lock's holder settles it
+        duplicates.release([second])
+        for closed in (first, second):
+            with pytest.raises(OSError):
+                os.fstat(closed)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from stat import S_ISFIFO, S_ISSOCK
 from typing import Any
@@ -177,12 +178,17 @@ class _Duplicates:
     message that sends it, found by (device, inode, read/write mode): a number the caller
     closed and reused is never mistaken for the old one (our duplicate keeps that open),
     and a pipe's two ends (one inode) stay apart. Each is closed when its last message is
-    gone. Other files get a duplicate each (their offset is their own)."""
+    gone. Other files get a duplicate each (their offset is their own).
+
+    ``release`` runs in finalizers — in any thread, and inside a garbage collection that
+    may interrupt this very object's work — so it never waits for the lock: it queues the
+    duplicates, and whoever holds the lock (or takes it next) closes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_file: dict[tuple[object, ...], list[int]] = {}  # -> [duplicate, users]
         self._file_of: dict[int, tuple[object, ...]] = {}  # duplicate -> its key
+        self._released: deque[list[int]] = deque()  # from finalizers, not yet let go of
 
     def take(self, fd: int) -> int:
         stat = os.fstat(fd)
@@ -196,20 +202,36 @@ class _Duplicates:
                 entry = self._by_file[key] = [os.dup(fd), 0]
                 self._file_of[entry[0]] = key
             entry[1] += 1
-            return entry[0]
+            duplicate = entry[0]
+        self._settle()  # what finalizers released meanwhile
+        return duplicate
 
     def release(self, fds: list[int]) -> None:
-        with self._lock:
-            for fd in fds:
-                key = self._file_of.get(fd)
-                if key is None:
-                    continue
-                entry = self._by_file[key]
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    del self._by_file[key], self._file_of[fd]
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+        """A message holding ``fds`` is gone (see the class docstring)."""
+        self._released.append(list(fds))  # as they are now (forget() clears the list)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Let go of the queued duplicates, unless another caller holds the lock (it
+        settles them when it is done)."""
+        while self._released and self._lock.acquire(blocking=False):
+            try:
+                while self._released:
+                    self._let_go(self._released.popleft())
+            finally:
+                self._lock.release()
+
+    def _let_go(self, fds: list[int]) -> None:
+        for fd in fds:
+            key = self._file_of.get(fd)
+            entry = self._by_file.get(key) if key is not None else None
+            if key is None or entry is None:
+                continue
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._by_file[key], self._file_of[fd]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 _DUPLICATES = _Duplicates()
