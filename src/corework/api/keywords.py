@@ -12,7 +12,7 @@ from typing import Any, ForwardRef, Literal, TypedDict, TypeVar
 
 from ..scheduling.mapjob import Errors
 
-__all__ = ["DEFAULTS", "MapKeywords", "PoolKeywords", "options_of", "signed"]
+__all__ = ["DEFAULTS", "MapKeywords", "PoolKeywords", "names_of", "options_of", "signed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _names(keywords: type) -> list[str]:
+def names_of(keywords: type) -> list[str]:
     """The option names of a TypedDict, bases' first, in the order they are written."""
     return list(keywords.__annotations__)
 
@@ -69,7 +69,7 @@ def _names(keywords: type) -> list[str]:
 def options_of(call: str, keywords: type, given: Mapping[str, Any]) -> dict[str, Any]:
     """Every option of ``call``: those ``given``, the defaults for the rest. A name the
     call does not take is a TypeError, worded as Python words one."""
-    names = _names(keywords)
+    names = names_of(keywords)
     for name in given:
         if name not in names:
             raise TypeError(f"{call}() got an unexpected keyword argument {name!r}")

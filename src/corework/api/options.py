@@ -25,7 +25,7 @@ from ..engines import (
 )
 from ..scheduling.mapjob import Errors, parse_errors
 from ..scheduling.policy import TaskPolicy
-from .keywords import MapKeywords, PoolKeywords, RunKeywords, options_of
+from .keywords import MapKeywords, PoolKeywords, RunKeywords, names_of, options_of
 
 __all__ = ["MapOptions", "PoolOptions", "parse_chunksize", "parse_memory", "parse_workers"]
 
@@ -132,7 +132,7 @@ class MapOptions:
         if not callable(fn):
             raise TypeError(f"the task function must be callable, not {type(fn).__name__}")
         options = options_of(call, MapKeywords, given)
-        pool_keywords = {name: options[name] for name in RunKeywords.__annotations__}
+        pool_keywords = {name: options[name] for name in names_of(RunKeywords)}
         pool = PoolOptions.parse(options["workers"], pool_keywords, call=call)
         return cls(pool, options["engine"] == "auto" and options["address"] is None,
                    parse_chunksize(options["chunksize"]), options["ordered"],
